@@ -1,0 +1,107 @@
+/**
+ * The two Fastify apps, built but never listening (server.ts listens; tests listen on port 0):
+ *   - main: HTTPS with mandatory client certificates; /token, JWKS and discovery
+ *   - ops: plain HTTP for probes and Prometheus; health, readiness, metrics and the JWKS
+ */
+import type { SecureContextOptions, TLSSocket } from 'node:tls'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { Clock } from './clock.js'
+import type { Config } from './config.js'
+import type { KeyStore } from './keys/store.js'
+import type { Metrics } from './metrics.js'
+import type { PolicyStore } from './policy/store.js'
+import { RateLimiter } from './rate-limit.js'
+import { discoveryRoutes } from './routes/discovery.js'
+import { installErrorHandling } from './routes/errors.js'
+import { jwksRoutes } from './routes/jwks.js'
+import { opsRoutes } from './routes/ops.js'
+import { TOKEN_BODY_LIMIT, tokenRoutes } from './routes/token.js'
+
+/** TLS 1.2 suites: ECDHE key exchange and AEAD ciphers only (TLS 1.3 suites are all AEAD). */
+export const TLS12_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':')
+
+/** The PEM material of the main listener. */
+export interface TlsMaterial {
+  readonly cert: string | Buffer
+  readonly key: string | Buffer
+  readonly clientCa: string | Buffer
+  readonly crl?: string | Buffer | undefined
+}
+
+export interface AppDeps {
+  readonly keys: KeyStore
+  readonly policy: PolicyStore
+  readonly metrics: Metrics
+  readonly clock: Clock
+  readonly logger: FastifyBaseLogger
+  /** Overrides jti generation (tests). */
+  readonly randomUUID?: () => string
+}
+
+/** Secure-context options of the main listener: mTLS required, TLS ≥ 1.2, ECDHE + AEAD only. */
+export function tlsOptions(tls: TlsMaterial): SecureContextOptions & { requestCert: true; rejectUnauthorized: true } {
+  return {
+    cert: tls.cert,
+    key: tls.key,
+    ca: tls.clientCa,
+    ...(tls.crl === undefined ? {} : { crl: tls.crl }),
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: 'TLSv1.2',
+    ciphers: TLS12_CIPHERS,
+    honorCipherOrder: true,
+    sessionTimeout: 300,
+  }
+}
+
+const commonOptions = {
+  bodyLimit: TOKEN_BODY_LIMIT,
+  onProtoPoisoning: 'error',
+  onConstructorPoisoning: 'error',
+  return503OnClosing: true,
+  requestTimeout: 15_000,
+  keepAliveTimeout: 65_000,
+  routerOptions: { maxParamLength: 256 },
+  trustProxy: false,
+} as const
+
+/** Builds the main (mTLS) app. It does not listen. */
+export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    ...commonOptions,
+    // Our own lines (one per issuance, one per denial) replace Fastify's per-request log lines.
+    logController: new LogController({ disableRequestLogging: true }),
+    https: tlsOptions(tls),
+    loggerInstance: deps.logger.child({ listener: 'main' }),
+  })
+  // A connection's certificate, and so its identity, must not change under us (TLS 1.2 renegotiation).
+  app.server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
+  app.removeContentTypeParser('text/plain')
+  installErrorHandling(app)
+  const rateLimiter = new RateLimiter(config.rateLimit, deps.clock)
+  await app.register(tokenRoutes, { config, rateLimiter, ...deps })
+  await app.register(jwksRoutes, { keys: deps.keys, maxAge: config.jwksMaxAge })
+  await app.register(discoveryRoutes, { issuer: config.issuer, policy: deps.policy })
+  return app
+}
+
+/** Builds the ops (plain HTTP) app. It does not listen. */
+export async function buildOpsApp(config: Config, deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    ...commonOptions,
+    logController: new LogController({ disableRequestLogging: true }),
+    loggerInstance: deps.logger.child({ listener: 'ops' }),
+  })
+  app.removeAllContentTypeParsers()
+  installErrorHandling(app)
+  await app.register(opsRoutes, deps)
+  await app.register(jwksRoutes, { keys: deps.keys, maxAge: config.jwksMaxAge })
+  return app
+}

@@ -1,0 +1,172 @@
+/**
+ * Configuration: the only module that reads the environment. The schema below is the single source of the
+ * variable names, defaults and ranges (the README's table is checked against it). A bad value stops the
+ * start with a ConfigError that names the variable.
+ */
+import { resolve } from 'node:path'
+import envSchema from 'env-schema'
+import { ConfigError } from './errors.js'
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
+/** JSON Schema of the environment. `description` feeds the README's configuration table. */
+export const configSchema = {
+  type: 'object',
+  properties: {
+    AUTHZ_ISSUER: { type: 'string', default: 'https://authz.internal', description: 'the `iss` of every token and the discovery `issuer`; an https URL' },
+    AUTHZ_HOST: { type: 'string', default: '0.0.0.0', description: 'main (mTLS) listener address' },
+    AUTHZ_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 8443, description: 'main (mTLS) listener port' },
+    AUTHZ_TLS_CERT: { type: 'string', minLength: 1, description: 'server certificate chain, PEM' },
+    AUTHZ_TLS_KEY: { type: 'string', minLength: 1, description: 'server private key, PEM' },
+    AUTHZ_CLIENT_CA: { type: 'string', minLength: 1, description: 'CA bundle that client certificates must chain to, PEM' },
+    AUTHZ_CRL: { type: 'string', minLength: 1, description: 'optional CRL(s) for client certificates, PEM' },
+    AUTHZ_KEYS_DIR: { type: 'string', minLength: 1, default: 'keys', description: 'signing keys and their manifest' },
+    AUTHZ_POLICY: { type: 'string', minLength: 1, default: 'config/service-policy.json', description: 'service policy file (JSON)' },
+    AUTHZ_TOKEN_TTL: { type: 'integer', minimum: 300, maximum: 900, default: 600, description: 'token lifetime in seconds (300–900)' },
+    AUTHZ_JWKS_MAX_AGE: { type: 'integer', minimum: 0, maximum: 86400, default: 600, description: 'JWKS `Cache-Control: max-age` in seconds' },
+    AUTHZ_OPS_HOST: { type: 'string', default: '127.0.0.1', description: 'ops listener address (health, readiness, metrics, JWKS)' },
+    AUTHZ_OPS_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 9464, description: 'ops listener port' },
+    AUTHZ_LOG_LEVEL: { type: 'string', enum: [...LOG_LEVELS], default: 'info', description: 'pino log level' },
+    AUTHZ_RATE_LIMIT: { type: 'integer', minimum: 0, maximum: 1000000, default: 100, description: 'token requests per second per caller CN; 0 turns the limit off' },
+    AUTHZ_DEV: { type: 'boolean', default: true, description: 'with no TLS files configured, generate a dev PKI and signing key under the keys directory; `false` makes missing material a start-up error' },
+    AUTHZ_KEY_PASSPHRASE: { type: 'string', minLength: 1, description: 'optional passphrase of encrypted PKCS#8 signing keys' },
+  },
+} as const
+
+export interface TlsFiles {
+  readonly cert: string
+  readonly key: string
+  readonly clientCa: string
+  readonly crl: string | undefined
+}
+
+export interface Config {
+  readonly issuer: string
+  readonly host: string
+  readonly port: number
+  /** Paths of the TLS material, or null when none is configured (dev mode generates it). */
+  readonly tls: TlsFiles | null
+  readonly keysDir: string
+  readonly policyPath: string
+  readonly tokenTtl: number
+  readonly jwksMaxAge: number
+  readonly opsHost: string
+  readonly opsPort: number
+  readonly logLevel: LogLevel
+  readonly rateLimit: number
+  readonly dev: boolean
+  readonly keyPassphrase: string | undefined
+}
+
+interface RawEnv {
+  AUTHZ_ISSUER: string
+  AUTHZ_HOST: string
+  AUTHZ_PORT: number
+  AUTHZ_TLS_CERT?: string
+  AUTHZ_TLS_KEY?: string
+  AUTHZ_CLIENT_CA?: string
+  AUTHZ_CRL?: string
+  AUTHZ_KEYS_DIR: string
+  AUTHZ_POLICY: string
+  AUTHZ_TOKEN_TTL: number
+  AUTHZ_JWKS_MAX_AGE: number
+  AUTHZ_OPS_HOST: string
+  AUTHZ_OPS_PORT: number
+  AUTHZ_LOG_LEVEL: LogLevel
+  AUTHZ_RATE_LIMIT: number
+  AUTHZ_DEV: boolean
+  AUTHZ_KEY_PASSPHRASE?: string
+}
+
+interface AjvErrorLike {
+  instancePath: string
+  message?: string
+  params?: Record<string, unknown>
+}
+
+/** Names the variable an env-schema (ajv) error is about. */
+function variableOf(error: AjvErrorLike): string {
+  const fromPath = error.instancePath.replace(/^\//, '')
+  if (fromPath !== '') return fromPath
+  const missing = error.params?.missingProperty
+  return typeof missing === 'string' ? missing : 'environment'
+}
+
+function checkIssuer(issuer: string): string {
+  let url: URL
+  try {
+    url = new URL(issuer)
+  } catch {
+    throw new ConfigError('AUTHZ_ISSUER', 'must be an absolute https URL')
+  }
+  // RFC 8414 §2: https, no query, no fragment. RFC 9068 compares `iss` as an exact string.
+  if (url.protocol !== 'https:' || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    throw new ConfigError('AUTHZ_ISSUER', 'must be an https URL without query, fragment or credentials')
+  }
+  return issuer
+}
+
+function tlsFiles(env: RawEnv, cwd: string, requireTls: boolean): TlsFiles | null {
+  const named = {
+    AUTHZ_TLS_CERT: env.AUTHZ_TLS_CERT,
+    AUTHZ_TLS_KEY: env.AUTHZ_TLS_KEY,
+    AUTHZ_CLIENT_CA: env.AUTHZ_CLIENT_CA,
+  }
+  const given = Object.entries(named).filter(([, v]) => v !== undefined)
+  if (given.length === 0) {
+    if (env.AUTHZ_CRL !== undefined) throw new ConfigError('AUTHZ_CLIENT_CA', 'AUTHZ_CRL is set but the TLS files are not')
+    if (!env.AUTHZ_DEV && requireTls) throw new ConfigError('AUTHZ_TLS_CERT', 'required when AUTHZ_DEV=false (with AUTHZ_TLS_KEY and AUTHZ_CLIENT_CA)')
+    return null
+  }
+  for (const [name, value] of Object.entries(named)) {
+    if (value === undefined) throw new ConfigError(name, `required when ${given.map(([n]) => n).join(', ')} is set`)
+  }
+  return {
+    cert: resolve(cwd, env.AUTHZ_TLS_CERT as string),
+    key: resolve(cwd, env.AUTHZ_TLS_KEY as string),
+    clientCa: resolve(cwd, env.AUTHZ_CLIENT_CA as string),
+    crl: env.AUTHZ_CRL === undefined ? undefined : resolve(cwd, env.AUTHZ_CRL),
+  }
+}
+
+/**
+ * Validates the environment and returns a frozen Config. Throws ConfigError naming the first bad variable.
+ * Only `AUTHZ_*` variables are read; unrelated variables are ignored. The CLIs pass `requireTls: false`:
+ * they read the same variables but never serve TLS.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd(), options: { requireTls?: boolean } = {}): Config {
+  const data: Record<string, string> = {}
+  for (const [name, value] of Object.entries(env)) {
+    // An empty value means "not set": `AUTHZ_CRL=` in a compose file must not become a path.
+    if (name.startsWith('AUTHZ_') && value !== undefined && value !== '') data[name] = value
+  }
+  for (const name of Object.keys(data)) {
+    if (!(name in configSchema.properties)) throw new ConfigError(name, 'unknown variable (a typo?)')
+  }
+  let raw: RawEnv
+  try {
+    raw = envSchema<RawEnv>({ schema: structuredClone(configSchema), data, env: false, dotenv: false })
+  } catch (err) {
+    const errors = (err as { errors?: AjvErrorLike[] }).errors
+    const first = errors?.[0]
+    if (first === undefined) throw err
+    throw new ConfigError(variableOf(first), first.message ?? 'invalid value')
+  }
+  return Object.freeze({
+    issuer: checkIssuer(raw.AUTHZ_ISSUER),
+    host: raw.AUTHZ_HOST,
+    port: raw.AUTHZ_PORT,
+    tls: tlsFiles(raw, cwd, options.requireTls ?? true),
+    keysDir: resolve(cwd, raw.AUTHZ_KEYS_DIR),
+    policyPath: resolve(cwd, raw.AUTHZ_POLICY),
+    tokenTtl: raw.AUTHZ_TOKEN_TTL,
+    jwksMaxAge: raw.AUTHZ_JWKS_MAX_AGE,
+    opsHost: raw.AUTHZ_OPS_HOST,
+    opsPort: raw.AUTHZ_OPS_PORT,
+    logLevel: raw.AUTHZ_LOG_LEVEL,
+    rateLimit: raw.AUTHZ_RATE_LIMIT,
+    dev: raw.AUTHZ_DEV,
+    keyPassphrase: raw.AUTHZ_KEY_PASSPHRASE,
+  })
+}

@@ -1,0 +1,127 @@
+/**
+ * The keys manifest (`<AUTHZ_KEYS_DIR>/manifest.json`): the list every replica reads to agree on which key
+ * signs when. It names key files by kid; it holds no key material.
+ */
+import { Ajv } from 'ajv'
+import { AuthzError } from '../errors.js'
+import type { KeyTimes } from './lifecycle.js'
+
+export const MANIFEST_FILE = 'manifest.json'
+/** base64url SHA-256: an RFC 7638 thumbprint. */
+const KID = '^[A-Za-z0-9_-]{43}$'
+
+export interface ManifestKey extends KeyTimes {
+  readonly alg: 'RS256'
+  /** File name inside the keys directory. */
+  readonly file: string
+}
+
+export interface RevokedKey {
+  readonly kid: string
+  readonly revokedAt: number
+}
+
+export interface Manifest {
+  readonly version: 1
+  readonly keys: readonly ManifestKey[]
+  /** Emergency-revoked kids, kept so operators can tell "revoked" from "unknown". */
+  readonly revoked: readonly RevokedKey[]
+}
+
+interface ManifestJson {
+  version: 1
+  keys: { kid: string; alg: 'RS256'; file: string; createdAt: string; activatesAt: string }[]
+  revoked?: { kid: string; revokedAt: string }[]
+}
+
+const manifestSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['version', 'keys'],
+  properties: {
+    version: { const: 1 },
+    keys: {
+      type: 'array',
+      maxItems: 64,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['kid', 'alg', 'file', 'createdAt', 'activatesAt'],
+        properties: {
+          kid: { type: 'string', pattern: KID },
+          alg: { const: 'RS256' },
+          file: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}\\.pem$' },
+          createdAt: { type: 'string', minLength: 1 },
+          activatesAt: { type: 'string', minLength: 1 },
+        },
+      },
+    },
+    revoked: {
+      type: 'array',
+      maxItems: 1024,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['kid', 'revokedAt'],
+        properties: { kid: { type: 'string', pattern: KID }, revokedAt: { type: 'string', minLength: 1 } },
+      },
+    },
+  },
+} as const
+
+const validate = new Ajv({ strict: true }).compile<ManifestJson>(manifestSchema)
+
+function instant(value: string, where: string): number {
+  const ms = Date.parse(value)
+  if (!Number.isFinite(ms) || !/^\d{4}-\d\d-\d\dT/.test(value)) {
+    throw new AuthzError('ERR_KEYSET_INVALID', `manifest: ${where} is not an ISO 8601 instant`)
+  }
+  return ms
+}
+
+/** Parses and checks a manifest's text; throws AuthzError `ERR_KEYSET_INVALID`. */
+export function parseManifest(text: string): Manifest {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    throw new AuthzError('ERR_KEYSET_INVALID', 'manifest: not valid JSON')
+  }
+  if (!validate(json)) {
+    const e = validate.errors?.[0]
+    throw new AuthzError('ERR_KEYSET_INVALID', `manifest: ${e?.instancePath ?? ''} ${e?.message ?? 'invalid'}`.trim())
+  }
+  const seen = new Set<string>()
+  const keys = json.keys.map((k, i): ManifestKey => {
+    if (seen.has(k.kid)) throw new AuthzError('ERR_KEYSET_INVALID', `manifest: keys[${i}]: duplicate kid`)
+    if (k.file !== `${k.kid}.pem`) throw new AuthzError('ERR_KEYSET_INVALID', `manifest: keys[${i}]: file must be <kid>.pem`)
+    seen.add(k.kid)
+    return Object.freeze({
+      kid: k.kid,
+      alg: k.alg,
+      file: k.file,
+      createdAt: instant(k.createdAt, `keys[${i}].createdAt`),
+      activatesAt: instant(k.activatesAt, `keys[${i}].activatesAt`),
+    })
+  })
+  const revoked = (json.revoked ?? []).map((r, i) =>
+    Object.freeze({ kid: r.kid, revokedAt: instant(r.revokedAt, `revoked[${i}].revokedAt`) }),
+  )
+  return Object.freeze({ version: 1, keys: Object.freeze(keys), revoked: Object.freeze(revoked) })
+}
+
+/** Serialises a manifest with ISO instants, stable key order and a trailing newline. */
+export function serializeManifest(manifest: Manifest): string {
+  const json: ManifestJson = {
+    version: 1,
+    keys: manifest.keys.map((k) => ({
+      kid: k.kid,
+      alg: k.alg,
+      file: k.file,
+      createdAt: new Date(k.createdAt).toISOString(),
+      activatesAt: new Date(k.activatesAt).toISOString(),
+    })),
+    revoked: manifest.revoked.map((r) => ({ kid: r.kid, revokedAt: new Date(r.revokedAt).toISOString() })),
+  }
+  return `${JSON.stringify(json, null, 2)}\n`
+}

@@ -1,0 +1,86 @@
+/**
+ * The dev PKI on disk (`<keys dir>/dev-pki/`): made once, reused on later starts so the printed curl
+ * command keeps working. Private keys are written 0600.
+ */
+import { mkdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { writeFileAtomic } from '../util/atomic-write.js'
+import { createCa, createClientCert, createServerCert, type KeyPairPem } from './dev-pki.js'
+
+export interface DevPkiPaths {
+  readonly dir: string
+  readonly caCert: string
+  readonly caKey: string
+  readonly serverCert: string
+  readonly serverKey: string
+  clientCert(name: string): string
+  clientKey(name: string): string
+}
+
+export function devPkiPaths(dir: string): DevPkiPaths {
+  return {
+    dir,
+    caCert: join(dir, 'ca.pem'),
+    caKey: join(dir, 'ca-key.pem'),
+    serverCert: join(dir, 'server.pem'),
+    serverKey: join(dir, 'server-key.pem'),
+    clientCert: (name) => join(dir, 'clients', `${name}.pem`),
+    clientKey: (name) => join(dir, 'clients', `${name}-key.pem`),
+  }
+}
+
+async function readPair(cert: string, key: string): Promise<KeyPairPem | undefined> {
+  try {
+    return { certPem: await readFile(cert, 'utf8'), keyPem: await readFile(key, 'utf8') }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+}
+
+async function writePair(pair: KeyPairPem, cert: string, key: string): Promise<void> {
+  await writeFileAtomic(key, pair.keyPem, 0o600)
+  await writeFileAtomic(cert, pair.certPem, 0o644)
+}
+
+/** A client certificate name becomes a file name: keep it to a safe alphabet. */
+export function assertSafeName(name: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name)) {
+    throw new TypeError(`client name ${JSON.stringify(name)} must match [A-Za-z0-9][A-Za-z0-9._-]*`)
+  }
+}
+
+/** Creates the CA and server certificate when missing; returns the CA. */
+export async function ensureCa(paths: DevPkiPaths): Promise<{ ca: KeyPairPem; created: string[] }> {
+  await mkdir(join(paths.dir, 'clients'), { recursive: true, mode: 0o700 })
+  const created: string[] = []
+  let ca = await readPair(paths.caCert, paths.caKey)
+  if (ca === undefined) {
+    ca = createCa()
+    await writePair(ca, paths.caCert, paths.caKey)
+    created.push(paths.caCert)
+  }
+  if ((await readPair(paths.serverCert, paths.serverKey)) === undefined) {
+    await writePair(createServerCert(ca), paths.serverCert, paths.serverKey)
+    created.push(paths.serverCert)
+  }
+  return { ca, created }
+}
+
+/** Issues (or reissues with `force`) a client certificate with CN `name`. */
+export async function ensureClient(paths: DevPkiPaths, ca: KeyPairPem, name: string, force = false): Promise<boolean> {
+  assertSafeName(name)
+  if (!force && (await readPair(paths.clientCert(name), paths.clientKey(name))) !== undefined) return false
+  await writePair(createClientCert(ca, name), paths.clientCert(name), paths.clientKey(name))
+  return true
+}
+
+/** The whole dev PKI: CA, server certificate, and a client certificate for every caller given. */
+export async function ensureDevPki(dir: string, callers: Iterable<string>): Promise<{ paths: DevPkiPaths; created: string[] }> {
+  const paths = devPkiPaths(dir)
+  const { ca, created } = await ensureCa(paths)
+  for (const name of callers) {
+    if (await ensureClient(paths, ca, name)) created.push(paths.clientCert(name))
+  }
+  return { paths, created }
+}

@@ -1,0 +1,124 @@
+/**
+ * A development PKI made with node-forge: a CA, a server certificate for localhost/127.0.0.1 and client
+ * certificates whose Subject CN is a service name. For development and tests only: production
+ * certificates come from the organisation's own CA (or SPIFFE/cert-manager).
+ */
+import { generateKeyPairSync, randomBytes } from 'node:crypto'
+import forge from 'node-forge'
+
+export interface KeyPairPem {
+  readonly certPem: string
+  readonly keyPem: string
+}
+
+export type ExtendedKeyUsage = 'clientAuth' | 'serverAuth' | 'both' | 'none'
+
+export interface CertOptions {
+  /** Subject attributes in order; several `CN` entries make a multi-CN subject (tests). */
+  readonly subject: readonly { readonly shortName: string; readonly value: string }[]
+  readonly notBefore?: Date
+  readonly notAfter?: Date
+  /** Which EKU extension to include: `none` leaves the extension out. */
+  readonly eku?: ExtendedKeyUsage
+  readonly altNames?: readonly { readonly dns?: string; readonly ip?: string }[]
+  readonly isCa?: boolean
+  readonly keyBits?: number
+}
+
+const DAY_MS = 86_400_000
+
+function newKeyPair(bits: number): { privatePem: string; forgeKey: forge.pki.rsa.PrivateKey; forgePublic: forge.pki.rsa.PublicKey } {
+  // Native key generation: forge's pure-JS RSA is far slower.
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', {
+    modulusLength: bits,
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+  })
+  return {
+    privatePem: privateKey,
+    forgeKey: forge.pki.privateKeyFromPem(privateKey),
+    forgePublic: forge.pki.publicKeyFromPem(publicKey),
+  }
+}
+
+function serialNumber(): string {
+  // Positive, 16 random bytes (RFC 5280 allows up to 20 octets).
+  const bytes = randomBytes(16)
+  bytes[0] = (bytes[0] as number) & 0x7f
+  return bytes.toString('hex')
+}
+
+function ekuExtension(eku: ExtendedKeyUsage): object[] {
+  if (eku === 'none') return []
+  return [
+    {
+      name: 'extKeyUsage',
+      clientAuth: eku === 'clientAuth' || eku === 'both',
+      serverAuth: eku === 'serverAuth' || eku === 'both',
+    },
+  ]
+}
+
+/** A certificate signed by `issuer` (or self-signed when `issuer` is undefined). */
+export function createCertificate(options: CertOptions, issuer?: KeyPairPem): KeyPairPem {
+  const now = Date.now()
+  const pair = newKeyPair(options.keyBits ?? 2048)
+  const cert = forge.pki.createCertificate()
+  cert.publicKey = pair.forgePublic
+  cert.serialNumber = serialNumber()
+  cert.validity.notBefore = options.notBefore ?? new Date(now - 5 * 60_000)
+  cert.validity.notAfter = options.notAfter ?? new Date(now + 365 * DAY_MS)
+  const subject = options.subject.map((a) => ({ shortName: a.shortName, value: a.value }))
+  cert.setSubject(subject)
+  const extensions: object[] = []
+  if (options.isCa === true) {
+    cert.setIssuer(subject)
+    extensions.push(
+      { name: 'basicConstraints', cA: true, critical: true },
+      { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+      { name: 'subjectKeyIdentifier' },
+    )
+  } else {
+    if (issuer === undefined) throw new TypeError('a leaf certificate needs an issuer')
+    extensions.push(
+      { name: 'basicConstraints', cA: false },
+      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+      ...ekuExtension(options.eku ?? 'clientAuth'),
+    )
+    if (options.altNames !== undefined && options.altNames.length > 0) {
+      extensions.push({
+        name: 'subjectAltName',
+        altNames: options.altNames.map((a) => (a.dns !== undefined ? { type: 2, value: a.dns } : { type: 7, ip: a.ip })),
+      })
+    }
+  }
+  let signingKey = pair.forgeKey
+  if (issuer !== undefined) {
+    const issuerCert = forge.pki.certificateFromPem(issuer.certPem)
+    cert.setIssuer(issuerCert.subject.attributes)
+    extensions.push({ name: 'authorityKeyIdentifier', keyIdentifier: issuerCert.generateSubjectKeyIdentifier().getBytes() })
+    signingKey = forge.pki.privateKeyFromPem(issuer.keyPem)
+  }
+  cert.setExtensions(extensions)
+  cert.sign(signingKey, forge.md.sha256.create())
+  return { certPem: forge.pki.certificateToPem(cert), keyPem: pair.privatePem }
+}
+
+export function createCa(commonName = 'authz dev CA', options: Partial<CertOptions> = {}): KeyPairPem {
+  return createCertificate({ subject: [{ shortName: 'CN', value: commonName }], isCa: true, notAfter: new Date(Date.now() + 5 * 365 * DAY_MS), ...options })
+}
+
+export function createServerCert(ca: KeyPairPem, hosts: readonly string[] = ['localhost', '127.0.0.1', '::1']): KeyPairPem {
+  return createCertificate(
+    {
+      subject: [{ shortName: 'CN', value: hosts[0] ?? 'localhost' }],
+      eku: 'serverAuth',
+      altNames: hosts.map((h) => (/^[\d.]+$|:/.test(h) ? { ip: h } : { dns: h })),
+    },
+    ca,
+  )
+}
+
+export function createClientCert(ca: KeyPairPem, commonName: string, options: Partial<CertOptions> = {}): KeyPairPem {
+  return createCertificate({ subject: [{ shortName: 'CN', value: commonName }], eku: 'clientAuth', ...options }, ca)
+}

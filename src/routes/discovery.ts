@@ -1,0 +1,47 @@
+/**
+ * Authorization server metadata (RFC 8414), served at both well-known names. It describes a client
+ * credentials-only server that authenticates clients with mTLS (RFC 8705) and binds tokens to their
+ * certificates.
+ */
+import type { FastifyInstance } from 'fastify'
+import type { Policy } from '../policy/policy.js'
+import type { PolicyStore } from '../policy/store.js'
+import { JWKS_PATH } from './jwks.js'
+
+export function metadata(issuer: string, policy: Policy): Record<string, unknown> {
+  const base = issuer.replace(/\/+$/, '')
+  const scopes = new Set<string>()
+  for (const byAudience of policy.grants.values()) for (const list of byAudience.values()) for (const s of list) scopes.add(s)
+  return {
+    issuer,
+    token_endpoint: `${base}/token`,
+    jwks_uri: `${base}${JWKS_PATH}`,
+    grant_types_supported: ['client_credentials'],
+    // No authorization endpoint: no response type is supported (RFC 8414 requires the member).
+    response_types_supported: [],
+    token_endpoint_auth_methods_supported: ['tls_client_auth'],
+    tls_client_certificate_bound_access_tokens: true,
+    mtls_endpoint_aliases: { token_endpoint: `${base}/token` },
+    scopes_supported: [...scopes].sort(),
+    access_token_signing_alg_values_supported: ['RS256'],
+  }
+}
+
+export async function discoveryRoutes(app: FastifyInstance, deps: { issuer: string; policy: PolicyStore }): Promise<void> {
+  let cachedFor: Policy | undefined
+  let body = ''
+  const handler = async (): Promise<string> => {
+    const current = deps.policy.current
+    if (current !== cachedFor) {
+      body = JSON.stringify(metadata(deps.issuer, current))
+      cachedFor = current
+    }
+    return body
+  }
+  for (const url of ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']) {
+    app.get(url, async (_request, reply) => {
+      void reply.header('content-type', 'application/json; charset=utf-8').header('cache-control', 'public, max-age=3600')
+      return handler()
+    })
+  }
+}

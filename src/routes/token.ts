@@ -1,0 +1,187 @@
+/**
+ * POST /token: OAuth 2.0 client credentials (RFC 6749 §4.4) with mTLS client authentication (RFC 8705).
+ * The caller is the certificate's CN; the body only chooses the audience and scopes. Faults are reported in
+ * the order DESIGN.md fixes: invalid_client, invalid_request, unsupported_grant_type, invalid_target,
+ * invalid_scope.
+ */
+import { randomUUID } from 'node:crypto'
+import type { TLSSocket } from 'node:tls'
+import { Ajv } from 'ajv'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { Config } from '../config.js'
+import type { Clock } from '../clock.js'
+import {
+  InvalidClient,
+  InvalidRequest,
+  InvalidScope,
+  InvalidTarget,
+  SlowDown,
+  TemporarilyUnavailable,
+  UnsupportedGrantType,
+} from '../errors.js'
+import { peerIdentity, type PeerIdentity } from '../identity/peer.js'
+import type { KeyStore } from '../keys/store.js'
+import type { Metrics } from '../metrics.js'
+import { decide, isKnownCaller } from '../policy/policy.js'
+import type { PolicyStore } from '../policy/store.js'
+import type { RateLimiter } from '../rate-limit.js'
+import { buildClaims } from '../tokens/claims.js'
+import { signAccessToken } from '../tokens/signer.js'
+import { sendError } from './errors.js'
+
+export const TOKEN_BODY_LIMIT = 8 * 1024
+
+/** The request body, after content-type parsing; the same schema for JSON and form bodies. */
+export const tokenRequestSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    grant_type: { type: 'string', maxLength: 128 },
+    audience: { type: 'string', minLength: 1, maxLength: 255 },
+    resource: { type: 'string', minLength: 1, maxLength: 255 },
+    scope: {
+      anyOf: [
+        { type: 'string', maxLength: 4096 },
+        { type: 'array', maxItems: 64, items: { type: 'string', maxLength: 128 } },
+      ],
+    },
+    client_id: { type: 'string', maxLength: 255 },
+  },
+} as const
+
+export const tokenResponseSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['access_token', 'token_type', 'expires_in'],
+  properties: {
+    access_token: { type: 'string' },
+    token_type: { type: 'string', const: 'Bearer' },
+    expires_in: { type: 'integer' },
+    scope: { type: 'string' },
+  },
+} as const
+
+interface TokenRequestBody {
+  grant_type?: string
+  audience?: string
+  resource?: string
+  scope?: string | string[]
+  client_id?: string
+}
+
+const validateBody = new Ajv({ strict: true, coerceTypes: false, useDefaults: false }).compile<TokenRequestBody>(
+  tokenRequestSchema,
+)
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    peer?: PeerIdentity
+  }
+}
+
+export interface TokenRouteDeps {
+  readonly config: Config
+  readonly clock: Clock
+  readonly keys: KeyStore
+  readonly policy: PolicyStore
+  readonly metrics: Metrics
+  readonly rateLimiter: RateLimiter
+  readonly randomUUID?: () => string
+}
+
+/** Parses a form body into a null-prototype record; a repeated parameter is a malformed request. */
+export function parseForm(body: string): Record<string, string> {
+  const out: Record<string, string> = Object.create(null) as Record<string, string>
+  for (const [name, value] of new URLSearchParams(body)) {
+    if (Object.hasOwn(out, name)) throw new InvalidRequest('repeated parameter')
+    out[name] = value
+  }
+  return out
+}
+
+function checkBody(body: unknown, caller: string): { audience: string; scope: string | string[] | undefined } {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequest('body must be an object')
+  const clientId = (body as Record<string, unknown>).client_id
+  // client_id never sets the identity; a mismatch is an authentication failure and outranks every other fault.
+  if (typeof clientId === 'string' && clientId !== caller) throw new InvalidClient('client_id does not match the certificate')
+  if (!validateBody(body)) throw new InvalidRequest('body does not match the schema')
+  const { audience, resource } = body
+  if (audience !== undefined && resource !== undefined && audience !== resource) throw new InvalidRequest('audience and resource differ')
+  const target = audience ?? resource
+  if (target === undefined) throw new InvalidRequest('missing audience')
+  if (body.grant_type !== undefined && body.grant_type !== 'client_credentials') throw new UnsupportedGrantType()
+  return { audience: target, scope: body.scope }
+}
+
+export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): Promise<void> {
+  const { config, clock, keys, policy, metrics, rateLimiter } = deps
+  const newJti = deps.randomUUID ?? randomUUID
+
+  app.addContentTypeParser(
+    'application/x-www-form-urlencoded',
+    { parseAs: 'string', bodyLimit: TOKEN_BODY_LIMIT },
+    (_request: FastifyRequest, body: string | Buffer, done: (err: Error | null, body?: unknown) => void) => {
+      try {
+        done(null, parseForm(body.toString()))
+      } catch (err) {
+        done(err as Error)
+      }
+    },
+  )
+
+  app.route({
+    method: 'POST',
+    url: '/token',
+    bodyLimit: TOKEN_BODY_LIMIT,
+    schema: { response: { 200: tokenResponseSchema } },
+    errorHandler: (err, request, reply) => sendError(request, reply, err, metrics),
+    // Identity and rate limit come before the body is even read.
+    onRequest: async (request) => {
+      const result = peerIdentity(request.raw.socket as TLSSocket)
+      if (!result.ok) throw new InvalidClient(result.reason)
+      request.callerName = result.identity.subject
+      if (!isKnownCaller(policy.current, result.identity.subject)) throw new InvalidClient('unknown caller')
+      request.peer = result.identity
+      const rate = rateLimiter.take(result.identity.subject)
+      if (!rate.allowed) throw new SlowDown(rate.retryAfter)
+    },
+    handler: async (request, reply) => {
+      const peer = request.peer as PeerIdentity
+      const { audience, scope } = checkBody(request.body, peer.subject)
+      const decision = decide(policy.current, peer.subject, audience, scope)
+      if (!decision.allowed) {
+        request.log.debug({ event: 'policy_denied', sub: peer.subject, aud: audience, reason: decision.reason }, 'policy denied')
+        if (decision.error === 'invalid_client') throw new InvalidClient(decision.reason)
+        if (decision.error === 'invalid_target') throw new InvalidTarget(decision.reason)
+        throw new InvalidScope(decision.reason)
+      }
+      const key = keys.signingKey()
+      if (key === undefined) throw new TemporarilyUnavailable()
+      const claims = buildClaims({
+        issuer: config.issuer,
+        subject: peer.subject,
+        thumbprint: peer.thumbprint,
+        audience,
+        scopes: decision.scopes,
+        ttl: config.tokenTtl,
+        now: clock.now(),
+        jti: newJti(),
+      })
+      const started = process.hrtime.bigint()
+      const accessToken = await signAccessToken(claims, key)
+      metrics.signingSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
+      metrics.tokensIssued.inc({ audience })
+      request.log.info(
+        { event: 'token_issued', sub: claims.sub, aud: claims.aud, scope: claims.scope, jti: claims.jti, kid: key.kid, x5t: peer.thumbprint },
+        'token issued',
+      )
+      void reply.header('cache-control', 'no-store').header('pragma', 'no-cache')
+      return {
+        access_token: accessToken,
+        token_type: 'Bearer',
+        expires_in: claims.exp - claims.iat,
+        ...(claims.scope === undefined ? {} : { scope: claims.scope }),
+      }
+    },
+  })
+}
