@@ -42,9 +42,10 @@ function newKeyPair(bits: number): { privatePem: string; forgeKey: forge.pki.rsa
 }
 
 function serialNumber(): string {
-  // Positive, 16 random bytes (RFC 5280 allows up to 20 octets).
+  // Positive and minimal in DER: a first byte in 0x40–0x7f needs no sign padding and is never a
+  // superfluous leading zero (OpenSSL rejects both). 16 bytes; RFC 5280 allows up to 20 octets.
   const bytes = randomBytes(16)
-  bytes[0] = (bytes[0] as number) & 0x7f
+  bytes[0] = 0x40 | ((bytes[0] as number) & 0x3f)
   return bytes.toString('hex')
 }
 

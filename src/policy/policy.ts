@@ -73,6 +73,11 @@ function entryPath(instancePath: string): string {
 }
 
 function describe(error: ErrorObject): string {
+  // A bad key (a caller or audience name) is reported by ajv as a `pattern` error carrying `propertyName`.
+  const badName = (error as ErrorObject & { propertyName?: string }).propertyName
+  if (badName !== undefined) {
+    return `${entryPath(error.instancePath)}: name ${JSON.stringify(badName)} is not a valid service name`
+  }
   if (error.keyword === 'propertyNames') {
     const name = (error.params as { propertyName?: string }).propertyName
     return `${entryPath(error.instancePath)}: name ${JSON.stringify(name)} is not a valid service name`

@@ -1,0 +1,131 @@
+/**
+ * An authz instance for a test: a temp keys directory with a real key, the sample policy (or one given),
+ * a manual clock, log capture, and both apps listening on port 0 over real sockets.
+ */
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import type { FastifyInstance } from 'fastify'
+import type { Test } from 'tap'
+import { buildApp, buildOpsApp } from '../../src/app.js'
+import { ManualClock } from '../../src/clock.js'
+import { loadConfig, type Config } from '../../src/config.js'
+import { initKeys } from '../../src/keys/admin.js'
+import { KeyStore } from '../../src/keys/store.js'
+import { createLogger } from '../../src/logger.js'
+import { createMetrics, type Metrics } from '../../src/metrics.js'
+import type { KeyPairPem } from '../../src/pki/dev-pki.js'
+import { PolicyStore } from '../../src/policy/store.js'
+import { httpCall, httpsCall, type RequestOptions, type Response } from './http.js'
+import { testPki, type TestPki } from './pki.js'
+
+export const SAMPLE_POLICY = {
+  audiences: ['inventory-service', 'order-service', 'payment-service'],
+  grants: {
+    'order-service': { 'inventory-service': ['stock:read', 'stock:deduct'] },
+    'payment-service': { 'order-service': ['order:read'] },
+  },
+}
+
+export class LogCapture extends Writable {
+  readonly lines: string[] = []
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    for (const line of chunk.toString('utf8').split('\n')) if (line !== '') this.lines.push(line)
+    cb()
+  }
+  get text(): string {
+    return this.lines.join('\n')
+  }
+  records(): Record<string, unknown>[] {
+    return this.lines.map((l) => JSON.parse(l) as Record<string, unknown>)
+  }
+}
+
+export interface Harness {
+  readonly dir: string
+  readonly config: Config
+  readonly clock: ManualClock
+  readonly pki: TestPki
+  readonly main: FastifyInstance
+  readonly ops: FastifyInstance
+  readonly keys: KeyStore
+  readonly policy: PolicyStore
+  readonly metrics: Metrics
+  readonly logs: LogCapture
+  readonly port: number
+  readonly opsPort: number
+  /** POST /token as `client` (default: order-service) with a JSON body. */
+  token(body: unknown, client?: KeyPairPem, headers?: Record<string, string>): Promise<Response>
+  call(options: RequestOptions): Promise<Response>
+  opsCall(path: string, headers?: Record<string, string>): Promise<Response>
+}
+
+export interface HarnessOptions {
+  readonly env?: Record<string, string>
+  readonly policy?: unknown
+  /** Skip `keys init` (no signing key). */
+  readonly noKey?: boolean
+  readonly start?: number
+}
+
+export async function startHarness(t: Test, options: HarnessOptions = {}): Promise<Harness> {
+  const dir = t.testdir({ keys: {}, 'policy.json': JSON.stringify(options.policy ?? SAMPLE_POLICY) })
+  const pki = testPki()
+  const config = loadConfig(
+    {
+      AUTHZ_KEYS_DIR: join(dir, 'keys'),
+      AUTHZ_POLICY: join(dir, 'policy.json'),
+      AUTHZ_DEV: 'true',
+      AUTHZ_LOG_LEVEL: 'debug',
+      ...options.env,
+    },
+    dir,
+  )
+  const clock = new ManualClock(options.start ?? Date.UTC(2026, 0, 1, 12))
+  const timing = { tokenTtl: config.tokenTtl, jwksMaxAge: config.jwksMaxAge }
+  if (options.noKey !== true) await initKeys({ dir: config.keysDir, timing, clock })
+  else writeFileSync(join(config.keysDir, 'manifest.json'), JSON.stringify({ version: 1, keys: [] }))
+  const keys = await KeyStore.open({ dir: config.keysDir, timing, clock })
+  const policy = await PolicyStore.load(config.policyPath)
+  const metrics = createMetrics({ defaults: false })
+  const logs = new LogCapture()
+  const logger = createLogger(config.logLevel, logs)
+  const deps = { keys, policy, metrics, clock, logger }
+  const tls = { cert: pki.server.certPem, key: pki.server.keyPem, clientCa: pki.ca.certPem }
+  const main = await buildApp(config, tls, deps)
+  const ops = await buildOpsApp(config, deps)
+  await main.listen({ host: '127.0.0.1', port: 0 })
+  await ops.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(async () => {
+    keys.close()
+    policy.close()
+    await Promise.all([main.close(), ops.close()])
+  })
+  const port = (main.server.address() as { port: number }).port
+  const opsPort = (ops.server.address() as { port: number }).port
+  const call = (o: RequestOptions): Promise<Response> => httpsCall(port, { ca: pki.ca.certPem, ...o })
+  return {
+    dir,
+    config,
+    clock,
+    pki,
+    main,
+    ops,
+    keys,
+    policy,
+    metrics,
+    logs,
+    port,
+    opsPort,
+    call,
+    token: (body, client = pki.client('order-service'), headers = {}) =>
+      call({
+        method: 'POST',
+        path: '/token',
+        client,
+        headers: { 'content-type': 'application/json', ...headers },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+      }),
+    opsCall: (path, headers = {}) => httpCall(opsPort, { path, headers }),
+  }
+}
