@@ -65,7 +65,9 @@ const commonOptions = {
   bodyLimit: TOKEN_BODY_LIMIT,
   onProtoPoisoning: 'error',
   onConstructorPoisoning: 'error',
-  return503OnClosing: true,
+  // While draining, requests that still arrive on open connections are served, not refused with
+  // Fastify's own 503 body: a caller never sees a body that is not ours.
+  return503OnClosing: false,
   requestTimeout: 15_000,
   keepAliveTimeout: 65_000,
   routerOptions: { maxParamLength: 256 },

@@ -86,6 +86,16 @@ async function writeManifest(dir: string, manifest: Manifest): Promise<void> {
   await writeFileAtomic(join(dir, MANIFEST_FILE), serializeManifest(manifest), 0o644)
 }
 
+/** Writes the manifest; if that fails, removes the new key's file so no orphan is left, and rethrows. */
+async function writeManifestOrForget(dir: string, manifest: Manifest, created: ManifestKey): Promise<void> {
+  try {
+    await writeManifest(dir, manifest)
+  } catch (err) {
+    await unlink(join(dir, created.file)).catch(() => undefined)
+    throw err
+  }
+}
+
 /** Creates a key file (never overwriting one) and returns its manifest entry. */
 async function createKey(options: KeysAdminOptions, activatesAt: number): Promise<ManifestKey> {
   const key = await generateRsaKey(options.bits)
@@ -114,7 +124,7 @@ export async function initKeys(options: KeysAdminOptions): Promise<ManifestKey> 
         throw new AuthzError('ERR_ROTATION_REFUSED', `${options.dir} already has ${manifest.keys.length} key(s): use rotate`)
       }
       const key = await createKey(options, options.clock.now())
-      await writeManifest(options.dir, { ...manifest, keys: [key] })
+      await writeManifestOrForget(options.dir, { ...manifest, keys: [key] }, key)
       return key
     },
     options.lockTimeoutMs,
@@ -148,7 +158,7 @@ export async function rotateKeys(options: KeysAdminOptions, request: { activateI
     async () => {
       const manifest = await readManifest(options.dir)
       const key = await createKey(options, options.clock.now() + delay)
-      await writeManifest(options.dir, { ...manifest, keys: [...manifest.keys, key] })
+      await writeManifestOrForget(options.dir, { ...manifest, keys: [...manifest.keys, key] }, key)
       return { key, unsafe }
     },
     options.lockTimeoutMs,

@@ -1,0 +1,145 @@
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { runKeysCli } from '../../src/cli/keys.js'
+import { ManualClock } from '../../src/clock.js'
+import type * as adminModule from '../../src/keys/admin.js'
+import { readManifest, withLock } from '../../src/keys/admin.js'
+
+function cli(t: Test, extraEnv: Record<string, string> = {}) {
+  const dir = t.testdir({})
+  const clock = new ManualClock(Date.UTC(2026, 0, 1))
+  const env = { AUTHZ_KEYS_DIR: dir, ...extraEnv }
+  const run = async (...argv: string[]) => {
+    const out: string[] = []
+    const err: string[] = []
+    const code = await runKeysCli(argv, env, { out: (l) => out.push(l), err: (l) => err.push(l) }, clock)
+    return { code, out: out.join('\n'), err: err.join('\n') }
+  }
+  return { dir, clock, run, env }
+}
+
+t.test('init: one key, active at once; a second init is refused', async (t) => {
+  const { dir, run } = cli(t)
+  const init = await run('init')
+  t.equal(init.code, 0)
+  t.match(init.out, /created key [A-Za-z0-9_-]{43}, active now/)
+  const again = await run('init')
+  t.equal(again.code, 1)
+  t.match(again.err, /already has 1 key/)
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.pem'))
+  t.equal(files.length, 1)
+  t.equal((await stat(join(dir, files[0] as string))).mode & 0o777, 0o600)
+})
+
+t.test('rotate: default delay is 2 × JWKS max-age; shorter needs --force and warns', async (t) => {
+  const { clock, run } = cli(t, { AUTHZ_JWKS_MAX_AGE: '300' })
+  await run('init')
+  const refused = await run('rotate', '--activate-in', '1m')
+  t.equal(refused.code, 1)
+  t.match(refused.err, /shorter than the safe 600s/)
+  t.equal((await run('list', '--json')).out.includes('"next"'), false, 'nothing was created')
+
+  const rotated = await run('rotate')
+  t.equal(rotated.code, 0)
+  t.match(rotated.out, /signs from 2026-01-01T00:10:00\.000Z \(in 10m\)/)
+
+  const forced = await run('rotate', '--activate-in', '90s', '--force')
+  t.equal(forced.code, 0)
+  t.match(forced.err, /warning: --force/)
+
+  const list = JSON.parse((await run('list', '--json')).out) as { keys: { state: string; activatesAt: string }[] }
+  t.same(list.keys.map((k) => k.state), ['active', 'next', 'next'])
+  t.same(list.keys.map((k) => k.activatesAt), ['2026-01-01T00:00:00.000Z', '2026-01-01T00:01:30.000Z', '2026-01-01T00:10:00.000Z'])
+  clock.advance(10 * 60_000)
+  const table = (await run('list')).out
+  t.match(table, /^KID\s+STATE\s+CREATED\s+ACTIVATES\s+RETIRES\s+PRUNABLE AT/)
+  t.match(table, /retired/)
+  t.match(table, /active/)
+})
+
+t.test('prune removes only expired keys, manifest first, then files', async (t) => {
+  const { dir, clock, run } = cli(t)
+  await run('init')
+  await run('rotate', '--activate-in', '0s', '--force')
+  clock.advance(1000)
+  t.match((await run('prune')).out, /nothing to prune/, 'retired but still published')
+  clock.advance((600 + 600 + 300) * 1000)
+  const pruned = await run('prune')
+  t.match(pruned.out, /^pruned [A-Za-z0-9_-]{43}$/)
+  const manifest = await readManifest(dir)
+  t.equal(manifest.keys.length, 1)
+  t.same((await readdir(dir)).filter((f) => f.endsWith('.pem')), [manifest.keys[0]?.file])
+})
+
+t.test('revoke: the active key is replaced by the next one at once, or by a new one', async (t) => {
+  const { dir, run } = cli(t)
+  await run('init')
+  await run('rotate')
+  const before = await readManifest(dir)
+  const [active, next] = before.keys
+  const res = await run('revoke', active?.kid as string)
+  t.equal(res.code, 0)
+  t.match(res.out, new RegExp(`${next?.kid} \\(was next\\) signs from now on`))
+  t.match(res.out, /now fail/)
+  const after = JSON.parse((await run('list', '--json')).out) as { keys: { kid: string; state: string }[]; revoked: { kid: string }[] }
+  t.same(after.keys.map((k) => [k.kid, k.state]), [[next?.kid, 'active']])
+  t.same(after.revoked.map((r) => r.kid), [active?.kid])
+  t.notOk((await readdir(dir)).includes(`${active?.kid}.pem`), 'the private key file is gone')
+
+  const alone = await run('revoke', next?.kid as string)
+  t.match(alone.out, /\(new\) signs from now on/)
+  t.equal((await readManifest(dir)).keys.length, 1)
+  t.equal((await run('revoke', 'A'.repeat(43))).code, 1, 'unknown kid')
+})
+
+t.test('usage errors exit 2; help exits 0', async (t) => {
+  const { run } = cli(t)
+  t.equal((await run()).code, 2)
+  t.equal((await run('help')).code, 0)
+  t.equal((await run('spin')).code, 2)
+  t.equal((await run('rotate', '--activate-in', '10 minutes')).code, 2)
+  t.equal((await run('rotate', '--bogus')).code, 2)
+  t.equal((await run('revoke')).code, 2)
+  const badEnv = await runKeysCli(['list'], { AUTHZ_TOKEN_TTL: '5' }, { out: () => undefined, err: () => undefined })
+  t.equal(badEnv, 1, 'bad configuration is a failure')
+})
+
+t.test('two concurrent CLI runs never interleave: both rotations land', async (t) => {
+  const { dir, run } = cli(t)
+  await run('init')
+  const results = await Promise.all([run('rotate'), run('rotate'), run('rotate')])
+  t.same(results.map((r) => r.code), [0, 0, 0])
+  const manifest = await readManifest(dir)
+  t.equal(manifest.keys.length, 4, 'no lost update')
+  for (const k of manifest.keys) t.ok((await stat(join(dir, k.file))).isFile(), `${k.kid} file exists`)
+})
+
+t.test('the lock: held by a live process it times out; left by a dead one it is taken over', async (t) => {
+  const dir = t.testdir({})
+  await writeFile(join(dir, '.lock'), `${process.pid}\n`)
+  await t.rejects(withLock(dir, async () => 1, 200), { code: 'ERR_KEYSET_LOCKED' })
+  await writeFile(join(dir, '.lock'), '999999999\n')
+  t.equal(await withLock(dir, async () => 2, 200), 2)
+  await t.rejects(readFile(join(dir, '.lock')), { code: 'ENOENT' }, 'released')
+})
+
+t.test('a write failing mid-rotation leaves the manifest and keys as they were', async (t) => {
+  const { dir, run, clock } = cli(t)
+  await run('init')
+  const before = await readFile(join(dir, 'manifest.json'), 'utf8')
+  const filesBefore = (await readdir(dir)).sort()
+  const real = await import('../../src/util/atomic-write.js')
+  // The key file is written, then the manifest write fails half-way (disk full, EIO...).
+  const admin = await t.mockImport<typeof adminModule>('../../src/keys/admin.js', {
+    '../../src/util/atomic-write.js': {
+      writeFileAtomic: async (path: string, data: string, mode?: number) => {
+        if (path.endsWith('manifest.json')) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })
+        return real.writeFileAtomic(path, data, mode)
+      },
+    },
+  })
+  await t.rejects(admin.rotateKeys({ dir, timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock }), { code: 'ENOSPC' })
+  t.equal(await readFile(join(dir, 'manifest.json'), 'utf8'), before, 'manifest untouched')
+  t.same((await readdir(dir)).sort(), filesBefore, 'no orphan key file, no temp file, lock released')
+})

@@ -1,0 +1,109 @@
+import { chmod, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { ManualClock } from '../../src/clock.js'
+import { initKeys, rotateKeys } from '../../src/keys/admin.js'
+import { loadKeyset } from '../../src/keys/keyset.js'
+import { generateRsaKey, toPkcs8Pem } from '../../src/keys/material.js'
+import { KeyStore } from '../../src/keys/store.js'
+
+const timing = { tokenTtl: 600, jwksMaxAge: 600 }
+const min = 60_000
+
+async function setup(t: Test, passphrase?: string) {
+  const dir = t.testdir({})
+  const clock = new ManualClock(Date.UTC(2026, 0, 1))
+  const admin = { dir, timing, clock, passphrase }
+  const first = await initKeys(admin)
+  const store = await KeyStore.open({ dir, timing, clock, passphrase })
+  t.teardown(() => store.close())
+  return { dir, clock, admin, first, store }
+}
+
+t.test('init writes a 0600 PKCS#8 key and a manifest; the store signs with it', async (t) => {
+  const { dir, first, store } = await setup(t)
+  t.match(first.kid, /^[A-Za-z0-9_-]{43}$/)
+  t.equal((await stat(join(dir, first.file))).mode & 0o777, 0o600)
+  t.match(await readFile(join(dir, first.file), 'utf8'), /^-----BEGIN PRIVATE KEY-----/)
+  t.equal(store.signingKey()?.kid, first.kid)
+  const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as unknown
+  t.match(manifest, { version: 1, keys: [{ kid: first.kid, alg: 'RS256', file: `${first.kid}.pem` }] })
+  t.notOk(JSON.stringify(manifest).includes('PRIVATE'), 'the manifest holds no key material')
+})
+
+t.test('a passphrase-encrypted key loads only with the passphrase', async (t) => {
+  const { dir, first, store } = await setup(t, 'correct horse')
+  t.match(await readFile(join(dir, first.file), 'utf8'), /^-----BEGIN ENCRYPTED PRIVATE KEY-----/)
+  t.equal(store.signingKey()?.kid, first.kid)
+  await t.rejects(loadKeyset(dir), { code: 'ERR_KEYSET_INVALID', message: /AUTHZ_KEY_PASSPHRASE/ })
+  await t.rejects(loadKeyset(dir, { passphrase: 'wrong' }), { code: 'ERR_KEYSET_INVALID', message: /wrong passphrase/ })
+})
+
+t.test('the view switches at the activation instant by itself, and the JWKS is recomputed only on change', async (t) => {
+  const { admin, clock, first, store } = await setup(t)
+  const next = (await rotateKeys(admin)).key
+  t.same(await store.reload(), { changed: true })
+  const before = store.jwks()
+  t.same(before.kids, [first.kid, next.kid], 'next key published before it signs')
+  t.equal(store.signingKey()?.kid, first.kid)
+  t.equal(store.jwks(), before, 'same object: not rebuilt per request')
+  clock.advance(20 * min - 1)
+  t.equal(store.signingKey()?.kid, first.kid)
+  clock.advance(1)
+  t.equal(store.signingKey()?.kid, next.kid, 'switched with no file change')
+  t.same(store.jwks().kids, [first.kid, next.kid], 'the retired key is still published')
+  clock.advance((600 + 600 + 300) * 1000)
+  t.same(store.jwks().kids, [next.kid], 'unpublished once no token can need it')
+})
+
+t.test('a corrupt manifest, a missing key file or a swapped key keeps the keyset in force', async (t) => {
+  const { dir, admin, first, store } = await setup(t)
+  const manifestPath = join(dir, 'manifest.json')
+  const good = await readFile(manifestPath, 'utf8')
+
+  await writeFile(manifestPath, good.slice(0, good.length / 2))
+  const corrupt = await store.reload()
+  t.equal(corrupt.error?.code, 'ERR_KEYSET_INVALID')
+  t.equal(store.signingKey()?.kid, first.kid)
+  t.same(await store.reload(), { changed: false }, 'reported once')
+
+  await writeFile(manifestPath, good)
+  t.same(await store.reload(), { changed: false }, 'back to the loaded manifest: nothing to do')
+
+  const { key: second } = await rotateKeys(admin)
+  await rm(join(dir, second.file))
+  const missing = await store.reload()
+  t.equal(missing.error?.code, 'ERR_KEYSET_READ')
+  t.same(store.jwks().kids, [first.kid])
+
+  await writeFile(join(dir, second.file), toPkcs8Pem(await generateRsaKey()), { mode: 0o600 })
+  const swapped = await store.reload(true)
+  t.equal(swapped.error?.code, 'ERR_KEYSET_INVALID')
+  t.match(swapped.error?.message, /thumbprint mismatch/)
+
+  await writeFile(join(dir, second.file), 'not a key', { mode: 0o600 })
+  t.equal((await store.reload(true)).error?.code, 'ERR_KEYSET_INVALID')
+  t.equal(store.signingKey()?.kid, first.kid)
+
+  await rm(manifestPath)
+  t.equal((await store.reload()).error?.code, 'ERR_KEYSET_READ')
+  t.equal(store.signingKey()?.kid, first.kid, 'a deleted manifest keeps the keyset too')
+})
+
+t.test('a key file readable by others loads with a warning', async (t) => {
+  const { dir, first } = await setup(t)
+  await chmod(join(dir, first.file), 0o644)
+  const keyset = await loadKeyset(dir)
+  t.match(keyset.warnings, [/mode 644/])
+})
+
+t.test('a weak or non-RSA key is refused', async (t) => {
+  const { dir, first } = await setup(t)
+  const { generateKeyPairSync } = await import('node:crypto')
+  const small = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey
+  await writeFile(join(dir, first.file), small.export({ type: 'pkcs8', format: 'pem' }) as string)
+  await t.rejects(loadKeyset(dir), { message: /at least 2048 bits/ })
+  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey
+  await writeFile(join(dir, first.file), ec.export({ type: 'pkcs8', format: 'pem' }) as string)
+  await t.rejects(loadKeyset(dir), { message: /RSA/ })
+})
