@@ -2,7 +2,8 @@
  * An authz instance for a test: a temp keys directory with a real key, the sample policy (or one given),
  * a manual clock, log capture, and both apps listening on port 0 over real sockets.
  */
-import { writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
@@ -66,14 +67,23 @@ export interface HarnessOptions {
   /** Skip `keys init` (no signing key). */
   readonly noKey?: boolean
   readonly start?: number
+  /** Share an existing keys directory (another replica's); no key is created. */
+  readonly keysDir?: string
+  /** Share a clock with another replica. */
+  readonly clock?: ManualClock
+  /** Watch the keys directory and policy file like the server does (poll interval, ms). */
+  readonly watchMs?: number
 }
 
 export async function startHarness(t: Test, options: HarnessOptions = {}): Promise<Harness> {
-  const dir = t.testdir({ keys: {}, 'policy.json': JSON.stringify(options.policy ?? SAMPLE_POLICY) })
+  // One temp directory per instance (t.testdir is one per test, and a test may run two replicas).
+  const dir = mkdtempSync(join(tmpdir(), 'authz-test-'))
+  mkdirSync(join(dir, 'keys'), { mode: 0o700 })
+  writeFileSync(join(dir, 'policy.json'), JSON.stringify(options.policy ?? SAMPLE_POLICY))
   const pki = testPki()
   const config = loadConfig(
     {
-      AUTHZ_KEYS_DIR: join(dir, 'keys'),
+      AUTHZ_KEYS_DIR: options.keysDir ?? join(dir, 'keys'),
       AUTHZ_POLICY: join(dir, 'policy.json'),
       AUTHZ_DEV: 'true',
       AUTHZ_LOG_LEVEL: 'debug',
@@ -81,10 +91,12 @@ export async function startHarness(t: Test, options: HarnessOptions = {}): Promi
     },
     dir,
   )
-  const clock = new ManualClock(options.start ?? Date.UTC(2026, 0, 1, 12))
+  const clock = options.clock ?? new ManualClock(options.start ?? Date.UTC(2026, 0, 1, 12))
   const timing = { tokenTtl: config.tokenTtl, jwksMaxAge: config.jwksMaxAge }
-  if (options.noKey !== true) await initKeys({ dir: config.keysDir, timing, clock })
-  else writeFileSync(join(config.keysDir, 'manifest.json'), JSON.stringify({ version: 1, keys: [] }))
+  if (options.keysDir === undefined) {
+    if (options.noKey !== true) await initKeys({ dir: config.keysDir, timing, clock })
+    else writeFileSync(join(config.keysDir, 'manifest.json'), JSON.stringify({ version: 1, keys: [] }))
+  }
   const keys = await KeyStore.open({ dir: config.keysDir, timing, clock })
   const policy = await PolicyStore.load(config.policyPath)
   const metrics = createMetrics({ defaults: false })
@@ -94,12 +106,17 @@ export async function startHarness(t: Test, options: HarnessOptions = {}): Promi
   const tls = { cert: pki.server.certPem, key: pki.server.keyPem, clientCa: pki.ca.certPem }
   const main = await buildApp(config, tls, deps)
   const ops = await buildOpsApp(config, deps)
+  if (options.watchMs !== undefined) {
+    keys.watch(() => undefined, options.watchMs)
+    policy.watch(() => undefined, options.watchMs)
+  }
   await main.listen({ host: '127.0.0.1', port: 0 })
   await ops.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(async () => {
     keys.close()
     policy.close()
     await Promise.all([main.close(), ops.close()])
+    rmSync(dir, { recursive: true, force: true })
   })
   const port = (main.server.address() as { port: number }).port
   const opsPort = (ops.server.address() as { port: number }).port
