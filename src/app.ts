@@ -3,7 +3,8 @@
  *   - main: HTTPS with mandatory client certificates; /token, JWKS and discovery
  *   - ops: plain HTTP for probes and Prometheus; health, readiness, metrics and the JWKS
  */
-import type { SecureContextOptions, TLSSocket } from 'node:tls'
+import { randomBytes } from 'node:crypto'
+import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
@@ -43,7 +44,11 @@ export interface AppDeps {
   readonly logger: FastifyBaseLogger
   /** Overrides jti generation (tests). */
   readonly randomUUID?: () => string
+  /** How often the TLS session-ticket key is replaced, ms (default 1 h). */
+  readonly ticketKeyRotationMs?: number
 }
+
+export const DEFAULT_TICKET_KEY_ROTATION_MS = 3_600_000
 
 /** Secure-context options of the main listener: mTLS required, TLS ≥ 1.2, ECDHE + AEAD only. */
 export function tlsOptions(tls: TlsMaterial): SecureContextOptions & { requestCert: true; rejectUnauthorized: true } {
@@ -85,6 +90,13 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
   })
   // A connection's certificate, and so its identity, must not change under us (TLS 1.2 renegotiation).
   app.server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
+  // Session tickets let a reconnecting caller skip the full handshake (the resumed session keeps the
+  // verified client certificate). The ticket key is replaced regularly so a stolen key opens little.
+  const tlsServer = app.server as unknown as TlsServer
+  tlsServer.setTicketKeys(randomBytes(48))
+  const ticketTimer = setInterval(() => tlsServer.setTicketKeys(randomBytes(48)), deps.ticketKeyRotationMs ?? DEFAULT_TICKET_KEY_ROTATION_MS)
+  ticketTimer.unref()
+  app.addHook('onClose', async () => clearInterval(ticketTimer))
   app.removeContentTypeParser('text/plain')
   installErrorHandling(app)
   const rateLimiter = new RateLimiter(config.rateLimit, deps.clock)

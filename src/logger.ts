@@ -5,27 +5,30 @@
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino'
 import type { LogLevel } from './config.js'
 
+/**
+ * Explicit paths, no wildcards: wildcard redaction walks every logged object and cost ~8 % of the main
+ * thread per issued token (measured with --cpu-prof). Our own log calls never pass a token; these paths
+ * are the belt on top of the braces, covering the places a secret could arrive through an error or a
+ * request object.
+ */
 export const REDACT_PATHS = [
   'access_token',
-  '*.access_token',
   'token',
-  '*.token',
   'authorization',
-  '*.authorization',
-  'headers.authorization',
-  '*.headers.authorization',
-  'headers["x-service-token"]',
-  '*.headers["x-service-token"]',
-  'headers.cookie',
-  '*.headers.cookie',
   'privateKey',
-  '*.privateKey',
   'passphrase',
-  '*.passphrase',
   'key',
-  '*.key',
   'body',
-  '*.body',
+  'headers.authorization',
+  'headers.cookie',
+  'headers["x-service-token"]',
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["x-service-token"]',
+  'req.body',
+  'err.access_token',
+  'err.token',
+  'err.body',
 ]
 
 export function loggerOptions(level: LogLevel): LoggerOptions {
@@ -42,4 +45,12 @@ export function loggerOptions(level: LogLevel): LoggerOptions {
 
 export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
   return destination === undefined ? pino(loggerOptions(level)) : pino(loggerOptions(level), destination)
+}
+
+/**
+ * stdout, buffered: lines are written in batches of 4 KiB instead of one write(2) per line. The server
+ * flushes it on shutdown and on a fatal error.
+ */
+export function bufferedStdout(): DestinationStream & { flushSync(): void } {
+  return pino.destination({ dest: 1, sync: false, minLength: 4096 })
 }

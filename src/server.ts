@@ -13,7 +13,7 @@ import { loadConfig, type Config, type TlsFiles } from './config.js'
 import { AuthzError, ConfigError } from './errors.js'
 import { initKeys, readManifest } from './keys/admin.js'
 import { KeyStore } from './keys/store.js'
-import { createLogger } from './logger.js'
+import { bufferedStdout, createLogger } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { assertSafeName, ensureDevPki } from './pki/dev-files.js'
 import { PolicyStore } from './policy/store.js'
@@ -94,7 +94,8 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   const cwd = options.cwd ?? process.cwd()
   const clock = options.clock ?? systemClock
   const config = loadConfig(env, cwd)
-  const logger = createLogger(config.logLevel, options.logDestination)
+  const destination = options.logDestination ?? bufferedStdout()
+  const logger = createLogger(config.logLevel, destination)
   const metrics = createMetrics()
 
   let policy: PolicyStore
@@ -206,9 +207,21 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
         policy.close()
         keys.close()
         await Promise.all([main.close(), ops.close()])
+        flushLog(destination)
       })()
       return closing
     },
+  }
+}
+
+function flushLog(destination: DestinationStream): void {
+  const flush = (destination as { flushSync?: () => void }).flushSync
+  if (typeof flush === 'function') {
+    try {
+      flush.call(destination)
+    } catch {
+      // stdout already closed: nothing more can be said
+    }
   }
 }
 

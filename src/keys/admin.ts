@@ -98,11 +98,12 @@ async function writeManifestOrForget(dir: string, manifest: Manifest, created: M
 
 /** Creates a key file (never overwriting one) and returns its manifest entry. */
 async function createKey(options: KeysAdminOptions, activatesAt: number): Promise<ManifestKey> {
+  const createdAt = Math.min(options.clock.now(), activatesAt)
   const key = await generateRsaKey(options.bits)
   const kid = await kidOf(key)
   const file = `${kid}.pem`
   await writeFileAtomic(join(options.dir, file), toPkcs8Pem(key, options.passphrase), 0o600)
-  return Object.freeze({ kid, alg: 'RS256', file, createdAt: options.clock.now(), activatesAt })
+  return Object.freeze({ kid, alg: 'RS256', file, createdAt, activatesAt })
 }
 
 export function statusesOf(manifest: Manifest, options: KeysAdminOptions): KeyStatus<ManifestKey>[] {

@@ -1,3 +1,4 @@
+import type { Server as TlsServer, TLSSocket } from 'node:tls'
 import t from 'tap'
 import { identityOf } from '../../src/identity/peer.js'
 import type { KeyPairPem } from '../../src/pki/dev-pki.js'
@@ -86,4 +87,47 @@ t.test('the identity is per connection: a keep-alive connection keeps its caller
     const res = await h.call({ method: 'POST', path: '/token', agent, headers: { 'content-type': 'application/json' }, body: '{"audience":"order-service"}' })
     t.equal(res.status, 200)
   }
+})
+
+t.test('a resumed TLS session keeps its verified identity; a rotated ticket key forces a full handshake', async (t) => {
+  const h = await startHarness(t)
+  const { Agent, request } = await import('node:https')
+  const client = h.pki.client('payment-service')
+  // keepAlive off: every request is a new connection; the agent caches the TLS session between them.
+  const agent = new Agent({ keepAlive: false, maxCachedSessions: 10 })
+  t.teardown(() => agent.destroy())
+  const call = () =>
+    new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
+      const req = request(
+        {
+          host: '127.0.0.1',
+          servername: 'localhost',
+          port: h.port,
+          method: 'POST',
+          path: '/token',
+          ca: h.pki.ca.certPem,
+          cert: client.certPem,
+          key: client.keyPem,
+          agent,
+          headers: { 'content-type': 'application/json' },
+        },
+        (res) => {
+          const reused = (res.socket as TLSSocket).isSessionReused()
+          res.resume()
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, reused }))
+        },
+      )
+      req.on('error', reject)
+      req.end('{"audience":"order-service"}')
+    })
+  t.same(await call(), { status: 200, reused: false })
+  // TLS 1.3 tickets arrive after the handshake: let the agent store the session.
+  await new Promise((r) => setTimeout(r, 50))
+  const second = await call()
+  t.same(second, { status: 200, reused: true }, 'resumed, and still order-service-granted payment-service')
+  const sub = h.logs.records().filter((r) => r.event === 'token_issued').map((r) => r.sub)
+  t.same(sub, ['payment-service', 'payment-service'])
+  ;(h.main.server as unknown as TlsServer).setTicketKeys(Buffer.alloc(48, 7))
+  await new Promise((r) => setTimeout(r, 50))
+  t.match(await call(), { status: 200, reused: false }, 'old tickets no longer resume')
 })
