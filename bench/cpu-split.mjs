@@ -1,0 +1,112 @@
+// Where the CPU goes per issued token: the server's and the load generator's CPU seconds (from
+// /proc/<pid>/stat, all threads) divided by the tokens issued, plus the server's per-thread split
+// (main thread vs libuv pool threads that run the RSA signatures). Linux only.
+//   node bench/cpu-split.mjs [connections=32] [seconds=4]      (after `npm run build`)
+import { spawn } from 'node:child_process'
+import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { systemClock } from '../dist/clock.js'
+import { initKeys } from '../dist/keys/admin.js'
+import { ensureDevPki } from '../dist/pki/dev-files.js'
+
+const connections = Number(process.argv[2] ?? 32)
+const seconds = Number(process.argv[3] ?? 4)
+const here = new URL('.', import.meta.url).pathname
+const dir = mkdtempSync(join(tmpdir(), 'authz-cpu-'))
+writeFileSync(join(dir, 'policy.json'), readFileSync(new URL('../config/service-policy.json', import.meta.url)))
+const { paths } = await ensureDevPki(join(dir, 'pki'), ['order-service'])
+await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock })
+const env = {
+  PATH: process.env.PATH,
+  AUTHZ_DEV: 'false',
+  AUTHZ_TLS_CERT: paths.serverCert,
+  AUTHZ_TLS_KEY: paths.serverKey,
+  AUTHZ_CLIENT_CA: paths.caCert,
+  AUTHZ_KEYS_DIR: join(dir, 'keys'),
+  AUTHZ_POLICY: join(dir, 'policy.json'),
+  AUTHZ_HOST: '127.0.0.1',
+  AUTHZ_PORT: '28443',
+  AUTHZ_OPS_PORT: '29464',
+  AUTHZ_RATE_LIMIT: '1000000',
+}
+const log = openSync(join(dir, 'server.log'), 'a')
+const server = spawn(process.execPath, [join(here, '..', 'dist', 'bin', 'server.js')], { env, stdio: ['ignore', log, log] })
+for (;;) {
+  try {
+    if ((await fetch('http://127.0.0.1:29464/readyz')).status === 200) break
+  } catch {
+    // not yet
+  }
+  await new Promise((r) => setTimeout(r, 20))
+}
+const cpuOf = (stat) => {
+  const f = stat.split(') ')[1].split(' ')
+  return (Number(f[11]) + Number(f[12])) / 100
+}
+const threads = () => {
+  const out = {}
+  for (const t of readdirSync(`/proc/${server.pid}/task`)) {
+    try {
+      out[t] = cpuOf(readFileSync(`/proc/${server.pid}/task/${t}/stat`, 'utf8'))
+    } catch {
+      // thread ended
+    }
+  }
+  return out
+}
+const before = threads()
+const started = performance.now()
+const load = spawn(
+  process.execPath,
+  [
+    join(here, 'load.mjs'),
+    JSON.stringify({
+      mode: 'http',
+      origin: 'https://127.0.0.1:28443',
+      tls: { ca: paths.caCert, cert: paths.clientCert('order-service'), key: paths.clientKey('order-service') },
+      method: 'POST',
+      path: '/token',
+      headers: { 'content-type': 'application/json' },
+      body: '{"audience":"inventory-service","scope":"stock:read"}',
+      connections,
+      seconds,
+      warmupSeconds: 0,
+    }),
+  ],
+  { stdio: ['ignore', 'pipe', 'inherit'] },
+)
+let out = ''
+load.stdout.on('data', (d) => (out += d))
+let loadCpu = 0
+const poll = setInterval(() => {
+  try {
+    loadCpu = cpuOf(readFileSync(`/proc/${load.pid}/stat`, 'utf8'))
+  } catch {
+    // exited
+  }
+}, 100)
+await new Promise((r) => load.once('exit', r))
+clearInterval(poll)
+const wall = (performance.now() - started) / 1000
+const after = threads()
+const result = JSON.parse(out)
+const mainTid = String(server.pid)
+const perThread = Object.keys(after).map((t) => [t === mainTid ? 'main' : t, after[t] - (before[t] ?? 0)])
+const serverCpu = perThread.reduce((a, [, v]) => a + v, 0)
+console.log(
+  JSON.stringify({
+    connections,
+    tokensPerSecond: Math.round(result.rps),
+    p50ms: +result.p50.toFixed(2),
+    p99ms: +result.p99.toFixed(2),
+    errors: result.errors,
+    serverCpuUsPerToken: Math.round((serverCpu / result.ok) * 1e6),
+    loadGeneratorCpuUsPerToken: Math.round((loadCpu / result.ok) * 1e6),
+    coresBusy: { server: +(serverCpu / wall).toFixed(2), loadGenerator: +(loadCpu / wall).toFixed(2) },
+    serverThreadsCores: Object.fromEntries(perThread.filter(([, v]) => v > 0.05).map(([k, v]) => [k, +(v / wall).toFixed(2)])),
+  }),
+)
+server.kill('SIGTERM')
+await new Promise((r) => server.once('exit', r))
+rmSync(dir, { recursive: true, force: true })
