@@ -88,6 +88,7 @@ t.test('revoke: the active key is replaced by the next one at once, or by a new 
   t.notOk((await readdir(dir)).includes(`${active?.kid}.pem`), 'the private key file is gone')
 
   const alone = await run('revoke', next?.kid as string)
+  t.equal(alone.err, '', 'no error')
   t.match(alone.out, /\(new\) signs from now on/)
   t.equal((await readManifest(dir)).keys.length, 1)
   t.equal((await run('revoke', 'A'.repeat(43))).code, 1, 'unknown kid')
