@@ -1,0 +1,198 @@
+/**
+ * The calling side: gets tokens from authz over mTLS, caches one per (audience, scopes), refreshes it in
+ * the background at about half its lifetime (±10 % jitter, never later than `exp` − 60 s), with at most
+ * one request in flight per key however many callers wait, and keeps serving a cached token while
+ * refreshes fail (retrying with exponential backoff) until it expires.
+ */
+import { Agent } from 'node:https'
+import { systemClock, type Clock } from '../clock.js'
+import { TokenClientError } from './errors.js'
+import { httpRequestText } from './http.js'
+
+export interface TokenClientOptions {
+  /** authz's token endpoint, e.g. `https://authz.internal:8443/token`. */
+  readonly tokenUrl: string | URL
+  /** CA bundle that authz's server certificate chains to. */
+  readonly ca: string | Buffer
+  /** This service's client certificate (its CN is the identity authz puts in `sub`). */
+  readonly cert: string | Buffer
+  readonly key: string | Buffer
+  /** Refresh at this fraction of the lifetime (default 0.5). */
+  readonly refreshRatio?: number
+  /** Relative jitter on the refresh instant (default 0.1, i.e. ±10 %). */
+  readonly jitter?: number
+  /** Never refresh later than this long before expiry, ms (default 60 s). */
+  readonly minRemainingMs?: number
+  /** Backoff after a failed refresh: first delay and cap, ms (default 1 s and 30 s). */
+  readonly retry?: { readonly initialMs?: number; readonly maxMs?: number }
+  /** Per-request timeout, ms (default 5 s). */
+  readonly timeoutMs?: number
+  /** Refresh on timers even when nobody asks (default true). Tests turn it off and drive the clock. */
+  readonly backgroundRefresh?: boolean
+  readonly clock?: Clock
+  readonly random?: () => number
+}
+
+interface CachedToken {
+  readonly value: string
+  readonly expiresAt: number
+  readonly refreshAt: number
+  readonly scope: string | undefined
+}
+
+interface Entry {
+  readonly audience: string
+  readonly scopes: readonly string[]
+  token?: CachedToken
+  inflight?: Promise<CachedToken>
+  failures: number
+  retryAt: number
+  timer?: NodeJS.Timeout
+}
+
+/** One cached token per (audience, scopes), refreshed before it expires. */
+export class TokenClient {
+  readonly #url: URL
+  readonly #agent: Agent
+  readonly #clock: Clock
+  readonly #random: () => number
+  readonly #options: TokenClientOptions
+  readonly #entries = new Map<string, Entry>()
+  #closed = false
+
+  constructor(options: TokenClientOptions) {
+    const ratio = options.refreshRatio ?? 0.5
+    if (!(ratio > 0 && ratio < 1)) throw new TypeError('refreshRatio must be between 0 and 1')
+    this.#options = options
+    this.#url = new URL(options.tokenUrl)
+    if (this.#url.protocol !== 'https:') throw new TypeError('tokenUrl must be an https URL')
+    this.#clock = options.clock ?? systemClock
+    this.#random = options.random ?? Math.random
+    // One keep-alive mTLS agent for every request to authz.
+    this.#agent = new Agent({ keepAlive: true, maxSockets: 4, ca: options.ca, cert: options.cert, key: options.key })
+  }
+
+  /**
+   * A valid token for `audience` (and these scopes, if given): from the cache when fresh, otherwise
+   * fetched — concurrent callers share one request. Rejects with a TokenClientError when no valid token
+   * can be had.
+   */
+  async getToken(audience: string, scopes?: string | readonly string[]): Promise<string> {
+    if (this.#closed) throw new TokenClientError('ERR_CLIENT_CLOSED', 'token client is closed')
+    const list = normaliseScopes(scopes)
+    const key = `${audience}\n${list.join(' ')}`
+    let entry = this.#entries.get(key)
+    if (entry === undefined) {
+      entry = { audience, scopes: list, failures: 0, retryAt: 0 }
+      this.#entries.set(key, entry)
+    }
+    const now = this.#clock.now()
+    const cached = entry.token
+    if (cached !== undefined && now < cached.expiresAt) {
+      if (now >= cached.refreshAt) this.#refreshInBackground(entry)
+      return cached.value
+    }
+    return (await this.#refresh(entry)).value
+  }
+
+  /** Stops timers and closes the connection pool. Pending requests still settle. */
+  close(): void {
+    this.#closed = true
+    for (const entry of this.#entries.values()) if (entry.timer !== undefined) clearTimeout(entry.timer)
+    this.#agent.destroy()
+  }
+
+  #refreshInBackground(entry: Entry): void {
+    if (this.#closed || entry.inflight !== undefined || this.#clock.now() < entry.retryAt) return
+    this.#refresh(entry).catch(() => undefined) // the failure is handled (backoff) in #refresh
+  }
+
+  #refresh(entry: Entry): Promise<CachedToken> {
+    entry.inflight ??= this.#fetch(entry).then(
+      (token) => {
+        entry.token = token
+        entry.failures = 0
+        entry.retryAt = 0
+        entry.inflight = undefined
+        this.#schedule(entry, token.refreshAt)
+        return token
+      },
+      (err: unknown) => {
+        entry.failures++
+        const retry = this.#options.retry ?? {}
+        const base = Math.min(retry.maxMs ?? 30_000, (retry.initialMs ?? 1000) * 2 ** (entry.failures - 1))
+        const delay = base / 2 + (this.#random() * base) / 2
+        entry.retryAt = this.#clock.now() + delay
+        entry.inflight = undefined
+        // Keep trying while the cached token is still good, so callers never see the outage.
+        if (entry.token !== undefined && entry.retryAt < entry.token.expiresAt) this.#schedule(entry, entry.retryAt)
+        throw err
+      },
+    )
+    return entry.inflight
+  }
+
+  #schedule(entry: Entry, at: number): void {
+    if (this.#options.backgroundRefresh === false || this.#closed) return
+    if (entry.timer !== undefined) clearTimeout(entry.timer)
+    entry.timer = setTimeout(() => this.#refreshInBackground(entry), Math.max(0, at - this.#clock.now()))
+    entry.timer.unref()
+  }
+
+  async #fetch(entry: Entry): Promise<CachedToken> {
+    const body = JSON.stringify({
+      grant_type: 'client_credentials',
+      audience: entry.audience,
+      ...(entry.scopes.length > 0 ? { scope: entry.scopes.join(' ') } : {}),
+    })
+    const requestedAt = this.#clock.now()
+    let res
+    try {
+      res = await httpRequestText(this.#url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json' },
+        body,
+        agent: this.#agent,
+        timeoutMs: this.#options.timeoutMs ?? 5000,
+      })
+    } catch (err) {
+      throw new TokenClientError('ERR_TOKEN_NETWORK', `cannot reach ${this.#url.origin}`, { cause: err })
+    }
+    let json: Record<string, unknown>
+    try {
+      json = JSON.parse(res.body) as Record<string, unknown>
+    } catch {
+      throw new TokenClientError('ERR_TOKEN_RESPONSE', `authz answered ${res.status} with a body that is not JSON`, { status: res.status })
+    }
+    if (res.status !== 200) {
+      const oauthError = typeof json.error === 'string' ? json.error : undefined
+      const code = res.status >= 400 && res.status < 500 && oauthError !== undefined ? 'ERR_TOKEN_DENIED' : 'ERR_TOKEN_RESPONSE'
+      throw new TokenClientError(code, `authz refused a token for ${entry.audience}: ${res.status} ${oauthError ?? ''}`.trim(), {
+        status: res.status,
+        ...(oauthError === undefined ? {} : { oauthError }),
+      })
+    }
+    const { access_token: value, expires_in: expiresIn } = json
+    if (typeof value !== 'string' || typeof expiresIn !== 'number' || !(expiresIn > 0)) {
+      throw new TokenClientError('ERR_TOKEN_RESPONSE', 'authz answered 200 without access_token/expires_in', { status: 200 })
+    }
+    const lifetime = expiresIn * 1000
+    const ratio = this.#options.refreshRatio ?? 0.5
+    const jitter = this.#options.jitter ?? 0.1
+    const latest = lifetime - (this.#options.minRemainingMs ?? 60_000)
+    const planned = lifetime * ratio * (1 + jitter * (2 * this.#random() - 1))
+    const refreshIn = Math.max(0, Math.min(planned, latest))
+    return {
+      value,
+      expiresAt: requestedAt + lifetime,
+      refreshAt: requestedAt + refreshIn,
+      scope: typeof json.scope === 'string' ? json.scope : undefined,
+    }
+  }
+}
+
+function normaliseScopes(scopes: string | readonly string[] | undefined): string[] {
+  if (scopes === undefined) return []
+  const list = typeof scopes === 'string' ? scopes.split(' ') : [...scopes]
+  return [...new Set(list.filter((s) => s !== ''))].sort()
+}

@@ -1,0 +1,104 @@
+import { decodeJwt } from 'jose'
+import t, { type Test } from 'tap'
+import { TokenClient } from '../../src/sdk/token-client.js'
+import { TokenClientError } from '../../src/sdk/errors.js'
+import { startHarness, type Harness } from '../helpers/harness.js'
+
+function clientFor(t: Test, h: Harness, name = 'order-service', extra: Partial<ConstructorParameters<typeof TokenClient>[0]> = {}) {
+  const pair = h.pki.client(name)
+  const client = new TokenClient({
+    tokenUrl: `https://localhost:${h.port}/token`,
+    ca: h.pki.ca.certPem,
+    cert: pair.certPem,
+    key: pair.keyPem,
+    clock: h.clock,
+    backgroundRefresh: false,
+    random: () => 0.5,
+    ...extra,
+  })
+  t.teardown(() => client.close())
+  return client
+}
+
+const issued = (h: Harness) => h.logs.records().filter((r) => r.event === 'token_issued').length
+
+t.test('getToken returns a token for the audience and caches it', async (t) => {
+  const h = await startHarness(t)
+  const client = clientFor(t, h)
+  const token = await client.getToken('inventory-service', 'stock:read')
+  t.match(decodeJwt(token), { sub: 'order-service', aud: 'inventory-service', scope: 'stock:read' })
+  t.equal(await client.getToken('inventory-service', ['stock:read']), token, 'same (audience, scopes): cached')
+  t.not(await client.getToken('inventory-service'), token, 'other scopes: another token')
+  t.equal(issued(h), 2)
+})
+
+t.test('100 concurrent callers share one request', async (t) => {
+  const h = await startHarness(t)
+  const client = clientFor(t, h)
+  const tokens = await Promise.all(Array.from({ length: 100 }, () => client.getToken('inventory-service')))
+  t.equal(new Set(tokens).size, 1)
+  t.equal(issued(h), 1)
+})
+
+t.test('refresh timing: at about half the lifetime, in the background, never later than exp − 60 s', async (t) => {
+  const h = await startHarness(t)
+  const client = clientFor(t, h)
+  const first = await client.getToken('inventory-service')
+  h.clock.advance(299_000) // 600 s lifetime × 0.5, jitter 0 with random()=0.5
+  t.equal(await client.getToken('inventory-service'), first, 'before the refresh instant: cached')
+  t.equal(issued(h), 1)
+  h.clock.advance(1_000)
+  t.equal(await client.getToken('inventory-service'), first, 'at the refresh instant: still served from cache...')
+  for (let i = 0; i < 50 && issued(h) < 2; i++) await new Promise((r) => setTimeout(r, 10))
+  t.equal(issued(h), 2, '...while one refresh runs in the background')
+  const second = await client.getToken('inventory-service')
+  t.not(second, first, 'then the fresh token')
+
+  // Jitter bounds and the exp − 60 s cap.
+  const capped = clientFor(t, h, 'order-service', { refreshRatio: 0.95, random: () => 1 })
+  await capped.getToken('inventory-service', 'stock:read')
+  const before = issued(h)
+  h.clock.advance(539_000)
+  await capped.getToken('inventory-service', 'stock:read')
+  await new Promise((r) => setTimeout(r, 30))
+  t.equal(issued(h), before, 'not yet at exp − 61 s')
+  h.clock.advance(1_000)
+  await capped.getToken('inventory-service', 'stock:read')
+  for (let i = 0; i < 50 && issued(h) === before; i++) await new Promise((r) => setTimeout(r, 10))
+  t.equal(issued(h), before + 1, 'refreshed at exp − 60 s although 95 % + 10 % jitter would be later')
+})
+
+t.test('when authz is down: the cached token is served until it expires, with backoff; then a typed error', async (t) => {
+  const h = await startHarness(t)
+  let now = 0
+  const client = clientFor(t, h, 'order-service', { retry: { initialMs: 1000, maxMs: 8000 } })
+  const token = await client.getToken('inventory-service')
+  await h.main.close()
+  h.clock.advance(300_000)
+  now = h.clock.now()
+  t.equal(await client.getToken('inventory-service'), token, 'refresh fails, cached token still served')
+  await new Promise((r) => setTimeout(r, 50))
+  t.equal(await client.getToken('inventory-service'), token, 'within the backoff: no new attempt, cached token')
+  h.clock.advance(300_000 - (h.clock.now() - now))
+  const err = await client.getToken('inventory-service').catch((e: unknown) => e)
+  t.ok(err instanceof TokenClientError)
+  t.equal((err as TokenClientError).code, 'ERR_TOKEN_NETWORK', 'expired and unreachable')
+})
+
+t.test('a refusal is ERR_TOKEN_DENIED with the OAuth error', async (t) => {
+  const h = await startHarness(t)
+  const client = clientFor(t, h)
+  const err = (await client.getToken('payment-service').catch((e: unknown) => e)) as TokenClientError
+  t.equal(err.code, 'ERR_TOKEN_DENIED')
+  t.equal(err.oauthError, 'invalid_target')
+  t.equal(err.status, 400)
+  const scopeErr = (await client.getToken('inventory-service', 'stock:write').catch((e: unknown) => e)) as TokenClientError
+  t.equal(scopeErr.oauthError, 'invalid_scope')
+  client.close()
+  t.equal(((await client.getToken('inventory-service').catch((e: unknown) => e)) as TokenClientError).code, 'ERR_CLIENT_CLOSED')
+})
+
+t.test('options are checked', async (t) => {
+  t.throws(() => new TokenClient({ tokenUrl: 'http://x/token', ca: '', cert: '', key: '' }), TypeError)
+  t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', refreshRatio: 1 }), TypeError)
+})
