@@ -67,9 +67,9 @@ export function parseCalleePolicy(text: string, source = 'policy'): CalleePolicy
     throw new Error(`${source}: not valid JSON`)
   }
   if (!validate(doc)) {
-    const e = validate.errors?.[0]
-    const where = e?.instancePath === '' ? (e.params as { propertyName?: string }).propertyName : e?.instancePath
-    throw new Error(`${source}: ${where ?? ''} ${e?.message ?? 'invalid'}`.trim())
+    const e = validate.errors?.[0] as ({ propertyName?: string } & NonNullable<typeof validate.errors>[number]) | undefined
+    if (e?.propertyName !== undefined) throw new Error(`${source}: route key ${JSON.stringify(e.propertyName)} must be "METHOD /path" or a gRPC "/pkg.Service/Method"`)
+    throw new Error(`${source}: ${e?.instancePath ?? ''} ${e?.message ?? 'invalid'}`.trim())
   }
   return doc
 }

@@ -1,0 +1,103 @@
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import Fastify from 'fastify'
+import t, { type Test } from 'tap'
+import { CalleePolicy, parseCalleePolicy } from '../../src/sdk/callee-policy.js'
+import { serviceAuth } from '../../src/sdk/fastify.js'
+import { createVerifier } from '../../src/sdk/verifier.js'
+import { createServerCert } from '../../src/pki/dev-pki.js'
+import { LogCapture, startHarness, type Harness } from '../helpers/harness.js'
+import { httpsCall } from '../helpers/http.js'
+import { createLogger } from '../../src/logger.js'
+
+async function receiving(t: Test, h: Harness, policy?: CalleePolicy, allowUnlisted = false) {
+  const verifier = await createVerifier({
+    issuer: 'https://authz.internal',
+    audience: 'inventory-service',
+    jwksUrl: `http://127.0.0.1:${h.opsPort}/.well-known/jwks.json`,
+    clock: h.clock,
+  })
+  const server = createServerCert(h.pki.ca)
+  const logs = new LogCapture()
+  const app = Fastify({
+    https: { ca: h.pki.ca.certPem, cert: server.certPem, key: server.keyPem, requestCert: true, rejectUnauthorized: true },
+    loggerInstance: createLogger('info', logs),
+  })
+  await app.register(serviceAuth, { verifier, ...(policy === undefined ? {} : { policy }), allowUnlisted })
+  app.get('/open', { config: { serviceAuth: false } }, async () => 'open')
+  app.get('/stock/:sku', { config: { scope: 'stock:read' } }, async (request) => request.caller)
+  app.post('/deduct', { config: { scope: ['stock:deduct'], callers: ['order-service'] } }, async (request) => request.caller)
+  app.get('/from-policy', async (request) => request.caller)
+  app.get('/unlisted', async () => 'unlisted')
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(async () => {
+    verifier.close()
+    await app.close()
+  })
+  const port = (app.server.address() as { port: number }).port
+  const call = (method: string, path: string, token?: string, client = h.pki.client('order-service')) =>
+    httpsCall(port, { method, path, client, ca: h.pki.ca.certPem, headers: token === undefined ? {} : { 'x-service-token': token } })
+  return { call, logs }
+}
+
+const tokenOf = async (h: Harness, body: unknown, client = h.pki.client('order-service')) =>
+  (await h.token(body, client)).json<{ access_token: string }>().access_token
+
+t.test('serviceAuth: scopes from route config, request.caller, bare 401/403 with empty bodies', async (t) => {
+  const h = await startHarness(t)
+  const { call, logs } = await receiving(t, h)
+  const read = await tokenOf(h, { audience: 'inventory-service', scope: 'stock:read' })
+  const deduct = await tokenOf(h, { audience: 'inventory-service', scope: 'stock:deduct' })
+
+  const ok = await call('GET', '/stock/sku-1', read)
+  t.equal(ok.status, 200)
+  t.match(ok.json(), { service: 'order-service', scopes: ['stock:read'], tokenId: String })
+  t.equal((await call('POST', '/deduct', deduct)).status, 200)
+
+  for (const [name, res, status] of [
+    ['no token', await call('GET', '/stock/sku-1'), 401],
+    ['garbage token', await call('GET', '/stock/sku-1', 'x.y.z'), 401],
+    ['token for another certificate', await call('GET', '/stock/sku-1', read, h.pki.client('payment-service')), 401],
+    ['missing scope', await call('POST', '/deduct', read), 403],
+    ['unlisted route, deny by default', await call('GET', '/unlisted', read), 403],
+  ] as const) {
+    t.equal(res.status, status, name)
+    t.equal(res.text, '', `${name}: empty body`)
+  }
+  t.equal((await call('GET', '/open')).text, 'open', 'serviceAuth: false exempts a route')
+
+  const denials = logs.records().filter((r) => r.event === 'service_call_denied')
+  t.equal(denials.length, 5)
+  t.match(denials[3], { sub: 'order-service', aud: 'inventory-service', method: 'POST', path: '/deduct', status: 403 })
+  t.match(denials[0], { method: 'GET', path: '/stock/sku-1', status: 401 })
+  t.notOk(logs.text.includes(read.split('.')[2] as string), 'never the token')
+})
+
+t.test('serviceAuth: rules from the callee policy file, reloaded on change; allowUnlisted', async (t) => {
+  const h = await startHarness(t)
+  const dir = t.testdir({ 'policy.json': JSON.stringify({ routes: { 'GET /from-policy': { scopes: ['stock:deduct'] } } }) })
+  const policy = await CalleePolicy.load(join(dir, 'policy.json'))
+  const { call } = await receiving(t, h, policy, true)
+  const read = await tokenOf(h, { audience: 'inventory-service', scope: 'stock:read' })
+  t.equal((await call('GET', '/from-policy', read)).status, 403)
+  t.equal((await call('GET', '/unlisted', read)).status, 200, 'allowUnlisted')
+  await writeFile(join(dir, 'policy.json'), JSON.stringify({ routes: { 'GET /from-policy': { scopes: ['stock:read'] } } }))
+  t.equal(await policy.reload(), undefined)
+  t.equal((await call('GET', '/from-policy', read)).status, 200)
+  await writeFile(join(dir, 'policy.json'), '{"routes": {"GET /from-policy": {"scopes": "nope"}}}')
+  t.match(await policy.reload(), Error)
+  t.equal((await call('GET', '/from-policy', read)).status, 200, 'a bad file keeps the rules in force')
+})
+
+t.test('callee policy: validation and decisions', async (t) => {
+  t.throws(() => parseCalleePolicy('{'), /not valid JSON/)
+  t.throws(() => parseCalleePolicy('{"routes": {"GET stock": {"scopes": []}}}'), /GET stock/)
+  t.throws(() => parseCalleePolicy('{"routes": {"GET /x": {"scopes": ["a b"]}}}'))
+  const policy = new CalleePolicy(parseCalleePolicy('{"routes": {"GET /x": {"scopes": ["a:b"], "callers": ["svc"]}}}'))
+  const caller = (service: string, scopes: string[]) => ({ service, scopes, audience: 'x', tokenId: 'j', expiresAt: 0, claims: {} })
+  t.equal(policy.decide('GET /x', caller('svc', ['a:b'])), 'allow')
+  t.equal(policy.decide('GET /x', caller('other', ['a:b'])), 'forbidden')
+  t.equal(policy.decide('GET /x', caller('svc', [])), 'forbidden')
+  t.equal(policy.decide('GET /y', caller('svc', ['a:b'])), 'unlisted')
+  t.equal(policy.decide('constructor', caller('svc', [])), 'unlisted')
+})
