@@ -3,7 +3,7 @@
  *   - main: HTTPS with mandatory client certificates; /token, JWKS and discovery
  *   - ops: plain HTTP for probes and Prometheus; health, readiness, metrics and the JWKS
  */
-import { randomBytes } from 'node:crypto'
+import { constants, randomBytes } from 'node:crypto'
 import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Clock } from './clock.js'
@@ -46,23 +46,65 @@ export interface AppDeps {
   readonly randomUUID?: () => string
   /** How often the TLS session-ticket key is replaced, ms (default 1 h). */
   readonly ticketKeyRotationMs?: number
+  /** Connection limits of the main listener (defaults: DEFAULT_LIMITS). */
+  readonly limits?: Partial<ConnectionLimits>
 }
 
 export const DEFAULT_TICKET_KEY_ROTATION_MS = 3_600_000
 
-/** Secure-context options of the main listener: mTLS required, TLS ≥ 1.2, ECDHE + AEAD only. */
-export function tlsOptions(tls: TlsMaterial): SecureContextOptions & { requestCert: true; rejectUnauthorized: true } {
+/** What is re-applied with setSecureContext on a reload: certificates, CA, CRL and the TLS policy. */
+export function secureContextOptions(tls: TlsMaterial): SecureContextOptions {
   return {
     cert: tls.cert,
     key: tls.key,
     ca: tls.clientCa,
     ...(tls.crl === undefined ? {} : { crl: tls.crl }),
-    requestCert: true,
-    rejectUnauthorized: true,
     minVersion: 'TLSv1.2',
     ciphers: TLS12_CIPHERS,
     honorCipherOrder: true,
+    // No TLS compression (CRIME), no renegotiation (a connection's identity must not change).
+    secureOptions: constants.SSL_OP_NO_COMPRESSION | constants.SSL_OP_NO_RENEGOTIATION | constants.SSL_OP_CIPHER_SERVER_PREFERENCE,
     sessionTimeout: 300,
+  }
+}
+
+/** Connection hygiene of the main listener, ms unless said otherwise. */
+export interface ConnectionLimits {
+  /** Time to complete the TLS handshake. */
+  readonly handshakeMs: number
+  /** Time to receive the complete request headers (slow-loris). */
+  readonly headersMs: number
+  /** Time to receive the complete request. */
+  readonly requestMs: number
+  /** Idle time allowed between requests on a keep-alive connection. */
+  readonly keepAliveMs: number
+  /** Largest request header block, bytes. */
+  readonly maxHeaderBytes: number
+  /** How often open connections are checked against the header/request timeouts. */
+  readonly checkIntervalMs: number
+}
+
+export const DEFAULT_LIMITS: ConnectionLimits = {
+  handshakeMs: 10_000,
+  headersMs: 10_000,
+  requestMs: 15_000,
+  keepAliveMs: 65_000,
+  maxHeaderBytes: 8192,
+  checkIntervalMs: 1_000,
+}
+
+/** Server options of the main listener: mTLS required, TLS ≥ 1.2, ECDHE + AEAD only, connection limits. */
+export function tlsOptions(tls: TlsMaterial, limits: ConnectionLimits = DEFAULT_LIMITS) {
+  return {
+    ...secureContextOptions(tls),
+    requestCert: true as const,
+    rejectUnauthorized: true as const,
+    handshakeTimeout: limits.handshakeMs,
+    headersTimeout: limits.headersMs,
+    requestTimeout: limits.requestMs,
+    keepAliveTimeout: limits.keepAliveMs,
+    maxHeaderSize: limits.maxHeaderBytes,
+    connectionsCheckingInterval: limits.checkIntervalMs,
   }
 }
 
@@ -73,21 +115,23 @@ const commonOptions = {
   // While draining, requests that still arrive on open connections are served, not refused with
   // Fastify's own 503 body: a caller never sees a body that is not ours.
   return503OnClosing: false,
-  requestTimeout: 15_000,
-  keepAliveTimeout: 65_000,
   routerOptions: { maxParamLength: 256 },
   trustProxy: false,
 } as const
 
 /** Builds the main (mTLS) app. It does not listen. */
 export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps): Promise<FastifyInstance> {
+  const limits = { ...DEFAULT_LIMITS, ...deps.limits }
   const app = Fastify({
     ...commonOptions,
+    requestTimeout: limits.requestMs,
+    keepAliveTimeout: limits.keepAliveMs,
     // Our own lines (one per issuance, one per denial) replace Fastify's per-request log lines.
     logController: new LogController({ disableRequestLogging: true }),
-    https: tlsOptions(tls),
+    https: tlsOptions(tls, limits),
     loggerInstance: deps.logger.child({ listener: 'main' }),
   })
+  app.server.maxConnections = config.maxConnections
   // A connection's certificate, and so its identity, must not change under us (TLS 1.2 renegotiation).
   app.server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
   // Session tickets let a reconnecting caller skip the full handshake (the resumed session keeps the

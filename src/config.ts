@@ -29,6 +29,7 @@ export const configSchema = {
     AUTHZ_OPS_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 9464, description: 'ops listener port' },
     AUTHZ_LOG_LEVEL: { type: 'string', enum: [...LOG_LEVELS], default: 'info', description: 'pino log level' },
     AUTHZ_RATE_LIMIT: { type: 'integer', minimum: 0, maximum: 1000000, default: 100, description: 'token requests per second per caller CN; 0 turns the limit off' },
+    AUTHZ_MAX_CONNECTIONS: { type: 'integer', minimum: 1, maximum: 1000000, default: 4096, description: 'open connections the main listener accepts at once; more are refused at accept' },
     AUTHZ_DEV: { type: 'boolean', default: true, description: 'with no TLS files configured, generate a dev PKI and signing key under the keys directory; `false` makes missing material a start-up error' },
     AUTHZ_KEY_PASSPHRASE: { type: 'string', minLength: 1, description: 'optional passphrase of encrypted PKCS#8 signing keys' },
   },
@@ -55,6 +56,7 @@ export interface Config {
   readonly opsPort: number
   readonly logLevel: LogLevel
   readonly rateLimit: number
+  readonly maxConnections: number
   readonly dev: boolean
   readonly keyPassphrase: string | undefined
 }
@@ -75,6 +77,7 @@ interface RawEnv {
   AUTHZ_OPS_PORT: number
   AUTHZ_LOG_LEVEL: LogLevel
   AUTHZ_RATE_LIMIT: number
+  AUTHZ_MAX_CONNECTIONS: number
   AUTHZ_DEV: boolean
   AUTHZ_KEY_PASSPHRASE?: string
 }
@@ -166,6 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd(), options:
     opsPort: raw.AUTHZ_OPS_PORT,
     logLevel: raw.AUTHZ_LOG_LEVEL,
     rateLimit: raw.AUTHZ_RATE_LIMIT,
+    maxConnections: raw.AUTHZ_MAX_CONNECTIONS,
     dev: raw.AUTHZ_DEV,
     keyPassphrase: raw.AUTHZ_KEY_PASSPHRASE,
   })

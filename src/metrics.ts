@@ -11,6 +11,7 @@ export interface Metrics {
   readonly signingSeconds: Histogram
   readonly policyReloads: Counter<'result'>
   readonly keysetReloads: Counter<'result'>
+  readonly tlsReloads: Counter<'result'>
   readonly keysPublished: Gauge
   readonly activeKeyAgeSeconds: Gauge
   readonly nextActivationSeconds: Gauge
@@ -48,6 +49,12 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
     keysetReloads: new Counter({
       name: 'authz_keyset_reloads_total',
       help: 'Keyset reload attempts that found a change or an error, by result',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    tlsReloads: new Counter({
+      name: 'authz_tls_reloads_total',
+      help: 'TLS material (certificate, key, client CA, CRL) reload attempts that found a change or an error, by result',
       labelNames: ['result'],
       registers: [registry],
     }),

@@ -3,11 +3,11 @@
  * the main (mTLS) and ops listeners, reloads on change and SIGHUP, and drains on SIGTERM/SIGINT. The only
  * module that listens.
  */
-import { readFile } from 'node:fs/promises'
 import { join, relative } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { DestinationStream, Logger } from 'pino'
-import { buildApp, buildOpsApp, type TlsMaterial } from './app.js'
+import type { Server as TlsServer } from 'node:tls'
+import { buildApp, buildOpsApp } from './app.js'
 import { systemClock, type Clock } from './clock.js'
 import { loadConfig, type Config, type TlsFiles } from './config.js'
 import { AuthzError, ConfigError } from './errors.js'
@@ -17,6 +17,9 @@ import { bufferedStdout, createLogger } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { assertSafeName, ensureDevPki } from './pki/dev-files.js'
 import { PolicyStore } from './policy/store.js'
+import { checkTlsMaterial, readTlsMaterial, TlsReloader } from './tls/reloader.js'
+
+export { readTlsMaterial } from './tls/reloader.js'
 
 export interface StartOptions {
   readonly cwd?: string
@@ -40,27 +43,10 @@ export interface RunningServer {
   /** Where the main listener listens (port 0 resolved). */
   readonly mainUrl: string
   readonly opsUrl: string
-  /** Reloads policy and keys now (what SIGHUP does). */
+  /** Reloads policy, keys and TLS material now (what SIGHUP does). */
   reload(): Promise<void>
   /** Stops accepting, lets in-flight requests finish, closes both listeners. */
   close(): Promise<void>
-}
-
-async function readNamed(variable: string, path: string): Promise<Buffer> {
-  try {
-    return await readFile(path)
-  } catch (err) {
-    throw new ConfigError(variable, `cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-  }
-}
-
-export async function readTlsMaterial(files: TlsFiles): Promise<TlsMaterial> {
-  return {
-    cert: await readNamed('AUTHZ_TLS_CERT', files.cert),
-    key: await readNamed('AUTHZ_TLS_KEY', files.key),
-    clientCa: await readNamed('AUTHZ_CLIENT_CA', files.clientCa),
-    crl: files.crl === undefined ? undefined : await readNamed('AUTHZ_CRL', files.crl),
-  }
 }
 
 function curlHint(cwd: string, tls: TlsFiles, callers: string[], port: number, policy: PolicyStore): string {
@@ -131,6 +117,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     )
   }
   const tls = await readTlsMaterial(tlsFiles)
+  checkTlsMaterial(tls)
 
   let keys: KeyStore
   try {
@@ -164,6 +151,16 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
       logger.info({ kids: keys.jwks().kids, active: keys.signingKey()?.kid }, 'keyset reloaded')
     }
   }
+  const tlsReloader = new TlsReloader(tlsFiles, main.server as unknown as TlsServer, tls)
+  const onTls = (result: { changed: boolean; error?: AuthzError }): void => {
+    if (result.error !== undefined) {
+      metrics.tlsReloads.inc({ result: 'error' })
+      logger.error({ code: result.error.code, detail: result.error.message }, 'TLS reload failed; the previous certificates, CA and CRL stay in force')
+    } else if (result.changed) {
+      metrics.tlsReloads.inc({ result: 'changed' })
+      logger.info('TLS material reloaded (new handshakes use it; open connections keep theirs)')
+    }
+  }
   let lastActive = keys.signingKey()?.kid
   keys.onChange(() => {
     const active = keys.signingKey()?.kid
@@ -172,6 +169,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   })
   policy.watch(onPolicy, options.pollMs)
   keys.watch(onKeys, options.pollMs)
+  tlsReloader.watch(onTls, options.pollMs)
 
   try {
     await main.listen({ host: config.host, port: config.port })
@@ -179,6 +177,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   } catch (err) {
     policy.close()
     keys.close()
+    tlsReloader.close()
     await Promise.allSettled([main.close(), ops.close()])
     throw err
   }
@@ -201,11 +200,13 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     async reload() {
       onPolicy(await policy.reload(true))
       onKeys(await keys.reload(true))
+      onTls(await tlsReloader.reload(true))
     },
     close() {
       closing ??= (async () => {
         policy.close()
         keys.close()
+        tlsReloader.close()
         await Promise.all([main.close(), ops.close()])
         flushLog(destination)
       })()

@@ -123,3 +123,44 @@ export function createServerCert(ca: KeyPairPem, hosts: readonly string[] = ['lo
 export function createClientCert(ca: KeyPairPem, commonName: string, options: Partial<CertOptions> = {}): KeyPairPem {
   return createCertificate({ subject: [{ shortName: 'CN', value: commonName }], eku: 'clientAuth', ...options }, ca)
 }
+
+/**
+ * A CRL (v2, PEM) signed by `ca`, revoking the given certificates. node-forge reads and writes X.509
+ * but has no CRL writer, so the TBSCertList is assembled with its ASN.1 module (RFC 5280 §5.1).
+ */
+export function createCrl(ca: KeyPairPem, revoked: readonly KeyPairPem[], options: { thisUpdate?: Date; nextUpdate?: Date } = {}): string {
+  const { asn1 } = forge
+  const caCert = forge.pki.certificateFromPem(ca.certPem)
+  const caKey = forge.pki.privateKeyFromPem(ca.keyPem)
+  const thisUpdate = options.thisUpdate ?? new Date(Date.now() - 60_000)
+  const nextUpdate = options.nextUpdate ?? new Date(Date.now() + 7 * DAY_MS)
+  const time = (d: Date) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.UTCTIME, false, asn1.dateToUtcTime(d))
+  const sha256WithRsa = () =>
+    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [
+      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OID, false, asn1.oidToDer(forge.pki.oids.sha256WithRSAEncryption as string).getBytes()),
+      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.NULL, false, ''),
+    ])
+  const entries = revoked.map((pair) =>
+    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [
+      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.INTEGER, false, forge.util.hexToBytes(forge.pki.certificateFromPem(pair.certPem).serialNumber)),
+      time(thisUpdate),
+    ]),
+  )
+  const tbs = asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [
+    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.INTEGER, false, String.fromCharCode(1)), // v2
+    sha256WithRsa(),
+    forge.pki.distinguishedNameToAsn1(caCert.subject),
+    time(thisUpdate),
+    time(nextUpdate),
+    ...(entries.length > 0 ? [asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, entries)] : []),
+  ])
+  const md = forge.md.sha256.create()
+  md.update(asn1.toDer(tbs).getBytes())
+  const signature = caKey.sign(md)
+  const crl = asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [
+    tbs,
+    sha256WithRsa(),
+    asn1.create(asn1.Class.UNIVERSAL, asn1.Type.BITSTRING, false, String.fromCharCode(0) + signature),
+  ])
+  return forge.pem.encode({ type: 'X509 CRL', body: asn1.toDer(crl).getBytes() })
+}

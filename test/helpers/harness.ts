@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
-import { buildApp, buildOpsApp } from '../../src/app.js'
+import { buildApp, buildOpsApp, type ConnectionLimits } from '../../src/app.js'
 import { ManualClock } from '../../src/clock.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import { initKeys } from '../../src/keys/admin.js'
@@ -73,6 +73,10 @@ export interface HarnessOptions {
   readonly clock?: ManualClock
   /** Watch the keys directory and policy file like the server does (poll interval, ms). */
   readonly watchMs?: number
+  /** A CRL (PEM) for the main listener. */
+  readonly crl?: string
+  /** Connection limits of the main listener. */
+  readonly limits?: Partial<ConnectionLimits>
 }
 
 export async function startHarness(t: Test, options: HarnessOptions = {}): Promise<Harness> {
@@ -102,8 +106,8 @@ export async function startHarness(t: Test, options: HarnessOptions = {}): Promi
   const metrics = createMetrics({ defaults: false })
   const logs = new LogCapture()
   const logger = createLogger(config.logLevel, logs)
-  const deps = { keys, policy, metrics, clock, logger }
-  const tls = { cert: pki.server.certPem, key: pki.server.keyPem, clientCa: pki.ca.certPem }
+  const deps = { keys, policy, metrics, clock, logger, ...(options.limits === undefined ? {} : { limits: options.limits }) }
+  const tls = { cert: pki.server.certPem, key: pki.server.keyPem, clientCa: pki.ca.certPem, crl: options.crl }
   const main = await buildApp(config, tls, deps)
   const ops = await buildOpsApp(config, deps)
   if (options.watchMs !== undefined) {

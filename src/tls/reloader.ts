@@ -1,0 +1,110 @@
+/**
+ * The main listener's TLS material (server certificate and key, client CA bundle, CRLs), reloaded on file
+ * change and on SIGHUP with `setSecureContext`: new handshakes use the new material, established
+ * connections keep theirs. A new set that does not load (bad PEM, a key that does not match the
+ * certificate, an unreadable file) is reported and the previous one stays in force.
+ */
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { createSecureContext, type Server as TlsServer } from 'node:tls'
+import { secureContextOptions, type TlsMaterial } from '../app.js'
+import type { TlsFiles } from '../config.js'
+import { ConfigError } from '../errors.js'
+import { watchDir, type Watcher } from '../util/watch.js'
+
+async function readNamed(variable: string, path: string): Promise<Buffer> {
+  try {
+    return await readFile(path)
+  } catch (err) {
+    throw new ConfigError(variable, `cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+}
+
+/** Reads the TLS files; a ConfigError names the variable of a file that cannot be read. */
+export async function readTlsMaterial(files: TlsFiles): Promise<TlsMaterial> {
+  return {
+    cert: await readNamed('AUTHZ_TLS_CERT', files.cert),
+    key: await readNamed('AUTHZ_TLS_KEY', files.key),
+    clientCa: await readNamed('AUTHZ_CLIENT_CA', files.clientCa),
+    crl: files.crl === undefined ? undefined : await readNamed('AUTHZ_CRL', files.crl),
+  }
+}
+
+/** Throws a ConfigError when the material cannot make a secure context (the same check OpenSSL makes). */
+export function checkTlsMaterial(material: TlsMaterial): void {
+  try {
+    createSecureContext(secureContextOptions(material))
+  } catch (err) {
+    const message = (err as Error).message
+    const variable = /crl/i.test(message) ? 'AUTHZ_CRL' : /key/i.test(message) ? 'AUTHZ_TLS_KEY' : /ca|issuer/i.test(message) ? 'AUTHZ_CLIENT_CA' : 'AUTHZ_TLS_CERT'
+    // OpenSSL's message names the failing check, never key bytes.
+    throw new ConfigError(variable, `TLS material does not load: ${message}`)
+  }
+}
+
+function digest(material: TlsMaterial): string {
+  const hash = createHash('sha256')
+  for (const part of [material.cert, material.key, material.clientCa, material.crl ?? '']) hash.update(part).update('\0')
+  return hash.digest('hex')
+}
+
+export interface TlsReloadResult {
+  readonly changed: boolean
+  readonly error?: ConfigError
+}
+
+export class TlsReloader {
+  readonly #files: TlsFiles
+  readonly #server: TlsServer
+  #current: string
+  #lastSeen: string
+  #watchers: Watcher[] = []
+
+  constructor(files: TlsFiles, server: TlsServer, loaded: TlsMaterial) {
+    this.#files = files
+    this.#server = server
+    this.#current = digest(loaded)
+    this.#lastSeen = this.#current
+  }
+
+  /** Re-reads the files; applies them when they changed and load. `force` reports a still-bad set again. */
+  async reload(force = false): Promise<TlsReloadResult> {
+    let material: TlsMaterial
+    try {
+      material = await readTlsMaterial(this.#files)
+    } catch (err) {
+      const key = `error:${(err as Error).message}`
+      if (key === this.#lastSeen && !force) return { changed: false }
+      this.#lastSeen = key
+      return { changed: false, error: err as ConfigError }
+    }
+    const hash = digest(material)
+    if (hash === this.#lastSeen && !force) return { changed: false }
+    this.#lastSeen = hash
+    if (hash === this.#current) return { changed: false }
+    try {
+      checkTlsMaterial(material)
+      this.#server.setSecureContext(secureContextOptions(material))
+    } catch (err) {
+      return { changed: false, error: err as ConfigError }
+    }
+    this.#current = hash
+    return { changed: true }
+  }
+
+  watch(onReload: (result: TlsReloadResult) => void, pollMs = 5000): void {
+    this.close()
+    const files = [this.#files.cert, this.#files.key, this.#files.clientCa, ...(this.#files.crl === undefined ? [] : [this.#files.crl])]
+    const dirs = [...new Set(files.map((f) => dirname(f)))]
+    // One poll for all, one event watcher per directory.
+    this.#watchers = dirs.map((dir, i) =>
+      watchDir(dir, () => void this.reload().then(onReload), i === 0 ? { pollMs } : {}),
+    )
+  }
+
+  close(): void {
+    for (const w of this.#watchers) w.close()
+    this.#watchers = []
+  }
+}

@@ -1,0 +1,128 @@
+import { writeFile } from 'node:fs/promises'
+import { Agent } from 'node:https'
+import { connect } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
+import { join } from 'node:path'
+import t from 'tap'
+import { createCa, createClientCert, createCrl, createServerCert } from '../src/pki/dev-pki.js'
+import { initKeys } from '../src/keys/admin.js'
+import { systemClock } from '../src/clock.js'
+import { startServer } from '../src/server.js'
+import { LogCapture, SAMPLE_POLICY, startHarness } from './helpers/harness.js'
+import { httpCall, httpsCall } from './helpers/http.js'
+import { testPki } from './helpers/pki.js'
+
+const tokenBody = { method: 'POST', path: '/token', headers: { 'content-type': 'application/json' }, body: '{"audience":"inventory-service"}' }
+
+t.test('a CRL refuses revoked client certificates at the handshake; others still get tokens', async (t) => {
+  const pki = testPki()
+  const revoked = createClientCert(pki.ca, 'order-service')
+  const h = await startHarness(t, { crl: createCrl(pki.ca, [revoked]) })
+  await t.rejects(h.call({ ...tokenBody, client: revoked }), 'revoked: no HTTP response at all')
+  t.equal((await h.call({ ...tokenBody, client: h.pki.client('order-service') })).status, 200, 'not revoked')
+})
+
+t.test('TLS material reloads on change without dropping open connections; a bad new file keeps the old', async (t) => {
+  const pki = testPki()
+  const victim = createClientCert(pki.ca, 'order-service')
+  const dir = t.testdir({
+    'server.pem': pki.server.certPem,
+    'server-key.pem': pki.server.keyPem,
+    'ca.pem': pki.ca.certPem,
+    'crl.pem': createCrl(pki.ca, []),
+    'policy.json': JSON.stringify(SAMPLE_POLICY),
+  })
+  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock })
+  const logs = new LogCapture()
+  const server = await startServer(
+    {
+      AUTHZ_DEV: 'false',
+      AUTHZ_HOST: '127.0.0.1',
+      AUTHZ_PORT: '0',
+      AUTHZ_OPS_PORT: '0',
+      AUTHZ_TLS_CERT: join(dir, 'server.pem'),
+      AUTHZ_TLS_KEY: join(dir, 'server-key.pem'),
+      AUTHZ_CLIENT_CA: join(dir, 'ca.pem'),
+      AUTHZ_CRL: join(dir, 'crl.pem'),
+      AUTHZ_KEYS_DIR: join(dir, 'keys'),
+      AUTHZ_POLICY: join(dir, 'policy.json'),
+    },
+    { logDestination: logs, pollMs: 60_000 },
+  )
+  t.teardown(() => server.close())
+  const port = Number(new URL(server.mainUrl).port)
+  const call = (client = victim, agent?: Agent) => httpsCall(port, { ...tokenBody, ca: pki.ca.certPem, client, ...(agent === undefined ? {} : { agent }) })
+  const keepAlive = new Agent({ keepAlive: true, maxSockets: 1, ca: pki.ca.certPem, cert: victim.certPem, key: victim.keyPem })
+  t.teardown(() => keepAlive.destroy())
+  t.equal((await call(victim, keepAlive)).status, 200, 'the victim has an open keep-alive connection')
+
+  await writeFile(join(dir, 'crl.pem'), createCrl(pki.ca, [victim]))
+  await server.reload()
+  await t.rejects(call(victim), 'a new connection with the revoked certificate is refused')
+  t.equal((await call(victim, keepAlive)).status, 200, 'the established connection was not dropped')
+  t.equal((await call(pki.client('payment-service'))).status !== 0, true, 'others still connect')
+
+  // A broken CRL, then a key that does not match the certificate: both keep the material in force.
+  await writeFile(join(dir, 'crl.pem'), '-----BEGIN X509 CRL-----\nbm90IGEgY3Js\n-----END X509 CRL-----\n')
+  await server.reload()
+  await writeFile(join(dir, 'crl.pem'), createCrl(pki.ca, [victim]))
+  await writeFile(join(dir, 'server-key.pem'), createServerCert(pki.ca).keyPem)
+  await server.reload()
+  // (The directory watcher may report each bad file too, before the explicit reload does.)
+  t.ok(logs.records().filter((r) => String(r.msg).startsWith('TLS reload failed')).length >= 2, 'both failures logged')
+  await t.rejects(call(victim), 'still revoked under the previous material')
+  t.equal((await call(pki.client('payment-service'))).status, 400, 'and the server still serves (payment-service has no grant: 400)')
+
+  // A new server certificate from a new CA pair: new handshakes see it.
+  const ca2 = createCa('rotated CA')
+  const server2 = createServerCert(ca2)
+  await writeFile(join(dir, 'server-key.pem'), server2.keyPem)
+  await writeFile(join(dir, 'server.pem'), server2.certPem)
+  await server.reload()
+  await t.rejects(call(pki.client('payment-service')), 'the client does not trust the new server CA')
+  t.equal((await httpsCall(port, { ...tokenBody, ca: ca2.certPem, client: pki.client('order-service') })).status, 200, 'new server certificate in use')
+  t.match((await httpCall(Number(new URL(server.opsUrl).port), { path: '/metrics' })).text, /authz_tls_reloads_total\{result="changed"\} 2/)
+})
+
+t.test('slow-loris: a client that never finishes its headers is cut off; others are served meanwhile', async (t) => {
+  const h = await startHarness(t, { limits: { headersMs: 500, checkIntervalMs: 100 } })
+  const client = h.pki.client('order-service')
+  const closed = new Promise<number>((resolve) => {
+    const started = Date.now()
+    const socket = tlsConnect({ host: '127.0.0.1', port: h.port, servername: 'localhost', ca: h.pki.ca.certPem, cert: client.certPem, key: client.keyPem }, () => {
+      socket.write('POST /token HTTP/1.1\r\nHost: localhost\r\n')
+      const drip = setInterval(() => socket.write('X-Drip: 1\r\n'), 100)
+      socket.on('close', () => {
+        clearInterval(drip)
+        resolve(Date.now() - started)
+      })
+    })
+    socket.on('error', () => undefined)
+  })
+  t.equal((await h.token({ audience: 'inventory-service' })).status, 200, 'served while the slow client drips')
+  const after = await closed
+  t.ok(after >= 400 && after < 5000, `cut off after ${after} ms`)
+})
+
+t.test('a TLS handshake that never starts is dropped; oversize headers are refused', async (t) => {
+  const h = await startHarness(t, { limits: { handshakeMs: 300 } })
+  const dropped = await new Promise<boolean>((resolve) => {
+    const socket = connect(h.port, '127.0.0.1')
+    socket.on('close', () => resolve(true))
+    socket.on('error', () => undefined)
+    setTimeout(() => resolve(false), 3000).unref()
+  })
+  t.ok(dropped, 'idle TCP connection closed')
+  const big = await h.call({ ...tokenBody, client: h.pki.client('order-service'), headers: { 'content-type': 'application/json', 'x-big': 'a'.repeat(10_000) } })
+  t.equal(big.status, 431, 'request header fields too large')
+})
+
+t.test('the connection cap refuses connections beyond AUTHZ_MAX_CONNECTIONS', async (t) => {
+  const h = await startHarness(t, { env: { AUTHZ_MAX_CONNECTIONS: '2' } })
+  const client = h.pki.client('order-service')
+  const agent = new Agent({ keepAlive: true, maxSockets: 2, ca: h.pki.ca.certPem, cert: client.certPem, key: client.keyPem })
+  t.teardown(() => agent.destroy())
+  const statuses = await Promise.all([h.call({ ...tokenBody, agent }), h.call({ ...tokenBody, agent })])
+  t.same(statuses.map((r) => r.status), [200, 200], 'two open keep-alive connections')
+  await t.rejects(h.call({ ...tokenBody, client }), 'a third connection is refused')
+})
