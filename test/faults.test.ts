@@ -1,0 +1,157 @@
+/** Faults: what breaks around authz must not break authz. */
+import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { rename, rm, writeFile } from 'node:fs/promises'
+import { request } from 'node:https'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { systemClock } from '../src/clock.js'
+import { initKeys } from '../src/keys/admin.js'
+import { createVerifier } from '../src/sdk/verifier.js'
+import { startServer } from '../src/server.js'
+import { LogCapture, SAMPLE_POLICY } from './helpers/harness.js'
+import { httpCall, httpsCall } from './helpers/http.js'
+import { testPki } from './helpers/pki.js'
+
+const tokenBody = '{"audience":"inventory-service"}'
+
+/** A production-style install in a temp dir: TLS files, a key, the sample policy. */
+async function install(t: Test) {
+  const pki = testPki()
+  const dir = t.testdir({
+    tls: { 'server.pem': pki.server.certPem, 'server-key.pem': pki.server.keyPem, 'ca.pem': pki.ca.certPem },
+    'policy.json': JSON.stringify(SAMPLE_POLICY),
+  })
+  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock })
+  const env = {
+    AUTHZ_DEV: 'false',
+    AUTHZ_HOST: '127.0.0.1',
+    AUTHZ_TLS_CERT: join(dir, 'tls', 'server.pem'),
+    AUTHZ_TLS_KEY: join(dir, 'tls', 'server-key.pem'),
+    AUTHZ_CLIENT_CA: join(dir, 'tls', 'ca.pem'),
+    AUTHZ_KEYS_DIR: join(dir, 'keys'),
+    AUTHZ_POLICY: join(dir, 'policy.json'),
+  }
+  return { pki, dir, env }
+}
+
+async function start(t: Test, env: Record<string, string>) {
+  const logs = new LogCapture()
+  const server = await startServer({ ...env, AUTHZ_PORT: '0', AUTHZ_OPS_PORT: '0' }, { logDestination: logs, pollMs: 60_000 })
+  t.teardown(() => server.close())
+  const port = Number(new URL(server.mainUrl).port)
+  const opsPort = Number(new URL(server.opsUrl).port)
+  return { server, logs, port, opsPort }
+}
+
+t.test('keys directory gone or unreadable: the keyset in force stays, tokens keep coming, readiness holds', async (t) => {
+  const { pki, dir, env } = await install(t)
+  const { server, port, opsPort, logs } = await start(t, env)
+  const get = () => httpsCall(port, { method: 'POST', path: '/token', ca: pki.ca.certPem, client: pki.client('order-service'), headers: { 'content-type': 'application/json' }, body: tokenBody })
+  await rename(join(dir, 'keys'), join(dir, 'keys-away'))
+  await server.reload()
+  t.equal((await get()).status, 200)
+  t.equal((await httpCall(opsPort, { path: '/readyz' })).status, 200)
+  await writeFile(join(dir, 'keys'), 'not a directory')
+  await server.reload()
+  t.equal((await get()).status, 200)
+  t.ok(logs.records().filter((r) => r.msg === 'keyset reload failed; the previous keyset stays in force').length >= 2)
+  await rm(join(dir, 'keys'))
+  await rename(join(dir, 'keys-away'), join(dir, 'keys'))
+  await server.reload()
+  t.equal((await get()).status, 200)
+  t.match((await httpCall(opsPort, { path: '/metrics' })).text, /authz_keyset_reloads_total\{result="error"\} [2-9]/)
+})
+
+t.test('policy file deleted: the policy in force stays', async (t) => {
+  const { pki, dir, env } = await install(t)
+  const { server, port } = await start(t, env)
+  await rm(join(dir, 'policy.json'))
+  await server.reload()
+  const res = await httpsCall(port, { method: 'POST', path: '/token', ca: pki.ca.certPem, client: pki.client('order-service'), headers: { 'content-type': 'application/json' }, body: tokenBody })
+  t.equal(res.status, 200)
+})
+
+t.test('a restart with the same keys directory: same kid, and tokens issued before still verify', async (t) => {
+  const { pki, env } = await install(t)
+  const first = await start(t, env)
+  const call = (port: number) =>
+    httpsCall(port, { method: 'POST', path: '/token', ca: pki.ca.certPem, client: pki.client('order-service'), headers: { 'content-type': 'application/json' }, body: tokenBody })
+  const token = (await call(first.port)).json<{ access_token: string }>().access_token
+  const kid = first.server.keys.signingKey()?.kid
+  await first.server.close()
+  const second = await start(t, env)
+  t.equal(second.server.keys.signingKey()?.kid, kid)
+  const verifier = await createVerifier({ issuer: 'https://authz.internal', audience: 'inventory-service', jwksUrl: `${second.server.opsUrl}/.well-known/jwks.json` })
+  t.teardown(() => verifier.close())
+  t.match(await verifier.verify(token, { peerCertificate: pki.client('order-service').certPem }), { service: 'order-service' })
+})
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number }
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+t.test('SIGTERM while 100 requests are in flight: all complete, then the process exits 0', async (t) => {
+  const { pki, env } = await install(t)
+  const [port, opsPort] = [await freePort(), await freePort()]
+  const loader = new URL('../node_modules/@tapjs/typescript/dist/esm/import.mjs', import.meta.url).href
+  const child = spawn(process.execPath, [`--import=${loader}`, new URL('../src/bin/server.ts', import.meta.url).pathname], {
+    env: { PATH: process.env.PATH, ...env, AUTHZ_PORT: String(port), AUTHZ_OPS_PORT: String(opsPort), AUTHZ_RATE_LIMIT: '0', TS_NODE_TRANSPILE_ONLY: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()))
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()))
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  t.teardown(() => child.kill('SIGKILL'))
+  for (let i = 0; ; i++) {
+    if ((await httpCall(opsPort, { path: '/readyz' }).catch(() => ({ status: 0 }))).status === 200) break
+    if (i > 300) throw new Error(`server did not start: ${output}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  const client = pki.client('order-service')
+  const ca = readFileSync(join(env.AUTHZ_CLIENT_CA))
+  // 100 requests with half of their body sent: in flight when the signal arrives.
+  const pending = Array.from({ length: 100 }, () => {
+    let finish!: () => void
+    const done = new Promise<number>((resolve, reject) => {
+      const req = request(
+        {
+          host: '127.0.0.1',
+          servername: 'localhost',
+          port,
+          method: 'POST',
+          path: '/token',
+          ca,
+          cert: client.certPem,
+          key: client.keyPem,
+          agent: false,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(tokenBody) },
+        },
+        (res) => {
+          res.resume()
+          res.on('end', () => resolve(res.statusCode ?? 0))
+        },
+      )
+      req.on('error', reject)
+      req.write(tokenBody.slice(0, 10))
+      finish = () => req.end(tokenBody.slice(10))
+    })
+    return { done, finish: () => finish() }
+  })
+  // Let every connection reach the server (handshake + headers) before the signal.
+  await new Promise((r) => setTimeout(r, 1500))
+  child.kill('SIGTERM')
+  await new Promise((r) => setTimeout(r, 200))
+  for (const p of pending) p.finish()
+  const statuses = await Promise.all(pending.map((p) => p.done))
+  t.same(statuses.filter((s) => s !== 200), [], 'all 100 completed with 200')
+  t.equal(await exited, 0, 'exit code 0')
+  t.match(output, /shutting down: draining in-flight requests/)
+})
