@@ -38,6 +38,11 @@ echo "tls-check: $("$TESTSSL" --version 2>/dev/null | grep -m1 -o 'testssl.sh [^
   --add-ca "$dir/keys/dev-pki/ca.pem" --severity LOW --jsonfile "$dir/findings.json" \
   "127.0.0.1:$port" >"$dir/report.txt" 2>&1 || true
 
+out="${TLS_CHECK_OUT:-${TMPDIR:-/tmp}/authz-tls-check}"
+mkdir -p "$out"
+cp "$dir/report.txt" "$dir/findings.json" "$out/"
+echo "tls-check: full report in $out/report.txt"
+
 node - "$dir/findings.json" <<'NODE'
 const findings = JSON.parse(require('node:fs').readFileSync(process.argv[2], 'utf8'))
 const rank = { INFO: 0, OK: 0, LOW: 1, MEDIUM: 2, HIGH: 3, CRITICAL: 4, WARN: 1 }

@@ -22,6 +22,7 @@ import {
 import { peerIdentity, type PeerIdentity } from '../identity/peer.js'
 import type { KeyStore } from '../keys/store.js'
 import type { Metrics } from '../metrics.js'
+import { explainDecision } from '../policy/explain.js'
 import { decide, isKnownCaller } from '../policy/policy.js'
 import type { PolicyStore } from '../policy/store.js'
 import type { RateLimiter } from '../rate-limit.js'
@@ -150,7 +151,7 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
       const { audience, scope } = checkBody(request.body, peer.subject)
       const decision = decide(policy.current, peer.subject, audience, scope)
       if (!decision.allowed) {
-        request.log.debug({ event: 'policy_denied', sub: peer.subject, aud: audience, reason: decision.reason }, 'policy denied')
+        request.log.debug({ event: 'policy_denied', sub: peer.subject, aud: audience, ...explainDecision(decision, peer.subject, audience, scope) }, 'policy denied')
         if (decision.error === 'invalid_client') throw new InvalidClient(decision.reason)
         if (decision.error === 'invalid_target') throw new InvalidTarget(decision.reason)
         throw new InvalidScope(decision.reason)
