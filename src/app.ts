@@ -36,6 +36,7 @@ export interface TlsMaterial {
   readonly crl?: string | Buffer | undefined
 }
 
+/** What the apps need besides the config: stores, metrics, clock, logger. */
 export interface AppDeps {
   readonly keys: KeyStore
   readonly policy: PolicyStore

@@ -7,6 +7,7 @@ export interface Clock {
   now(): number
 }
 
+/** The real clock. */
 export const systemClock: Clock = { now: () => Date.now() }
 
 /** A clock that moves only when told to: for tests and simulations. */

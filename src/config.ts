@@ -42,6 +42,7 @@ export interface TlsFiles {
   readonly crl: string | undefined
 }
 
+/** The validated, frozen configuration. */
 export interface Config {
   readonly issuer: string
   readonly host: string

@@ -21,6 +21,7 @@ import { checkTlsMaterial, readTlsMaterial, TlsReloader } from './tls/reloader.j
 
 export { readTlsMaterial } from './tls/reloader.js'
 
+/** Where a started server sends its output, and its clock (tests). */
 export interface StartOptions {
   readonly cwd?: string
   readonly clock?: Clock
@@ -32,6 +33,7 @@ export interface StartOptions {
   readonly pollMs?: number
 }
 
+/** A started authz: both listeners, its stores, reload and graceful close. */
 export interface RunningServer {
   readonly config: Config
   readonly main: FastifyInstance

@@ -6,6 +6,7 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import forge from 'node-forge'
 
+/** A certificate and its private key, PEM. */
 export interface KeyPairPem {
   readonly certPem: string
   readonly keyPem: string
@@ -105,10 +106,12 @@ export function createCertificate(options: CertOptions, issuer?: KeyPairPem): Ke
   return { certPem: forge.pki.certificateToPem(cert), keyPem: pair.privatePem }
 }
 
+/** A self-signed dev CA (5 years). */
 export function createCa(commonName = 'authz dev CA', options: Partial<CertOptions> = {}): KeyPairPem {
   return createCertificate({ subject: [{ shortName: 'CN', value: commonName }], isCa: true, notAfter: new Date(Date.now() + 5 * 365 * DAY_MS), ...options })
 }
 
+/** A server certificate for the given host names and IPs, signed by `ca`. */
 export function createServerCert(ca: KeyPairPem, hosts: readonly string[] = ['localhost', '127.0.0.1', '::1']): KeyPairPem {
   return createCertificate(
     {
@@ -120,6 +123,7 @@ export function createServerCert(ca: KeyPairPem, hosts: readonly string[] = ['lo
   )
 }
 
+/** A client certificate (EKU clientAuth) with Subject CN `commonName`, signed by `ca`. */
 export function createClientCert(ca: KeyPairPem, commonName: string, options: Partial<CertOptions> = {}): KeyPairPem {
   return createCertificate({ subject: [{ shortName: 'CN', value: commonName }], eku: 'clientAuth', ...options }, ca)
 }

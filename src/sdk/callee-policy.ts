@@ -21,6 +21,7 @@ import { SCOPE_TOKEN, SERVICE_NAME } from '../policy/policy.js'
 import { watchDir, type Watcher } from '../util/watch.js'
 import type { VerifiedCaller } from './verifier.js'
 
+/** What one route requires of its caller. */
 export interface RouteRule {
   /** Every one of these scopes is required. */
   readonly scopes: readonly string[]
@@ -28,6 +29,7 @@ export interface RouteRule {
   readonly callers?: readonly string[]
 }
 
+/** The callee policy file's shape: route keys to rules. */
 export interface CalleePolicyDocument {
   readonly service?: string
   readonly routes: Readonly<Record<string, RouteRule>>

@@ -10,6 +10,7 @@ export type TokenClientErrorCode =
   /** The client was closed. */
   | 'ERR_CLIENT_CLOSED'
 
+/** A TokenClient could not produce a valid token; `code` says why. */
 export class TokenClientError extends Error {
   readonly code: TokenClientErrorCode
   /** HTTP status from authz, when there was one. */
@@ -25,6 +26,7 @@ export class TokenClientError extends Error {
   }
 }
 
+/** Codes of VerifyError. */
 export type VerifyErrorCode =
   | 'ERR_TOKEN_MISSING'
   | 'ERR_TOKEN_MALFORMED'

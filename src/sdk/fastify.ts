@@ -12,6 +12,7 @@ import { satisfies, type CalleePolicy, type RouteRule } from './callee-policy.js
 import { VerifyError } from './errors.js'
 import type { VerifiedCaller, Verifier } from './verifier.js'
 
+/** The request header that carries the token. */
 export const SERVICE_TOKEN_HEADER = 'x-service-token'
 
 /** What a route may say in its `config`. */
@@ -24,6 +25,7 @@ export interface ServiceAuthRouteConfig {
   serviceAuth?: boolean
 }
 
+/** Options of the serviceAuth plugin. */
 export interface ServiceAuthOptions {
   readonly verifier: Verifier
   /** Route rules from the service's own policy file (used when the route's config has no `scope`). */

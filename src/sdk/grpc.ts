@@ -11,6 +11,7 @@ import { VerifyError } from './errors.js'
 import type { TokenClient } from './token-client.js'
 import type { VerifiedCaller, Verifier } from './verifier.js'
 
+/** The gRPC metadata key that carries the token. */
 export const SERVICE_TOKEN_METADATA = 'x-service-token'
 
 /** Per-call credentials: a token for `audience` from the client's cache on every call. */
@@ -40,6 +41,7 @@ export function serviceChannelCredentials(
   )
 }
 
+/** Options of authorizeUnary. */
 export interface GrpcAuthOptions {
   readonly verifier: Verifier
   /** The method's rule; else the callee policy's rule for the method path. */
@@ -50,6 +52,7 @@ export interface GrpcAuthOptions {
   readonly onDenied?: (info: { code: grpc.status; reason: string; path: string; sub?: string; aud?: string }) => void
 }
 
+/** A unary handler that also receives the verified caller. */
 export type AuthorizedUnaryHandler<Req, Res> = (
   call: grpc.ServerUnaryCall<Req, Res>,
   callback: grpc.sendUnaryData<Res>,

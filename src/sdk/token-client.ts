@@ -9,6 +9,7 @@ import { systemClock, type Clock } from '../clock.js'
 import { TokenClientError } from './errors.js'
 import { httpRequestText } from './http.js'
 
+/** How a TokenClient reaches authz, and how it paces refreshes. */
 export interface TokenClientOptions {
   /** authz's token endpoint, e.g. `https://authz.internal:8443/token`. */
   readonly tokenUrl: string | URL

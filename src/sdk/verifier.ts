@@ -17,6 +17,7 @@ import { httpRequestText } from './http.js'
 /** The largest leeway a verifier accepts, seconds. */
 export const MAX_LEEWAY_SEC = 30
 
+/** What a verifier checks tokens against, and how it keeps the JWKS fresh. */
 export interface VerifierOptions {
   /** authz's `AUTHZ_ISSUER`, compared exactly with `iss`. */
   readonly issuer: string
@@ -58,6 +59,7 @@ export interface VerifiedCaller {
 /** A certificate as Node hands it out (TLS peer certificate), as DER bytes, a PEM string or an X509Certificate. */
 export type CertificateInput = PeerCertificate | Uint8Array | string | X509Certificate
 
+/** Verifies authz tokens for one audience. Create with createVerifier; close() stops its refresh timer. */
 export interface Verifier {
   verify(token: string | undefined, context?: { peerCertificate?: CertificateInput | undefined }): Promise<VerifiedCaller>
   /** Refetches the JWKS now; false when the fetch failed (the last good set stays). */
