@@ -3,43 +3,17 @@
 // (main thread vs libuv pool threads that run the RSA signatures). Linux only.
 //   node bench/cpu-split.mjs [connections=32] [seconds=4]      (after `npm run build`)
 import { spawn } from 'node:child_process'
-import { mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { systemClock } from '../dist/clock.js'
-import { initKeys } from '../dist/keys/admin.js'
-import { ensureDevPki } from '../dist/pki/dev-files.js'
+import { prepareInstall, startServerProcess } from './lib.mjs'
 
 const connections = Number(process.argv[2] ?? 32)
 const seconds = Number(process.argv[3] ?? 4)
 const here = new URL('.', import.meta.url).pathname
-const dir = mkdtempSync(join(tmpdir(), 'authz-cpu-'))
-writeFileSync(join(dir, 'policy.json'), readFileSync(new URL('../config/service-policy.json', import.meta.url)))
-const { paths } = await ensureDevPki(join(dir, 'pki'), ['order-service'])
-await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock })
-const env = {
-  PATH: process.env.PATH,
-  AUTHZ_DEV: 'false',
-  AUTHZ_TLS_CERT: paths.serverCert,
-  AUTHZ_TLS_KEY: paths.serverKey,
-  AUTHZ_CLIENT_CA: paths.caCert,
-  AUTHZ_KEYS_DIR: join(dir, 'keys'),
-  AUTHZ_POLICY: join(dir, 'policy.json'),
-  AUTHZ_HOST: '127.0.0.1',
-  AUTHZ_PORT: '28443',
-  AUTHZ_OPS_PORT: '29464',
-  AUTHZ_RATE_LIMIT: '1000000',
-}
-const log = openSync(join(dir, 'server.log'), 'a')
-const server = spawn(process.execPath, [join(here, '..', 'dist', 'bin', 'server.js')], { env, stdio: ['ignore', log, log] })
-for (;;) {
-  try {
-    if ((await fetch('http://127.0.0.1:29464/readyz')).status === 200) break
-  } catch {
-    // not yet
-  }
-  await new Promise((r) => setTimeout(r, 20))
-}
+const install = await prepareInstall({ prefix: 'authz-cpu-', ports: { main: 28443, ops: 29464 } })
+const { dir, paths } = install
+const running = await startServerProcess(dir, { ...install.env, AUTHZ_RATE_LIMIT: '1000000' })
+const server = running.child
 const cpuOf = (stat) => {
   const f = stat.split(') ')[1].split(' ')
   return (Number(f[11]) + Number(f[12])) / 100
@@ -107,6 +81,5 @@ console.log(
     serverThreadsCores: Object.fromEntries(perThread.filter(([, v]) => v > 0.05).map(([k, v]) => [k, +(v / wall).toFixed(2)])),
   }),
 )
-server.kill('SIGTERM')
-await new Promise((r) => server.once('exit', r))
+await running.stop()
 rmSync(dir, { recursive: true, force: true })

@@ -5,14 +5,11 @@
 //   --rounds N        rounds per figure (default 3)
 //   --seconds S       seconds per measurement (default 4)
 //   --connections L   comma list of keep-alive connection counts (default 1,8,32,128)
-import { spawn, execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, openSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { execFileSync } from 'node:child_process'
+import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { systemClock } from '../dist/clock.js'
-import { initKeys } from '../dist/keys/admin.js'
-import { ensureDevPki } from '../dist/pki/dev-files.js'
+import { prepareInstall, startServerProcess } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -39,48 +36,15 @@ function node(args) {
 const signRate = () => node([join(here, 'sign-rate.mjs'), String(Math.min(seconds, 3))]).rps
 const load = (options) => node([join(here, 'load.mjs'), JSON.stringify(options)])
 
-// --- material: a PKI, a key, the sample policy -----------------------------------------------------
-const dir = mkdtempSync(join(tmpdir(), 'authz-bench-'))
-const keysDir = join(dir, 'keys')
-const policyPath = join(dir, 'policy.json')
-writeFileSync(policyPath, readFileSync(new URL('../config/service-policy.json', import.meta.url)))
-const { paths } = await ensureDevPki(join(dir, 'pki'), ['order-service'])
-await initKeys({ dir: keysDir, timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock })
-const client = { ca: paths.caCert, cert: paths.clientCert('order-service'), key: paths.clientKey('order-service') }
-
-// --- the server, as it runs in production ----------------------------------------------------------
-const env = {
-  PATH: process.env.PATH,
-  AUTHZ_DEV: 'false',
-  AUTHZ_TLS_CERT: paths.serverCert,
-  AUTHZ_TLS_KEY: paths.serverKey,
-  AUTHZ_CLIENT_CA: paths.caCert,
-  AUTHZ_KEYS_DIR: keysDir,
-  AUTHZ_POLICY: policyPath,
-  AUTHZ_HOST: '127.0.0.1',
-  AUTHZ_PORT: '18443',
-  AUTHZ_OPS_PORT: '19464',
-  AUTHZ_LOG_LEVEL: 'info',
-  // One caller drives the whole load: lift its per-caller limit (the limiter still runs per request).
-  AUTHZ_RATE_LIMIT: '1000000',
-}
-const started = performance.now()
-const logFd = openSync(join(dir, 'server.log'), 'a')
-const server = spawn(process.execPath, [join(here, '..', 'dist', 'bin', 'server.js')], { env, stdio: ['ignore', logFd, logFd] })
-let readyMs
-for (;;) {
-  try {
-    const res = await fetch('http://127.0.0.1:19464/readyz')
-    if (res.status === 200) {
-      readyMs = performance.now() - started
-      break
-    }
-  } catch {
-    // not listening yet
-  }
-  if (performance.now() - started > 20_000) throw new Error('server did not become ready')
-  await new Promise((r) => setTimeout(r, 5))
-}
+// --- material and the server, as it runs in production -------------------------------------------
+// One caller drives the whole load: its per-caller limit is lifted (the limiter still runs per request).
+const install = await prepareInstall({ ports: { main: 18443, ops: 19464 } })
+const { dir } = install
+const client = install.client()
+const env = { ...install.env, AUTHZ_LOG_LEVEL: 'info', AUTHZ_RATE_LIMIT: '1000000' }
+const running = await startServerProcess(dir, env)
+const server = running.child
+const readyMs = running.readyMs
 const peakRss = () => {
   const status = readFileSync(`/proc/${server.pid}/status`, 'utf8')
   return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024
@@ -111,8 +75,7 @@ for (let r = 0; r < rounds; r++) {
   push('discovery', load({ mode: 'http', origin: main, tls: client, path: '/.well-known/openid-configuration', connections: 32, seconds: Math.min(seconds, 3) }))
 }
 const rss = peakRss()
-server.kill('SIGTERM')
-await new Promise((r) => server.once('exit', r))
+await running.stop()
 
 const rawLimit = median(raw)
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })

@@ -3,16 +3,13 @@
 // a policy rewrite every --policy-every seconds. Every token is verified against the JWKS served at that
 // moment. Reports RSS, heap, open handles, event-loop delay and errors at the start and the end, and fails
 // when any request or verification failed or memory kept growing. Bounded: it stops by itself.
-import { execFileSync, spawn } from 'node:child_process'
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { execFileSync } from 'node:child_process'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createLocalJWKSet, jwtVerify } from 'jose'
 import { Pool } from 'undici'
-import { systemClock } from '../dist/clock.js'
-import { initKeys } from '../dist/keys/admin.js'
-import { ensureDevPki } from '../dist/pki/dev-files.js'
+import { prepareInstall, startServerProcess } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -25,43 +22,12 @@ const { values } = parseArgs({
 const minutes = Math.min(Number(values.minutes), 120)
 const rate = Number(values.rate)
 const here = new URL('.', import.meta.url).pathname
-const dir = mkdtempSync(join(tmpdir(), 'authz-soak-'))
-const keysDir = join(dir, 'keys')
-const policyPath = join(dir, 'policy.json')
-const basePolicy = JSON.parse(readFileSync(new URL('../config/service-policy.json', import.meta.url), 'utf8'))
-basePolicy.grants['soak-client-1'] = { 'inventory-service': ['stock:read'] }
-basePolicy.grants['soak-client-2'] = { 'inventory-service': ['stock:read'] }
-writeFileSync(policyPath, JSON.stringify(basePolicy))
 const callers = ['soak-client-1', 'soak-client-2']
-const { paths } = await ensureDevPki(join(dir, 'pki'), callers)
-await initKeys({ dir: keysDir, timing: { tokenTtl: 300, jwksMaxAge: 30 }, clock: systemClock })
-const env = {
-  PATH: process.env.PATH,
-  AUTHZ_DEV: 'false',
-  AUTHZ_TLS_CERT: paths.serverCert,
-  AUTHZ_TLS_KEY: paths.serverKey,
-  AUTHZ_CLIENT_CA: paths.caCert,
-  AUTHZ_KEYS_DIR: keysDir,
-  AUTHZ_POLICY: policyPath,
-  AUTHZ_HOST: '127.0.0.1',
-  AUTHZ_PORT: '18543',
-  AUTHZ_OPS_PORT: '19564',
-  AUTHZ_TOKEN_TTL: '300',
-  AUTHZ_JWKS_MAX_AGE: '30',
-}
-const log = openSync(join(dir, 'server.log'), 'a')
-const server = spawn(process.execPath, [join(here, '..', 'dist', 'bin', 'server.js')], { env, stdio: ['ignore', log, log] })
-const ops = 'http://127.0.0.1:19564'
-for (let i = 0; ; i++) {
-  try {
-    if ((await fetch(`${ops}/readyz`)).status === 200) break
-  } catch {
-    // starting
-  }
-  if (i > 400) throw new Error('server did not become ready')
-  await new Promise((r) => setTimeout(r, 50))
-}
-
+const install = await prepareInstall({ prefix: 'authz-soak-', callers, tokenTtl: 300, jwksMaxAge: 30, ports: { main: 18543, ops: 19564 } })
+const { dir, paths, env, policyPath } = install
+const basePolicy = JSON.parse(readFileSync(policyPath, 'utf8'))
+const running = await startServerProcess(dir, env)
+const ops = running.ops
 const metric = (text, name) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN)
 const samples = []
 async function sample(label) {
@@ -150,8 +116,7 @@ clearInterval(sampler)
 await new Promise((r) => setTimeout(r, 2000))
 await sample('end')
 for (const p of pools) await p.close()
-server.kill('SIGTERM')
-await new Promise((r) => server.once('exit', r))
+await running.stop()
 
 // Memory must level off: the last third of the run may not sit far above the middle third.
 const during = samples.filter((s) => s.minute > 0)

@@ -17,6 +17,7 @@ import { bufferedStdout, createLogger } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { assertSafeName, ensureDevPki } from './pki/dev-files.js'
 import { PolicyStore } from './policy/store.js'
+import type { ReloadResult } from './util/report-once.js'
 import { checkTlsMaterial, readTlsMaterial, TlsReloader } from './tls/reloader.js'
 
 export { readTlsMaterial } from './tls/reloader.js'
@@ -134,35 +135,29 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   const main = await buildApp(config, tls, deps)
   const ops = await buildOpsApp(config, deps)
 
-  const onPolicy = (result: { changed: boolean; error?: AuthzError }): void => {
-    if (result.error !== undefined) {
-      metrics.policyReloads.inc({ result: 'error' })
-      logger.error({ code: result.error.code, detail: result.error.message }, 'policy reload failed; the previous policy stays in force')
-    } else if (result.changed) {
-      metrics.policyReloads.inc({ result: 'changed' })
-      logger.info({ sha256: policy.current.sha256, callers: policy.current.grants.size }, 'policy reloaded')
+  /** One way to report a reload: count it, log a failure as an error, log a change with its details. */
+  const reporter =
+    (counter: Metrics['policyReloads'], what: string, keeps: string, onChange: () => Record<string, unknown>) =>
+    (result: ReloadResult<AuthzError>): void => {
+      if (result.error !== undefined) {
+        counter.inc({ result: 'error' })
+        logger.error({ event: 'reload_failed', what, code: result.error.code, detail: result.error.message }, `${what} reload failed; ${keeps} stay in force`)
+      } else if (result.changed) {
+        counter.inc({ result: 'changed' })
+        logger.info({ event: 'reloaded', what, ...onChange() }, `${what} reloaded`)
+      }
     }
-  }
-  const onKeys = (result: { changed: boolean; error?: AuthzError }): void => {
-    if (result.error !== undefined) {
-      metrics.keysetReloads.inc({ result: 'error' })
-      logger.error({ code: result.error.code, detail: result.error.message }, 'keyset reload failed; the previous keyset stays in force')
-    } else if (result.changed) {
-      metrics.keysetReloads.inc({ result: 'changed' })
-      for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
-      logger.info({ kids: keys.jwks().kids, active: keys.signingKey()?.kid }, 'keyset reloaded')
-    }
-  }
+  const onPolicy = reporter(metrics.policyReloads, 'policy', 'the previous policy and its grants', () => ({
+    sha256: policy.current.sha256,
+    callers: policy.current.grants.size,
+  }))
+  const onKeys = reporter(metrics.keysetReloads, 'keyset', 'the previous keys', () => {
+    for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
+    return { kids: keys.jwks().kids, active: keys.signingKey()?.kid }
+  })
   const tlsReloader = new TlsReloader(tlsFiles, main.server as unknown as TlsServer, tls)
-  const onTls = (result: { changed: boolean; error?: AuthzError }): void => {
-    if (result.error !== undefined) {
-      metrics.tlsReloads.inc({ result: 'error' })
-      logger.error({ code: result.error.code, detail: result.error.message }, 'TLS reload failed; the previous certificates, CA and CRL stay in force')
-    } else if (result.changed) {
-      metrics.tlsReloads.inc({ result: 'changed' })
-      logger.info('TLS material reloaded (new handshakes use it; open connections keep theirs)')
-    }
-  }
+  // New handshakes use reloaded TLS material; open connections keep theirs.
+  const onTls = reporter(metrics.tlsReloads, 'TLS', 'the previous certificates, CA and CRL', () => ({}))
   let lastActive = keys.signingKey()?.kid
   keys.onChange(() => {
     const active = keys.signingKey()?.kid

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto'
 import type { Clock } from '../clock.js'
 import type { AuthzError } from '../errors.js'
+import { ReportOnce, type ReloadResult } from '../util/report-once.js'
 import { watchDir, type Watcher } from '../util/watch.js'
 import { loadKeyset, manifestHash, readManifestText, type Keyset, type LoadedKey } from './keyset.js'
 import { activeAt, keyStates, nextTransition, published, type KeyStatus, type Timing } from './lifecycle.js'
@@ -26,10 +27,7 @@ interface View {
   readonly validUntil: number
 }
 
-export interface KeyReloadResult {
-  readonly changed: boolean
-  readonly error?: AuthzError
-}
+export type KeyReloadResult = ReloadResult<AuthzError>
 
 export interface KeyStoreOptions {
   readonly dir: string
@@ -47,7 +45,7 @@ export class KeyStore {
   readonly #passphrase: string | undefined
   #keyset: Keyset | undefined
   #view: View
-  #lastSeen: string | undefined
+  readonly #seen: ReportOnce
   #watcher: Watcher | undefined
   #timer: NodeJS.Timeout | undefined
   readonly #listeners = new Set<() => void>()
@@ -58,7 +56,7 @@ export class KeyStore {
     this.#clock = options.clock
     this.#passphrase = options.passphrase
     this.#keyset = keyset
-    this.#lastSeen = keyset?.sha256
+    this.#seen = new ReportOnce(keyset?.sha256)
     this.#view = this.#compute()
   }
 
@@ -100,14 +98,11 @@ export class KeyStore {
     try {
       text = await readManifestText(this.dir)
     } catch (err) {
-      const key = `error:${(err as Error).message}`
-      if (key === this.#lastSeen && !force) return { changed: false }
-      this.#lastSeen = key
+      if (!this.#seen.isNew(`error:${(err as Error).message}`, force)) return { changed: false }
       return { changed: false, error: err as AuthzError }
     }
     const hash = manifestHash(text)
-    if (hash === this.#lastSeen && !force) return { changed: false }
-    this.#lastSeen = hash
+    if (!this.#seen.isNew(hash, force)) return { changed: false }
     if (hash === this.#keyset?.sha256) return { changed: false }
     try {
       const keyset = await loadKeyset(this.dir, { passphrase: this.#passphrase, previous: this.#keyset, manifestText: text })

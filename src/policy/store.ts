@@ -2,13 +2,11 @@ import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { AuthzError } from '../errors.js'
+import { ReportOnce, type ReloadResult } from '../util/report-once.js'
 import { watchDir, type Watcher } from '../util/watch.js'
 import { parsePolicy, type Policy } from './policy.js'
 
-export interface PolicyReloadResult {
-  readonly changed: boolean
-  readonly error?: AuthzError
-}
+export type PolicyReloadResult = ReloadResult<AuthzError>
 
 /**
  * Holds the policy in force. A reload that finds an invalid file keeps the previous policy and reports
@@ -18,13 +16,13 @@ export class PolicyStore {
   readonly path: string
   #current: Policy
   #watcher: Watcher | undefined
-  /** Hash of the last file content seen, good or bad: a bad file is reported once, not on every poll. */
-  #lastSeen: string
+  /** The last file content seen, good or bad: a bad file is reported once, not on every poll. */
+  readonly #seen: ReportOnce
 
   private constructor(path: string, policy: Policy) {
     this.path = path
     this.#current = policy
-    this.#lastSeen = policy.sha256
+    this.#seen = new ReportOnce(policy.sha256)
   }
 
   /** Loads and validates the file; throws AuthzError (naming the bad entry) when it cannot. */
@@ -50,14 +48,10 @@ export class PolicyStore {
     try {
       text = await readPolicyText(this.path)
     } catch (err) {
-      const key = `missing:${(err as AuthzError).message}`
-      if (key === this.#lastSeen && !force) return { changed: false }
-      this.#lastSeen = key
+      if (!this.#seen.isNew(`error:${(err as AuthzError).message}`, force)) return { changed: false }
       return { changed: false, error: err as AuthzError }
     }
-    const hash = sha256(text)
-    if (hash === this.#lastSeen && !force) return { changed: false }
-    this.#lastSeen = hash
+    if (!this.#seen.isNew(sha256(text), force)) return { changed: false }
     try {
       const next = parsePolicy(text, this.path)
       if (next.sha256 === this.#current.sha256) return { changed: false }

@@ -11,6 +11,7 @@ import { createSecureContext, type Server as TlsServer } from 'node:tls'
 import { secureContextOptions, type TlsMaterial } from '../app.js'
 import type { TlsFiles } from '../config.js'
 import { ConfigError } from '../errors.js'
+import { ReportOnce, type ReloadResult } from '../util/report-once.js'
 import { watchDir, type Watcher } from '../util/watch.js'
 
 async function readNamed(variable: string, path: string): Promise<Buffer> {
@@ -49,23 +50,20 @@ function digest(material: TlsMaterial): string {
   return hash.digest('hex')
 }
 
-export interface TlsReloadResult {
-  readonly changed: boolean
-  readonly error?: ConfigError
-}
+export type TlsReloadResult = ReloadResult<ConfigError>
 
 export class TlsReloader {
   readonly #files: TlsFiles
   readonly #server: TlsServer
   #current: string
-  #lastSeen: string
+  readonly #seen: ReportOnce
   #watchers: Watcher[] = []
 
   constructor(files: TlsFiles, server: TlsServer, loaded: TlsMaterial) {
     this.#files = files
     this.#server = server
     this.#current = digest(loaded)
-    this.#lastSeen = this.#current
+    this.#seen = new ReportOnce(this.#current)
   }
 
   /** Re-reads the files; applies them when they changed and load. `force` reports a still-bad set again. */
@@ -74,14 +72,11 @@ export class TlsReloader {
     try {
       material = await readTlsMaterial(this.#files)
     } catch (err) {
-      const key = `error:${(err as Error).message}`
-      if (key === this.#lastSeen && !force) return { changed: false }
-      this.#lastSeen = key
+      if (!this.#seen.isNew(`error:${(err as Error).message}`, force)) return { changed: false }
       return { changed: false, error: err as ConfigError }
     }
     const hash = digest(material)
-    if (hash === this.#lastSeen && !force) return { changed: false }
-    this.#lastSeen = hash
+    if (!this.#seen.isNew(hash, force)) return { changed: false }
     if (hash === this.#current) return { changed: false }
     try {
       checkTlsMaterial(material)
