@@ -55,7 +55,8 @@ export async function loadKeyset(
       try {
         pem = await readFile(path, 'utf8')
         const mode = (await stat(path)).mode & 0o777
-        if ((mode & 0o077) !== 0) warnings.push(`${entry.file}: mode ${mode.toString(8)} lets others read a private key (want 600)`)
+        // Group read is how Kubernetes hands Secret files to a non-root pod (0440 + fsGroup); world read is a leak.
+        if ((mode & 0o007) !== 0) warnings.push(`${entry.file}: mode ${mode.toString(8)} lets any user read a private key (want 600 or 400)`)
       } catch (err) {
         throw new AuthzError('ERR_KEYSET_READ', `key ${entry.kid}: cannot read ${entry.file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
       }

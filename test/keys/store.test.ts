@@ -90,11 +90,13 @@ t.test('a corrupt manifest, a missing key file or a swapped key keeps the keyset
   t.equal(store.signingKey()?.kid, first.kid, 'a deleted manifest keeps the keyset too')
 })
 
-t.test('a key file readable by others loads with a warning', async (t) => {
+t.test('a key file readable by any user loads with a warning', async (t) => {
   const { dir, first } = await setup(t)
   await chmod(join(dir, first.file), 0o644)
   const keyset = await loadKeyset(dir)
   t.match(keyset.warnings, [/mode 644/])
+  await chmod(join(dir, first.file), 0o440)
+  t.same((await loadKeyset(dir)).warnings, [], 'group-readable, as a Kubernetes Secret with fsGroup: no warning')
 })
 
 t.test('a weak or non-RSA key is refused', async (t) => {

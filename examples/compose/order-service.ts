@@ -1,0 +1,76 @@
+/**
+ * order-service as a standalone process, for docker-compose.yml: a calling service. It keeps one
+ * TokenClient (mTLS to authz, tokens cached and refreshed in the background) and calls inventory-service
+ * every few seconds with certificate-bound tokens, printing one JSON line per call: an allowed read, an
+ * allowed deduct, and a deduct with a read-only token that inventory-service must refuse (403).
+ *
+ * Environment: TOKEN_URL (authz's /token), INVENTORY_URL, TLS_CA, TLS_CERT, TLS_KEY (this service's
+ * client certificate, CN=order-service), INTERVAL_MS (default 5000), ROUNDS (default 0: run until stopped).
+ */
+import { readFileSync } from 'node:fs'
+import { request } from 'node:https'
+import { TokenClient } from '../../src/index.js'
+
+function required(name: string): string {
+  const value = process.env[name]
+  if (value === undefined || value === '') {
+    console.error(`order-service: ${name} is required`)
+    process.exit(1)
+  }
+  return value
+}
+
+const tls = { ca: readFileSync(required('TLS_CA')), cert: readFileSync(required('TLS_CERT')), key: readFileSync(required('TLS_KEY')) }
+const inventory = required('INVENTORY_URL').replace(/\/+$/, '')
+const tokens = new TokenClient({ tokenUrl: required('TOKEN_URL'), ...tls })
+const intervalMs = Number(process.env.INTERVAL_MS ?? 5000)
+const rounds = Number(process.env.ROUNDS ?? 0)
+
+function call(method: string, path: string, token: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${inventory}${path}`, { method, ...tls, headers: { 'x-service-token': token } }, (res) => {
+      let body = ''
+      res.on('data', (c: Buffer) => (body += c.toString()))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+async function round(): Promise<boolean> {
+  const steps: [string, string, string, number][] = [
+    ['GET', '/stock/sku-1', 'stock:read', 200],
+    ['POST', '/stock/sku-1/deduct', 'stock:deduct', 200],
+    ['POST', '/stock/sku-1/deduct', 'stock:read', 403],
+  ]
+  let ok = true
+  for (const [method, path, scope, expected] of steps) {
+    try {
+      const token = await tokens.getToken('inventory-service', scope)
+      const res = await call(method, path, token)
+      ok &&= res.status === expected
+      console.log(JSON.stringify({ call: `${method} ${path}`, scope, expected, status: res.status, body: res.body }))
+    } catch (err) {
+      ok = false
+      console.log(JSON.stringify({ call: `${method} ${path}`, scope, expected, error: (err as Error).message }))
+    }
+  }
+  return ok
+}
+
+let stopped = false
+const stop = (): void => {
+  stopped = true
+  tokens.close()
+}
+process.once('SIGTERM', stop)
+process.once('SIGINT', stop)
+
+let failures = 0
+for (let i = 1; !stopped && (rounds === 0 || i <= rounds); i++) {
+  if (!(await round())) failures++
+  if (!stopped && (rounds === 0 || i < rounds)) await new Promise((r) => setTimeout(r, intervalMs))
+}
+if (!stopped) tokens.close()
+process.exitCode = failures === 0 ? 0 : 1

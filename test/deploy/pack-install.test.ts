@@ -1,0 +1,170 @@
+/**
+ * What the Docker image does, without Docker: build, `npm pack`, install the packed package with
+ * production dependencies only (`npm ci --omit=dev --ignore-scripts`) in a clean directory, and run
+ * `node dist/bin/server.js` with AUTHZ_DEV=false and mounted-style material (TLS files, keys directory,
+ * policy, each in its own directory). It must become ready, issue a token over mTLS, and exit 0 on
+ * SIGTERM. Slow (it reaches the npm registry): AUTHZ_SKIP_PACK_TEST=1 skips it.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose'
+import t from 'tap'
+import { systemClock } from '../../src/clock.js'
+import { initKeys } from '../../src/keys/admin.js'
+import { ensureDevPki } from '../../src/pki/dev-files.js'
+import { httpCall, httpsCall, type Response } from '../helpers/http.js'
+
+const run = promisify(execFile)
+const repo = fileURLToPath(new URL('../../', import.meta.url))
+const skip = process.env.AUTHZ_SKIP_PACK_TEST === '1' ? 'AUTHZ_SKIP_PACK_TEST=1: the pack-and-install test reaches the npm registry' : false
+
+t.setTimeout(240_000)
+
+/**
+ * The environment for npm and the server: only what locates tools, certificates and the npm cache. Not
+ * the test runner's NODE_OPTIONS (coverage hooks), not the outer npm's npm_config_local_prefix (it would
+ * point the inner npm at this repository), and no AUTHZ_* from the outside.
+ */
+function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const keep = /^(PATH|HOME|TMPDIR|LANG|NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|SSL_CERT_DIR|https?_proxy|no_proxy|HTTPS?_PROXY|NO_PROXY)$/
+  const keepNpm = /^npm_config_(cache|userconfig|globalconfig|cafile|registry|proxy|https_proxy|noproxy|strict_ssl)$/
+  const env: Record<string, string> = {}
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value !== undefined && (keep.test(name) || keepNpm.test(name))) env[name] = value
+  }
+  return { ...env, ...extra }
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode })
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+}
+
+t.test('the packed package installs with production dependencies only and serves tokens', { skip }, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'authz-pack-'))
+  const started: ChildProcess[] = []
+  t.teardown(async () => {
+    for (const child of started) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL')
+        await exited(child)
+      }
+    }
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  // 1. build and pack, as the image's build stage does
+  await run('npm', ['run', 'build', '--silent'], { cwd: repo, env: cleanEnv(), timeout: 120_000 })
+  const packed = await run('npm', ['pack', '--json', '--pack-destination', dir], { cwd: repo, env: cleanEnv(), timeout: 60_000 })
+  const [info] = JSON.parse(packed.stdout) as { filename: string; files: { path: string }[] }[]
+  t.ok(info, 'npm pack reports the tarball')
+  if (info === undefined) return
+  const files = info.files.map((f) => f.path)
+  for (const needed of ['package.json', 'dist/bin/server.js', 'dist/bin/keys.js', 'dist/bin/pki.js', 'config/service-policy.json', 'openapi.yaml']) {
+    t.ok(files.includes(needed), `packed: ${needed}`)
+  }
+  t.same(
+    files.filter((f) => /^(keys|src|test|examples|node_modules)\//.test(f) || /\.pem$/.test(f)),
+    [],
+    'no keys, sources, tests or PEM files in the package',
+  )
+
+  // 2. unpack into a clean directory and install production dependencies from the lock file
+  await run('tar', ['-xzf', join(dir, info.filename), '-C', dir])
+  const app = join(dir, 'package')
+  await copyFile(join(repo, 'package-lock.json'), join(app, 'package-lock.json'))
+  await run('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefix', app], {
+    cwd: app,
+    env: cleanEnv(),
+    timeout: 180_000,
+  })
+  const installed = JSON.parse(await readFile(join(app, 'node_modules', '.package-lock.json'), 'utf8')) as {
+    packages: Record<string, { dev?: boolean }>
+  }
+  t.same(
+    Object.entries(installed.packages)
+      .filter(([, p]) => p.dev === true)
+      .map(([name]) => name),
+    [],
+    'no dev dependency installed',
+  )
+
+  // 3. mounted-style material: TLS files, a keys directory, a policy, each in its own directory
+  const { paths } = await ensureDevPki(join(dir, 'tls'), ['order-service'])
+  const key = await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock })
+  await mkdir(join(dir, 'policy'))
+  await copyFile(join(repo, 'config', 'service-policy.json'), join(dir, 'policy', 'service-policy.json'))
+  const port = await freePort()
+  const opsPort = await freePort()
+
+  // 4. start it as the image does
+  let output = ''
+  const child = spawn(process.execPath, ['dist/bin/server.js'], {
+    cwd: app,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: cleanEnv({
+      AUTHZ_DEV: 'false',
+      AUTHZ_HOST: '127.0.0.1',
+      AUTHZ_PORT: String(port),
+      AUTHZ_OPS_HOST: '127.0.0.1',
+      AUTHZ_OPS_PORT: String(opsPort),
+      AUTHZ_TLS_CERT: paths.serverCert,
+      AUTHZ_TLS_KEY: paths.serverKey,
+      AUTHZ_CLIENT_CA: paths.caCert,
+      AUTHZ_KEYS_DIR: join(dir, 'keys'),
+      AUTHZ_POLICY: join(dir, 'policy', 'service-policy.json'),
+    }),
+  })
+  started.push(child)
+  child.stdout?.on('data', (c: Buffer) => (output += c.toString()))
+  child.stderr?.on('data', (c: Buffer) => (output += c.toString()))
+  const exit = exited(child)
+
+  let ready: Response | undefined
+  for (let i = 0; i < 100 && child.exitCode === null && ready?.status !== 200; i++) {
+    ready = await httpCall(opsPort, { path: '/readyz' }).catch(() => undefined)
+    if (ready?.status !== 200) await new Promise((r) => setTimeout(r, 200))
+  }
+  t.equal(ready?.status, 200, ready?.status === 200 ? 'ready on the ops port' : `not ready; server output: ${output.slice(0, 2000)}`)
+  if (ready?.status !== 200) return
+
+  // 5. a token over mTLS, verified with the JWKS the same process publishes
+  const ca = await readFile(paths.caCert, 'utf8')
+  const client = { certPem: await readFile(paths.clientCert('order-service'), 'utf8'), keyPem: await readFile(paths.clientKey('order-service'), 'utf8') }
+  const res = await httpsCall(port, {
+    method: 'POST',
+    path: '/token',
+    ca,
+    client,
+    headers: { 'content-type': 'application/json' },
+    body: '{"audience":"inventory-service","scope":"stock:read"}',
+  })
+  t.equal(res.status, 200, 'a token')
+  const jwks = (await httpCall(opsPort, { path: '/.well-known/jwks.json' })).json<JSONWebKeySet>()
+  const { payload, protectedHeader } = await jwtVerify(res.json<{ access_token: string }>().access_token, createLocalJWKSet(jwks), {
+    issuer: 'https://authz.internal',
+    audience: 'inventory-service',
+    typ: 'at+jwt',
+  })
+  t.equal(protectedHeader.kid, key.kid, 'signed with the mounted key')
+  t.match(payload, { sub: 'order-service', scope: 'stock:read' }, 'the certificate CN is the subject')
+
+  // 6. SIGTERM drains and exits 0
+  child.kill('SIGTERM')
+  t.same(await exit, { code: 0, signal: null }, 'exit code 0 after SIGTERM')
+  t.match(output, /shutting down/, 'it said it was draining')
+  t.notMatch(output, /DEV MODE/, 'never dev mode')
+})
