@@ -6,13 +6,15 @@
 import { join, resolve } from 'node:path'
 import { loadConfig } from '../config.js'
 import { AuthzError } from '../errors.js'
-import { devPkiPaths, ensureCa, ensureClient } from '../pki/dev-files.js'
+import { devPkiPaths, ensureCa, ensureClient, ensureServer } from '../pki/dev-files.js'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse, processIo, type Io } from './args.js'
 
 export const PKI_USAGE = `usage: authz-pki <verb> [--dir <dir>]
 
   init                    dev CA + server certificate for localhost, 127.0.0.1, ::1
   client <name> [--force] client certificate with Subject CN <name> (EKU clientAuth)
+  server <name> --host <h> [--host <h>...] [--force]
+                          server certificate servers/<name>.pem for those DNS names / IPs
 
 files go to <AUTHZ_KEYS_DIR>/dev-pki by default. For development only.`
 
@@ -25,7 +27,7 @@ export async function runPkiCli(argv: string[], env: NodeJS.ProcessEnv, io: Io =
     }
     const { values, positionals } = parse({
       args: rest,
-      options: { dir: { type: 'string' }, force: { type: 'boolean' } },
+      options: { dir: { type: 'string' }, force: { type: 'boolean' }, host: { type: 'string', multiple: true } },
       strict: true,
       allowPositionals: true,
     })
@@ -45,6 +47,21 @@ export async function runPkiCli(argv: string[], env: NodeJS.ProcessEnv, io: Io =
         const { ca } = await ensureCa(paths)
         const made = await ensureClient(paths, ca, name, values.force === true)
         io.out(made ? `created ${paths.clientCert(name)} and ${paths.clientKey(name)}` : `${paths.clientCert(name)} exists (use --force to reissue)`)
+      } catch (err) {
+        if (err instanceof TypeError) throw new AuthzError('ERR_USAGE', err.message)
+        throw err
+      }
+      return EXIT_OK
+    }
+    if (verb === 'server') {
+      const name = positionals[0]
+      const hosts = values.host ?? []
+      if (name === undefined || positionals.length !== 1) throw new AuthzError('ERR_USAGE', 'server takes exactly one name')
+      if (hosts.length === 0) throw new AuthzError('ERR_USAGE', 'server needs at least one --host')
+      try {
+        const { ca } = await ensureCa(paths)
+        const made = await ensureServer(paths, ca, name, hosts, values.force === true)
+        io.out(made ? `created ${paths.namedServerCert(name)} for ${hosts.join(', ')}` : `${paths.namedServerCert(name)} exists (use --force to reissue)`)
       } catch (err) {
         if (err instanceof TypeError) throw new AuthzError('ERR_USAGE', err.message)
         throw err

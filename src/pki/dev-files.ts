@@ -15,6 +15,9 @@ export interface DevPkiPaths {
   readonly serverKey: string
   clientCert(name: string): string
   clientKey(name: string): string
+  /** Extra server certificates (`pki server <name>`), e.g. for container host names. */
+  namedServerCert(name: string): string
+  namedServerKey(name: string): string
 }
 
 export function devPkiPaths(dir: string): DevPkiPaths {
@@ -26,6 +29,8 @@ export function devPkiPaths(dir: string): DevPkiPaths {
     serverKey: join(dir, 'server-key.pem'),
     clientCert: (name) => join(dir, 'clients', `${name}.pem`),
     clientKey: (name) => join(dir, 'clients', `${name}-key.pem`),
+    namedServerCert: (name) => join(dir, 'servers', `${name}.pem`),
+    namedServerKey: (name) => join(dir, 'servers', `${name}-key.pem`),
   }
 }
 
@@ -72,6 +77,15 @@ export async function ensureClient(paths: DevPkiPaths, ca: KeyPairPem, name: str
   assertSafeName(name)
   if (!force && (await readPair(paths.clientCert(name), paths.clientKey(name))) !== undefined) return false
   await writePair(createClientCert(ca, name), paths.clientCert(name), paths.clientKey(name))
+  return true
+}
+
+/** Issues (or reissues with `force`) a server certificate `servers/<name>.pem` for the given hosts. */
+export async function ensureServer(paths: DevPkiPaths, ca: KeyPairPem, name: string, hosts: readonly string[], force = false): Promise<boolean> {
+  assertSafeName(name)
+  if (!force && (await readPair(paths.namedServerCert(name), paths.namedServerKey(name))) !== undefined) return false
+  await mkdir(join(paths.dir, 'servers'), { recursive: true, mode: 0o700 })
+  await writePair(createServerCert(ca, hosts), paths.namedServerCert(name), paths.namedServerKey(name))
   return true
 }
 
