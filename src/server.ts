@@ -85,6 +85,9 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   const config = loadConfig(env, cwd)
   const destination = options.logDestination ?? bufferedStdout()
   const logger = createLogger(config.logLevel, destination)
+  // Buffered lines still reach the log within a second when traffic is low.
+  const flusher = setInterval(() => (destination as { flush?: () => void }).flush?.(), 1000)
+  flusher.unref()
   const metrics = createMetrics()
 
   let policy: PolicyStore
@@ -172,6 +175,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     await main.listen({ host: config.host, port: config.port })
     await ops.listen({ host: config.opsHost, port: config.opsPort })
   } catch (err) {
+    clearInterval(flusher)
     policy.close()
     keys.close()
     tlsReloader.close()
@@ -205,6 +209,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
         keys.close()
         tlsReloader.close()
         await Promise.all([main.close(), ops.close()])
+        clearInterval(flusher)
         flushLog(destination)
       })()
       return closing
