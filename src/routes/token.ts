@@ -141,7 +141,11 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
       const result = peerIdentity(request.raw.socket as TLSSocket)
       if (!result.ok) throw new InvalidClient(result.reason)
       request.callerName = result.identity.subject
-      if (!isKnownCaller(policy.current, result.identity.subject)) throw new InvalidClient('unknown caller')
+      if (!isKnownCaller(policy.current, result.identity.subject)) {
+        const decision = decide(policy.current, result.identity.subject, '', undefined)
+        request.log.debug({ event: 'policy_denied', sub: result.identity.subject, ...explainDecision(decision, result.identity.subject, '') }, 'policy denied')
+        throw new InvalidClient('unknown caller')
+      }
       request.peer = result.identity
       const rate = rateLimiter.take(result.identity.subject)
       if (!rate.allowed) throw new SlowDown(rate.retryAfter)

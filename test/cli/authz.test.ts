@@ -110,8 +110,13 @@ t.test('explain answers what /token answers, for every caller × audience × sco
         const info = records.find((r) => r.event === 'token_denied')
         t.match(info, { level: 30, error: wire, sub: caller }, `${name}: info line has the code and the caller`)
         const debug = records.find((r) => r.event === 'policy_denied')
-        if (e.reason === 'unknown_caller' || e.reason === 'malformed_request') {
+        if (e.reason === 'malformed_request') {
           t.equal(debug, undefined, `${name}: refused before the policy decision`)
+          continue
+        }
+        if (e.reason === 'unknown_caller') {
+          // Refused before the body is read: the debug line names the caller and the reason, no audience.
+          t.match(debug, { level: 20, error: 'invalid_client', reason: 'unknown_caller', sub: caller }, `${name}: debug line`)
           continue
         }
         t.ok(debug, `${name}: debug line`)
