@@ -19,6 +19,9 @@ export const KEYS_USAGE = `usage: authz-keys <verb>
 
 durations: 90s, 10m, 24h, 7d. Reads AUTHZ_KEYS_DIR, AUTHZ_TOKEN_TTL, AUTHZ_JWKS_MAX_AGE, AUTHZ_KEY_PASSPHRASE.`
 
+/** An RFC 7638 thumbprint: 43 base64url characters. */
+const KID_RE = /^[A-Za-z0-9_-]{43}$/
+
 const iso = (ms: number | null): string => (ms === null ? '-' : new Date(ms).toISOString())
 
 function table(rows: string[][]): string[] {
@@ -110,7 +113,10 @@ export async function runKeysCli(argv: string[], env: NodeJS.ProcessEnv, io: Io 
         return EXIT_OK
       }
       case 'revoke': {
-        const { positionals } = parse({ args: rest, options: {}, strict: true, allowPositionals: true })
+        // A kid is base64url and may start with '-': take kids out before option parsing reads one as a flag.
+        const kids = rest.filter((a) => KID_RE.test(a))
+        const { positionals } = parse({ args: rest.filter((a) => !KID_RE.test(a)), options: {}, strict: true, allowPositionals: true })
+        positionals.push(...kids)
         if (positionals.length !== 1) throw new AuthzError('ERR_USAGE', 'revoke takes exactly one kid')
         const result = await revokeKey(options, positionals[0] as string)
         io.out(`revoked ${result.revoked.kid}: removed from the manifest; every replica unpublishes it on its next reload`)

@@ -3,7 +3,9 @@
  * (fsync'd) before the manifest that names it, and replaces the manifest atomically, so the manifest
  * never names a missing file and a reader never sees a half-written one.
  */
+import { randomBytes } from 'node:crypto'
 import { mkdir, open, readFile, stat, unlink } from 'node:fs/promises'
+import { hostname } from 'node:os'
 import { join } from 'node:path'
 import type { Clock } from '../clock.js'
 import { AuthzError } from '../errors.js'
@@ -26,14 +28,28 @@ export interface KeysAdminOptions {
 const LOCK_FILE = '.lock'
 const EMPTY: Manifest = Object.freeze({ version: 1, keys: Object.freeze([]), revoked: Object.freeze([]) })
 
-/** Runs `fn` holding the directory's lock file; a lock left by a dead process is taken over. */
+/** A lock older than this is taken over whoever holds it: a CLI run takes well under a second. */
+const LOCK_MAX_AGE_MS = 120_000
+
+interface LockOwner {
+  readonly pid: number
+  readonly host: string
+  readonly token: string
+}
+
+/**
+ * Runs `fn` holding the directory's lock file. A lock left by a dead process on this host is taken over at
+ * once; a lock from another host or container (another pid namespace, where the pid means nothing here)
+ * only when it is older than LOCK_MAX_AGE_MS. Only the holder removes its own lock.
+ */
 export async function withLock<T>(dir: string, fn: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
   const path = join(dir, LOCK_FILE)
+  const owner: LockOwner = { pid: process.pid, host: hostname(), token: randomBytes(12).toString('hex') }
   const deadline = Date.now() + timeoutMs
   for (;;) {
     try {
       const handle = await open(path, 'wx', 0o600)
-      await handle.writeFile(`${process.pid}\n`)
+      await handle.writeFile(JSON.stringify(owner))
       await handle.close()
       break
     } catch (err) {
@@ -49,25 +65,34 @@ export async function withLock<T>(dir: string, fn: () => Promise<T>, timeoutMs =
   try {
     return await fn()
   } finally {
-    await unlink(path).catch(() => undefined)
+    // Never remove a lock that is no longer ours (taken over after LOCK_MAX_AGE_MS).
+    const current = await readFile(path, 'utf8').catch(() => '')
+    if (current === JSON.stringify(owner)) await unlink(path).catch(() => undefined)
   }
 }
 
 async function lockIsStale(path: string): Promise<boolean> {
+  let text: string
+  let age: number
   try {
-    const pid = Number.parseInt(await readFile(path, 'utf8'), 10)
-    if (!Number.isInteger(pid) || pid <= 0) {
-      // Being written right now, or garbage: stale only if old.
-      return Date.now() - (await stat(path)).mtimeMs > 30_000
-    }
-    try {
-      process.kill(pid, 0)
-      return false
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === 'ESRCH'
-    }
+    text = await readFile(path, 'utf8')
+    age = Date.now() - (await stat(path)).mtimeMs
   } catch {
+    return false // gone already, or unreadable: try again
+  }
+  if (age > LOCK_MAX_AGE_MS) return true
+  let owner: Partial<LockOwner>
+  try {
+    owner = JSON.parse(text) as Partial<LockOwner>
+  } catch {
+    return false // being written right now
+  }
+  if (owner.host !== hostname() || typeof owner.pid !== 'number') return false
+  try {
+    process.kill(owner.pid, 0)
     return false
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH'
   }
 }
 

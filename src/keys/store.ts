@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto'
 import type { Clock } from '../clock.js'
 import type { AuthzError } from '../errors.js'
-import { ReportOnce, type ReloadResult } from '../util/report-once.js'
+import { ReportOnce, Serial, type ReloadResult } from '../util/report-once.js'
 import { watchDir, type Watcher } from '../util/watch.js'
 import { loadKeyset, manifestHash, readManifestText, type Keyset, type LoadedKey } from './keyset.js'
 import { activeAt, keyStates, nextTransition, published, type KeyStatus, type Timing } from './lifecycle.js'
@@ -39,6 +39,7 @@ export interface KeyStoreOptions {
 const EMPTY_JWKS_BODY = Buffer.from('{"keys":[]}')
 
 export class KeyStore {
+  readonly #serial = new Serial()
   readonly dir: string
   readonly timing: Timing
   readonly #clock: Clock
@@ -93,7 +94,12 @@ export class KeyStore {
    * Re-reads the directory. An unchanged manifest is a no-op; a corrupt manifest or a missing/bad key file
    * keeps the keyset in force and is reported once per distinct content (`force` reports it again).
    */
-  async reload(force = false): Promise<KeyReloadResult> {
+  /** One reload at a time, in order (see Serial). */
+  reload(force = false): Promise<KeyReloadResult> {
+    return this.#serial.run(() => this.#reload(force))
+  }
+
+  async #reload(force: boolean): Promise<KeyReloadResult> {
     let text: string
     try {
       text = await readManifestText(this.dir)

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { AuthzError } from '../errors.js'
-import { ReportOnce, type ReloadResult } from '../util/report-once.js'
+import { ReportOnce, Serial, type ReloadResult } from '../util/report-once.js'
 import { watchDir, type Watcher } from '../util/watch.js'
 import { parsePolicy, type Policy } from './policy.js'
 
@@ -13,6 +13,7 @@ export type PolicyReloadResult = ReloadResult<AuthzError>
  * the error; the caller logs it and counts it.
  */
 export class PolicyStore {
+  readonly #serial = new Serial()
   readonly path: string
   #current: Policy
   #watcher: Watcher | undefined
@@ -43,7 +44,12 @@ export class PolicyStore {
    * Re-reads the file. Unchanged content is a no-op; an invalid file keeps the policy in force and is
    * reported once (until the content changes again). `force` reports a still-invalid file again (SIGHUP).
    */
-  async reload(force = false): Promise<PolicyReloadResult> {
+  /** One reload at a time, in order (see Serial). */
+  reload(force = false): Promise<PolicyReloadResult> {
+    return this.#serial.run(() => this.#reload(force))
+  }
+
+  async #reload(force: boolean): Promise<PolicyReloadResult> {
     let text: string
     try {
       text = await readPolicyText(this.path)

@@ -90,12 +90,24 @@ export interface TokenRouteDeps {
   readonly randomUUID?: () => string
 }
 
-/** Parses a form body into a null-prototype record; a repeated parameter is a malformed request. */
-export function parseForm(body: string): Record<string, string> {
-  const out: Record<string, string> = Object.create(null) as Record<string, string>
+/**
+ * A form parameter given more than once (RFC 6749 §3.2: "MUST NOT be included more than once"). It fails
+ * the schema, so the request is `invalid_request` — unless a stronger fault (a client_id that is not the
+ * certificate's CN) comes first.
+ */
+export class RepeatedParameter {
+  readonly values: readonly string[]
+  constructor(values: readonly string[]) {
+    this.values = values
+  }
+}
+
+/** Parses a form body into a null-prototype record; a repeated parameter becomes a RepeatedParameter. */
+export function parseForm(body: string): Record<string, string | RepeatedParameter> {
+  const out: Record<string, string | RepeatedParameter> = Object.create(null) as Record<string, string | RepeatedParameter>
   for (const [name, value] of new URLSearchParams(body)) {
-    if (Object.hasOwn(out, name)) throw new InvalidRequest('repeated parameter')
-    out[name] = value
+    const seen = out[name]
+    out[name] = seen === undefined ? value : new RepeatedParameter([...(typeof seen === 'string' ? [seen] : seen.values), value])
   }
   return out
 }
@@ -103,8 +115,9 @@ export function parseForm(body: string): Record<string, string> {
 function checkBody(body: unknown, caller: string): { audience: string; scope: string | string[] | undefined } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequest('body must be an object')
   const clientId = (body as Record<string, unknown>).client_id
-  // client_id never sets the identity; a mismatch is an authentication failure and outranks every other fault.
-  if (typeof clientId === 'string' && clientId !== caller) throw new InvalidClient('client_id does not match the certificate')
+  // client_id never sets the identity: when present it must be exactly the certificate's CN, and a
+  // mismatch (whatever its type) is an authentication failure that outranks every other fault.
+  if (clientId !== undefined && clientId !== caller) throw new InvalidClient('client_id does not match the certificate')
   if (!validateBody(body)) throw new InvalidRequest('body does not match the schema')
   const { audience, resource } = body
   if (audience !== undefined && resource !== undefined && audience !== resource) throw new InvalidRequest('audience and resource differ')

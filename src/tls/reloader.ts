@@ -11,7 +11,7 @@ import { createSecureContext, type Server as TlsServer } from 'node:tls'
 import { secureContextOptions, type TlsMaterial } from '../app.js'
 import type { TlsFiles } from '../config.js'
 import { ConfigError } from '../errors.js'
-import { ReportOnce, type ReloadResult } from '../util/report-once.js'
+import { ReportOnce, Serial, type ReloadResult } from '../util/report-once.js'
 import { watchDir, type Watcher } from '../util/watch.js'
 
 async function readNamed(variable: string, path: string): Promise<Buffer> {
@@ -53,6 +53,7 @@ function digest(material: TlsMaterial): string {
 export type TlsReloadResult = ReloadResult<ConfigError>
 
 export class TlsReloader {
+  readonly #serial = new Serial()
   readonly #files: TlsFiles
   readonly #server: TlsServer
   #current: string
@@ -67,7 +68,12 @@ export class TlsReloader {
   }
 
   /** Re-reads the files; applies them when they changed and load. `force` reports a still-bad set again. */
-  async reload(force = false): Promise<TlsReloadResult> {
+  /** One reload at a time, in order (see Serial). */
+  reload(force = false): Promise<TlsReloadResult> {
+    return this.#serial.run(() => this.#reload(force))
+  }
+
+  async #reload(force: boolean): Promise<TlsReloadResult> {
     let material: TlsMaterial
     try {
       material = await readTlsMaterial(this.#files)

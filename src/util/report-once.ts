@@ -22,3 +22,17 @@ export interface ReloadResult<E extends Error = Error> {
   readonly changed: boolean
   readonly error?: E
 }
+
+/**
+ * Runs tasks one after another. Reloads come from a file watcher, a poll timer and SIGHUP at once; run
+ * concurrently, an older read could finish last and put a stale version back in force.
+ */
+export class Serial {
+  #tail: Promise<unknown> = Promise.resolve()
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.#tail.then(task, task)
+    this.#tail = result.catch(() => undefined)
+    return result
+  }
+}

@@ -92,6 +92,10 @@ t.test('revoke: the active key is replaced by the next one at once, or by a new 
   t.match(alone.out, /\(new\) signs from now on/)
   t.equal((await readManifest(dir)).keys.length, 1)
   t.equal((await run('revoke', 'A'.repeat(43))).code, 1, 'unknown kid')
+  // Regression: a base64url kid may start with '-' and must not be read as an option.
+  const dashed = await run('revoke', `-${'A'.repeat(42)}`)
+  t.equal(dashed.code, 1, 'a kid starting with "-" is a kid (unknown here), not a usage error')
+  t.match(dashed.err, /no key -A/)
 })
 
 t.test('usage errors exit 2; help exits 0', async (t) => {
@@ -117,12 +121,30 @@ t.test('two concurrent CLI runs never interleave: both rotations land', async (t
 })
 
 t.test('the lock: held by a live process it times out; left by a dead one it is taken over', async (t) => {
+  const { hostname } = await import('node:os')
+  const { utimes } = await import('node:fs/promises')
   const dir = t.testdir({})
-  await writeFile(join(dir, '.lock'), `${process.pid}\n`)
+  const lock = (pid: number, host = hostname()) => JSON.stringify({ pid, host, token: 'x' })
+  await writeFile(join(dir, '.lock'), lock(process.pid))
   await t.rejects(withLock(dir, async () => 1, 200), { code: 'ERR_KEYSET_LOCKED' })
-  await writeFile(join(dir, '.lock'), '999999999\n')
-  t.equal(await withLock(dir, async () => 2, 200), 2)
+  await writeFile(join(dir, '.lock'), lock(999999999))
+  t.equal(await withLock(dir, async () => 2, 200), 2, 'a dead pid on this host')
   await t.rejects(readFile(join(dir, '.lock')), { code: 'ENOENT' }, 'released')
+
+  // Another host's (container's) pid means nothing here: wait, unless the lock is very old.
+  await writeFile(join(dir, '.lock'), lock(999999999, 'another-pod'))
+  await t.rejects(withLock(dir, async () => 3, 200), { code: 'ERR_KEYSET_LOCKED' }, 'another host: not taken over')
+  const old = new Date(Date.now() - 10 * 60_000)
+  await utimes(join(dir, '.lock'), old, old)
+  t.equal(await withLock(dir, async () => 4, 200), 4, 'an abandoned lock is taken over')
+
+  // A holder whose lock was taken over does not delete the new holder's lock.
+  const inner = withLock(dir, async () => {
+    await writeFile(join(dir, '.lock'), lock(process.pid, 'someone-else'))
+    return 5
+  })
+  t.equal(await inner, 5)
+  t.equal(await readFile(join(dir, '.lock'), 'utf8'), lock(process.pid, 'someone-else'), 'their lock stays')
 })
 
 t.test('a write failing mid-rotation leaves the manifest and keys as they were', async (t) => {

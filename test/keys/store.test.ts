@@ -1,4 +1,4 @@
-import { chmod, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { ManualClock } from '../../src/clock.js'
@@ -108,4 +108,22 @@ t.test('a weak or non-RSA key is refused', async (t) => {
   const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey
   await writeFile(join(dir, first.file), ec.export({ type: 'pkcs8', format: 'pem' }) as string)
   await t.rejects(loadKeyset(dir), { message: /RSA/ })
+})
+
+t.test('overlapping reloads never leave an older keyset in force (regression)', async (t) => {
+  const { dir, admin, first, store } = await setup(t)
+  const manifestPath = join(dir, 'manifest.json')
+  const original = await readFile(manifestPath, 'utf8')
+  for (let trial = 0; trial < 20; trial++) {
+    await rotateKeys(admin)
+    // A reload starts on the new manifest; before it finishes the manifest goes back to the original
+    // (an operator's undo, a Secret rolled back) and another reload starts. The file's last word must win.
+    const a = store.reload()
+    await writeFile(join(dir, 'manifest.tmp'), original)
+    await rename(join(dir, 'manifest.tmp'), manifestPath)
+    const b = store.reload()
+    await Promise.all([a, b])
+    await store.reload() // a poll
+    t.same(store.jwks().kids, [first.kid], `trial ${trial}: the manifest on disk is the one in force`)
+  }
 })

@@ -97,6 +97,8 @@ t.test('form bodies: grant_type, audience, resource, scope, client_id', async (t
   t.same((await form('audience=inventory-service&resource=order-service')).json(), { error: 'invalid_request' })
   t.same((await form('grant_type=password&audience=inventory-service')).json(), { error: 'unsupported_grant_type' })
   t.same((await form('audience=inventory-service&client_id=payment-service')).json(), { error: 'invalid_client' })
+  t.same((await form('audience=a&audience=b&client_id=evil')).json(), { error: 'invalid_client' }, 'a wrong client_id outranks a repeated parameter')
+  t.same((await form('scope=stock%3Aread&scope=stock%3Adeduct&audience=inventory-service')).json(), { error: 'invalid_request' }, 'repeated scope')
   t.same((await form('audience=inventory-service&sub=payment-service')).json(), { error: 'invalid_request' })
   t.equal((await form('audience=inventory-service; charset=utf-8')).status, 400)
 })
@@ -127,6 +129,7 @@ t.test('the error table, one row at a time', async (t) => {
     ['scope not granted', { audience: 'inventory-service', scope: 'stock:read stock:write' }, 400, 'invalid_scope'],
     ['malformed scope token', { audience: 'inventory-service', scope: ['stock read'] }, 400, 'invalid_scope'],
     ['client_id is not the CN', { audience: 'inventory-service', client_id: 'payment-service' }, 401, 'invalid_client'],
+    ['client_id is not a string', { audience: 'inventory-service', client_id: 5 }, 401, 'invalid_client'],
   ]
   for (const [name, body, status, error] of cases) {
     const res = await h.token(body)
