@@ -120,6 +120,20 @@ const commonOptions = {
   trustProxy: false,
 } as const
 
+/** The trust generation of each TLS connection, and of each app (bumped when the client CA or CRL changes). */
+const generations = new WeakMap<TLSSocket, number>()
+const appGenerations = new WeakMap<FastifyInstance, number>()
+const currentGeneration = (app: FastifyInstance): number => appGenerations.get(app) ?? 0
+
+/**
+ * Called after the client CA bundle or the CRL changed: every connection opened before is retired. Idle
+ * keep-alive connections close now; busy ones close after the answer they are working on.
+ */
+export function retireConnections(app: FastifyInstance): void {
+  appGenerations.set(app, currentGeneration(app) + 1)
+  ;(app.server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.()
+}
+
 /** Builds the main (mTLS) app. It does not listen. */
 export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps): Promise<FastifyInstance> {
   const limits = { ...DEFAULT_LIMITS, ...deps.limits }
@@ -134,7 +148,23 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
   })
   app.server.maxConnections = config.maxConnections
   // A connection's certificate, and so its identity, must not change under us (TLS 1.2 renegotiation).
-  app.server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
+  app.server.on('secureConnection', (socket: TLSSocket) => {
+    socket.disableRenegotiation()
+    generations.set(socket, currentGeneration(app))
+  })
+  // A connection authenticated under a client CA or CRL that has since been replaced must not be used
+  // for new requests: its certificate may be revoked now. A request in flight completes and its answer
+  // closes the connection; a new request on such a connection closes it unanswered, so the client
+  // reconnects and the handshake checks its certificate against the new CRL.
+  app.addHook('onRequest', async (request) => {
+    const socket = request.raw.socket as TLSSocket
+    const born = generations.get(socket)
+    if (born !== undefined && born < currentGeneration(app)) socket.destroy()
+  })
+  app.addHook('onSend', async (request, reply) => {
+    const born = generations.get(request.raw.socket as TLSSocket)
+    if (born !== undefined && born < currentGeneration(app)) void reply.header('connection', 'close')
+  })
   // Session tickets let a reconnecting caller skip the full handshake (the resumed session keeps the
   // verified client certificate). The ticket key is replaced regularly so a stolen key opens little.
   const tlsServer = app.server as unknown as TlsServer

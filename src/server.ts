@@ -7,7 +7,7 @@ import { join, relative } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { DestinationStream, Logger } from 'pino'
 import type { Server as TlsServer } from 'node:tls'
-import { buildApp, buildOpsApp } from './app.js'
+import { buildApp, buildOpsApp, retireConnections } from './app.js'
 import { systemClock, type Clock } from './clock.js'
 import { loadConfig, type Config, type TlsFiles } from './config.js'
 import { AuthzError, ConfigError } from './errors.js'
@@ -158,8 +158,8 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
     return { kids: keys.jwks().kids, active: keys.signingKey()?.kid }
   })
-  const tlsReloader = new TlsReloader(tlsFiles, main.server as unknown as TlsServer, tls)
-  // New handshakes use reloaded TLS material; open connections keep theirs.
+  const tlsReloader = new TlsReloader(tlsFiles, main.server as unknown as TlsServer, tls, () => retireConnections(main))
+  // New handshakes use reloaded TLS material; a new client CA or CRL also retires older connections.
   const onTls = reporter(metrics.tlsReloads, 'TLS', 'the previous certificates, CA and CRL', () => ({}))
   let lastActive = keys.signingKey()?.kid
   keys.onChange(() => {

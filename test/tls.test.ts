@@ -1,5 +1,5 @@
 import { writeFile } from 'node:fs/promises'
-import { Agent } from 'node:https'
+import { Agent, request } from 'node:https'
 import { connect } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { join } from 'node:path'
@@ -56,10 +56,25 @@ t.test('TLS material reloads on change without dropping open connections; a bad 
   t.teardown(() => keepAlive.destroy())
   t.equal((await call(victim, keepAlive)).status, 200, 'the victim has an open keep-alive connection')
 
+  // A request in flight while the CRL changes completes; its answer closes the connection.
+  const inFlight = new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
+    const req = request(
+      { host: '127.0.0.1', servername: 'localhost', port, method: 'POST', path: '/token', agent: keepAlive, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(tokenBody.body) } },
+      (res) => {
+        res.resume()
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }))
+      },
+    )
+    req.on('error', reject)
+    req.write(tokenBody.body.slice(0, 5))
+    setTimeout(() => req.end(tokenBody.body.slice(5)), 300)
+  })
+  await new Promise((r) => setTimeout(r, 100))
   await writeFile(join(dir, 'crl.pem'), createCrl(pki.ca, [victim]))
   await server.reload()
+  t.same(await inFlight, { status: 200, connection: 'close' }, 'the request in flight was not dropped, and the connection closes after it')
   await t.rejects(call(victim), 'a new connection with the revoked certificate is refused')
-  t.equal((await call(victim, keepAlive)).status, 200, 'the established connection was not dropped')
+  await t.rejects(call(victim, keepAlive), 'the keep-alive client reconnects, and its revoked certificate is refused (regression: no tokens on an old connection)')
   t.equal((await call(pki.client('payment-service'))).status !== 0, true, 'others still connect')
 
   // A broken CRL, then a key that does not match the certificate: both keep the material in force.

@@ -1,7 +1,8 @@
 /**
  * The main listener's TLS material (server certificate and key, client CA bundle, CRLs), reloaded on file
- * change and on SIGHUP with `setSecureContext`: new handshakes use the new material, established
- * connections keep theirs. A new set that does not load (bad PEM, a key that does not match the
+ * change and on SIGHUP with `setSecureContext`: new handshakes use the new material. When the client CA
+ * bundle or the CRL changed, `onTrustChange` retires the connections opened before (see
+ * retireConnections in app.ts); a new server certificate alone leaves them open. A new set that does not load (bad PEM, a key that does not match the
  * certificate, an unreadable file) is reported and the previous one stays in force.
  */
 import { createHash } from 'node:crypto'
@@ -44,11 +45,15 @@ export function checkTlsMaterial(material: TlsMaterial): void {
   }
 }
 
-function digest(material: TlsMaterial): string {
+function digest(parts: readonly (string | Buffer | undefined)[]): string {
   const hash = createHash('sha256')
-  for (const part of [material.cert, material.key, material.clientCa, material.crl ?? '']) hash.update(part).update('\0')
+  for (const part of parts) hash.update(part ?? '').update('\0')
   return hash.digest('hex')
 }
+
+const materialDigest = (m: TlsMaterial): string => digest([m.cert, m.key, m.clientCa, m.crl])
+/** What decides who may connect: a change here retires the connections already open. */
+const trustDigest = (m: TlsMaterial): string => digest([m.clientCa, m.crl])
 
 export type TlsReloadResult = ReloadResult<ConfigError>
 
@@ -57,13 +62,18 @@ export class TlsReloader {
   readonly #files: TlsFiles
   readonly #server: TlsServer
   #current: string
+  #trust: string
+  readonly #onTrustChange: () => void
   readonly #seen: ReportOnce
   #watchers: Watcher[] = []
 
-  constructor(files: TlsFiles, server: TlsServer, loaded: TlsMaterial) {
+  /** `onTrustChange` runs after a new client CA bundle or CRL is in force (to retire open connections). */
+  constructor(files: TlsFiles, server: TlsServer, loaded: TlsMaterial, onTrustChange: () => void = () => undefined) {
     this.#files = files
     this.#server = server
-    this.#current = digest(loaded)
+    this.#onTrustChange = onTrustChange
+    this.#trust = trustDigest(loaded)
+    this.#current = materialDigest(loaded)
     this.#seen = new ReportOnce(this.#current)
   }
 
@@ -81,7 +91,7 @@ export class TlsReloader {
       if (!this.#seen.isNew(`error:${(err as Error).message}`, force)) return { changed: false }
       return { changed: false, error: err as ConfigError }
     }
-    const hash = digest(material)
+    const hash = materialDigest(material)
     if (!this.#seen.isNew(hash, force)) return { changed: false }
     if (hash === this.#current) return { changed: false }
     try {
@@ -91,6 +101,11 @@ export class TlsReloader {
       return { changed: false, error: err as ConfigError }
     }
     this.#current = hash
+    const trust = trustDigest(material)
+    if (trust !== this.#trust) {
+      this.#trust = trust
+      this.#onTrustChange()
+    }
     return { changed: true }
   }
 
