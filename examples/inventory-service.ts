@@ -28,26 +28,21 @@ const json = {
   deserialize: (bytes: Buffer) => JSON.parse(bytes.toString('utf8')) as never,
 }
 
-/** The gRPC service definition (JSON on the wire keeps the demo free of a protobuf toolchain). */
+/** A unary method with JSON on the wire (keeps the demo free of a protobuf toolchain). */
+const unary = (path: string): grpc.MethodDefinition<unknown, unknown> => ({
+  path,
+  requestStream: false,
+  responseStream: false,
+  requestSerialize: json.serialize,
+  requestDeserialize: json.deserialize,
+  responseSerialize: json.serialize,
+  responseDeserialize: json.deserialize,
+})
+
+/** The gRPC service definition. */
 export const inventoryDefinition: grpc.ServiceDefinition = {
-  GetStock: {
-    path: '/demo.Inventory/GetStock',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: json.serialize,
-    requestDeserialize: json.deserialize,
-    responseSerialize: json.serialize,
-    responseDeserialize: json.deserialize,
-  },
-  Deduct: {
-    path: '/demo.Inventory/Deduct',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: json.serialize,
-    requestDeserialize: json.deserialize,
-    responseSerialize: json.serialize,
-    responseDeserialize: json.deserialize,
-  },
+  GetStock: unary('/demo.Inventory/GetStock'),
+  Deduct: unary('/demo.Inventory/Deduct'),
 }
 
 export interface InventoryService {

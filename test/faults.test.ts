@@ -2,7 +2,6 @@
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { rename, rm, writeFile } from 'node:fs/promises'
-import { request } from 'node:https'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -11,7 +10,7 @@ import { initKeys } from '../src/keys/admin.js'
 import { createVerifier } from '../src/sdk/verifier.js'
 import { startServer } from '../src/server.js'
 import { LogCapture, SAMPLE_POLICY } from './helpers/harness.js'
-import { httpCall, httpsCall } from './helpers/http.js'
+import { halfSentRequest, httpCall, httpsCall } from './helpers/http.js'
 import { testPki } from './helpers/pki.js'
 
 const tokenBody = '{"audience":"inventory-service"}'
@@ -118,39 +117,13 @@ t.test('SIGTERM while 100 requests are in flight: all complete, then the process
   const client = pki.client('order-service')
   const ca = readFileSync(join(env.AUTHZ_CLIENT_CA))
   // 100 requests with half of their body sent: in flight when the signal arrives.
-  const pending = Array.from({ length: 100 }, () => {
-    let finish!: () => void
-    const done = new Promise<number>((resolve, reject) => {
-      const req = request(
-        {
-          host: '127.0.0.1',
-          servername: 'localhost',
-          port,
-          method: 'POST',
-          path: '/token',
-          ca,
-          cert: client.certPem,
-          key: client.keyPem,
-          agent: false,
-          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(tokenBody) },
-        },
-        (res) => {
-          res.resume()
-          res.on('end', () => resolve(res.statusCode ?? 0))
-        },
-      )
-      req.on('error', reject)
-      req.write(tokenBody.slice(0, 10))
-      finish = () => req.end(tokenBody.slice(10))
-    })
-    return { done, finish: () => finish() }
-  })
+  const pending = Array.from({ length: 100 }, () => halfSentRequest(port, { body: tokenBody, ca, client }))
   // Let every connection reach the server (handshake + headers) before the signal.
   await new Promise((r) => setTimeout(r, 1500))
   child.kill('SIGTERM')
   await new Promise((r) => setTimeout(r, 200))
   for (const p of pending) p.finish()
-  const statuses = await Promise.all(pending.map((p) => p.done))
+  const statuses = (await Promise.all(pending.map((p) => p.done))).map((r) => r.status)
   t.same(statuses.filter((s) => s !== 200), [], 'all 100 completed with 200')
   t.equal(await exited, 0, 'exit code 0')
   t.match(output, /shutting down: draining in-flight requests/)

@@ -1,12 +1,11 @@
 import { readFileSync } from 'node:fs'
 import { cp, readFile, stat, writeFile } from 'node:fs/promises'
-import { request } from 'node:https'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { ConfigError } from '../src/errors.js'
 import { startServer } from '../src/server.js'
 import { LogCapture } from './helpers/harness.js'
-import { httpCall, httpsCall } from './helpers/http.js'
+import { halfSentRequest, httpCall, httpsCall } from './helpers/http.js'
 
 const policyFile = new URL('../config/service-policy.json', import.meta.url)
 
@@ -111,35 +110,18 @@ t.test('shutdown drains: a request in flight when close() starts completes with 
   const pki = join(dir, 'keys', 'dev-pki')
   const port = Number(new URL(server.mainUrl).port)
   const body = '{"audience":"inventory-service"}'
-  const inFlight = new Promise<number>((resolve, reject) => {
-    const req = request(
-      {
-        host: '127.0.0.1',
-        servername: 'localhost',
-        port,
-        method: 'POST',
-        path: '/token',
-        ca: readFileSyncUtf8(join(pki, 'ca.pem')),
-        cert: readFileSyncUtf8(join(pki, 'clients', 'order-service.pem')),
-        key: readFileSyncUtf8(join(pki, 'clients', 'order-service-key.pem')),
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
-        agent: false,
-      },
-      (res) => {
-        res.resume()
-        res.on('end', () => resolve(res.statusCode ?? 0))
-      },
-    )
-    req.on('error', reject)
-    // Half the body now, the rest after shutdown has begun.
-    req.write(body.slice(0, 10))
-    setTimeout(() => {
-      closed = server.close()
-      setTimeout(() => req.end(body.slice(10)), 100)
-    }, 200)
+  const inFlight = halfSentRequest(port, {
+    body,
+    ca: readFileSyncUtf8(join(pki, 'ca.pem')),
+    client: { certPem: readFileSyncUtf8(join(pki, 'clients', 'order-service.pem')), keyPem: readFileSyncUtf8(join(pki, 'clients', 'order-service-key.pem')) },
   })
+  // The rest of the body after shutdown has begun.
+  setTimeout(() => {
+    closed = server.close()
+    setTimeout(() => inFlight.finish(), 100)
+  }, 200)
   let closed: Promise<void> | undefined
-  t.equal(await inFlight, 200)
+  t.equal((await inFlight.done).status, 200)
   await closed
   t.pass('closed after the request completed')
   await t.rejects(httpCall(Number(new URL(server.opsUrl).port), { path: '/healthz' }), 'no longer listening')

@@ -1,5 +1,5 @@
 import { writeFile } from 'node:fs/promises'
-import { Agent, request } from 'node:https'
+import { Agent } from 'node:https'
 import { connect } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { join } from 'node:path'
@@ -9,7 +9,7 @@ import { initKeys } from '../src/keys/admin.js'
 import { systemClock } from '../src/clock.js'
 import { startServer } from '../src/server.js'
 import { LogCapture, SAMPLE_POLICY, startHarness } from './helpers/harness.js'
-import { httpCall, httpsCall } from './helpers/http.js'
+import { halfSentRequest, httpCall, httpsCall } from './helpers/http.js'
 import { testPki } from './helpers/pki.js'
 
 const tokenBody = { method: 'POST', path: '/token', headers: { 'content-type': 'application/json' }, body: '{"audience":"inventory-service"}' }
@@ -57,22 +57,12 @@ t.test('TLS material reloads on change without dropping open connections; a bad 
   t.equal((await call(victim, keepAlive)).status, 200, 'the victim has an open keep-alive connection')
 
   // A request in flight while the CRL changes completes; its answer closes the connection.
-  const inFlight = new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
-    const req = request(
-      { host: '127.0.0.1', servername: 'localhost', port, method: 'POST', path: '/token', agent: keepAlive, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(tokenBody.body) } },
-      (res) => {
-        res.resume()
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }))
-      },
-    )
-    req.on('error', reject)
-    req.write(tokenBody.body.slice(0, 5))
-    setTimeout(() => req.end(tokenBody.body.slice(5)), 300)
-  })
+  const inFlight = halfSentRequest(port, { body: tokenBody.body, ca: pki.ca.certPem, agent: keepAlive })
+  setTimeout(() => inFlight.finish(), 300)
   await new Promise((r) => setTimeout(r, 100))
   await writeFile(join(dir, 'crl.pem'), createCrl(pki.ca, [victim]))
   await server.reload()
-  t.same(await inFlight, { status: 200, connection: 'close' }, 'the request in flight was not dropped, and the connection closes after it')
+  t.match(await inFlight.done, { status: 200, headers: { connection: 'close' } }, 'the request in flight was not dropped, and the connection closes after it')
   await t.rejects(call(victim), 'a new connection with the revoked certificate is refused')
   await t.rejects(call(victim, keepAlive), 'the keep-alive client reconnects, and its revoked certificate is refused (regression: no tokens on an old connection)')
   t.equal((await call(pki.client('payment-service'))).status !== 0, true, 'others still connect')

@@ -61,3 +61,38 @@ export function httpCall(port: number, options: Omit<RequestOptions, 'client' | 
     req.end(options.body)
   })
 }
+
+/**
+ * A request whose body is only half sent: it is in flight (headers read, handler waiting for the body)
+ * until `finish()` sends the rest. For drain and reload tests.
+ */
+export function halfSentRequest(
+  port: number,
+  options: { path?: string; body: string; ca: string | Buffer; client?: KeyPairPem; agent?: Agent },
+): { finish(): void; done: Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> } {
+  let finish!: () => void
+  const done = new Promise<{ status: number; headers: Record<string, string | string[] | undefined> }>((resolve, reject) => {
+    const req = httpsRequest(
+      {
+        host: '127.0.0.1',
+        servername: 'localhost',
+        port,
+        method: 'POST',
+        path: options.path ?? '/token',
+        ca: options.ca,
+        ...(options.client === undefined ? {} : { cert: options.client.certPem, key: options.client.keyPem }),
+        agent: options.agent ?? false,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(options.body) },
+      },
+      (res) => {
+        res.resume()
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }))
+      },
+    )
+    req.on('error', reject)
+    const half = Math.floor(options.body.length / 2)
+    req.write(options.body.slice(0, half))
+    finish = () => req.end(options.body.slice(half))
+  })
+  return { done, finish: () => finish() }
+}
