@@ -5,12 +5,12 @@
 import { spawn } from 'node:child_process'
 import { readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { prepareInstall, startServerProcess } from './lib.mjs'
+import { benchPorts, prepareInstall, startServerProcess } from './lib.mjs'
 
 const connections = Number(process.argv[2] ?? 32)
 const seconds = Number(process.argv[3] ?? 4)
 const here = new URL('.', import.meta.url).pathname
-const install = await prepareInstall({ prefix: 'authz-cpu-', ports: { main: 28443, ops: 29464 } })
+const install = await prepareInstall({ prefix: 'authz-cpu-', ports: benchPorts(28443, 29464) })
 const { dir, paths } = install
 const running = await startServerProcess(dir, { ...install.env, AUTHZ_RATE_LIMIT: '1000000' })
 const server = running.child
@@ -37,7 +37,7 @@ const load = spawn(
     join(here, 'load.mjs'),
     JSON.stringify({
       mode: 'http',
-      origin: 'https://127.0.0.1:28443',
+      origin: `https://127.0.0.1:${install.env.AUTHZ_PORT}`,
       tls: { ca: paths.caCert, cert: paths.clientCert('order-service'), key: paths.clientKey('order-service') },
       method: 'POST',
       path: '/token',

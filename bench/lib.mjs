@@ -10,6 +10,11 @@ import { ensureDevPki } from '../dist/pki/dev-files.js'
 
 const here = new URL('.', import.meta.url).pathname
 
+/** Ports of the benchmarked server: BENCH_PORT / BENCH_OPS_PORT, or the script's defaults. */
+export function benchPorts(main, ops) {
+  return { main: Number(process.env.BENCH_PORT ?? main), ops: Number(process.env.BENCH_OPS_PORT ?? ops) }
+}
+
 /** The sample policy, plus extra callers granted stock:read on inventory-service. */
 export function samplePolicy(extraCallers = []) {
   const policy = JSON.parse(readFileSync(new URL('../config/service-policy.json', import.meta.url), 'utf8'))

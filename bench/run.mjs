@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { prepareInstall, startServerProcess } from './lib.mjs'
+import { benchPorts, prepareInstall, startServerProcess } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -38,7 +38,7 @@ const load = (options) => node([join(here, 'load.mjs'), JSON.stringify(options)]
 
 // --- material and the server, as it runs in production -------------------------------------------
 // One caller drives the whole load: its per-caller limit is lifted (the limiter still runs per request).
-const install = await prepareInstall({ ports: { main: 18443, ops: 19464 } })
+const install = await prepareInstall({ ports: benchPorts(18443, 19464) })
 const { dir } = install
 const client = install.client()
 const env = { ...install.env, AUTHZ_LOG_LEVEL: 'info', AUTHZ_RATE_LIMIT: '1000000' }
@@ -50,7 +50,9 @@ const peakRss = () => {
   return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024
 }
 
-const main = 'https://127.0.0.1:18443'
+const main = `https://127.0.0.1:${env.AUTHZ_PORT}`
+const opsOrigin = `http://127.0.0.1:${env.AUTHZ_OPS_PORT}`
+const mainPort = Number(env.AUTHZ_PORT)
 const tokenReq = {
   mode: 'http',
   origin: main,
@@ -68,10 +70,10 @@ const push = (key, value) => results.set(key, [...(results.get(key) ?? []), valu
 for (let r = 0; r < rounds; r++) {
   raw.push(signRate())
   for (const connections of levels) push(`token:${connections}`, load({ ...tokenReq, connections, seconds }))
-  push('hs:full', load({ mode: 'handshake', port: 18443, tls: client, seconds: Math.min(seconds, 3), resume: false }))
-  push('hs:resumed', load({ mode: 'handshake', port: 18443, tls: client, seconds: Math.min(seconds, 3), resume: true }))
-  push('jwks', load({ mode: 'http', origin: 'http://127.0.0.1:19464', path: '/.well-known/jwks.json', connections: 32, seconds: Math.min(seconds, 3) }))
-  push('jwks304', load({ mode: 'http', origin: 'http://127.0.0.1:19464', path: '/.well-known/jwks.json', connections: 32, seconds: Math.min(seconds, 3), headers: { 'if-none-match': '*' }, expect: 304 }))
+  push('hs:full', load({ mode: 'handshake', port: mainPort, tls: client, seconds: Math.min(seconds, 3), resume: false }))
+  push('hs:resumed', load({ mode: 'handshake', port: mainPort, tls: client, seconds: Math.min(seconds, 3), resume: true }))
+  push('jwks', load({ mode: 'http', origin: opsOrigin, path: '/.well-known/jwks.json', connections: 32, seconds: Math.min(seconds, 3) }))
+  push('jwks304', load({ mode: 'http', origin: opsOrigin, path: '/.well-known/jwks.json', connections: 32, seconds: Math.min(seconds, 3), headers: { 'if-none-match': '*' }, expect: 304 }))
   push('discovery', load({ mode: 'http', origin: main, tls: client, path: '/.well-known/openid-configuration', connections: 32, seconds: Math.min(seconds, 3) }))
 }
 const rss = peakRss()

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createLocalJWKSet, jwtVerify } from 'jose'
 import { Pool } from 'undici'
-import { prepareInstall, startServerProcess } from './lib.mjs'
+import { benchPorts, prepareInstall, startServerProcess } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -23,7 +23,7 @@ const minutes = Math.min(Number(values.minutes), 120)
 const rate = Number(values.rate)
 const here = new URL('.', import.meta.url).pathname
 const callers = ['soak-client-1', 'soak-client-2']
-const install = await prepareInstall({ prefix: 'authz-soak-', callers, tokenTtl: 300, jwksMaxAge: 30, ports: { main: 18543, ops: 19564 } })
+const install = await prepareInstall({ prefix: 'authz-soak-', callers, tokenTtl: 300, jwksMaxAge: 30, ports: benchPorts(18543, 19564) })
 const { dir, paths, env, policyPath } = install
 const basePolicy = JSON.parse(readFileSync(policyPath, 'utf8'))
 const running = await startServerProcess(dir, env)
@@ -50,7 +50,7 @@ async function sample(label) {
 
 const pools = callers.map(
   (name) =>
-    new Pool('https://127.0.0.1:18543', {
+    new Pool(`https://127.0.0.1:${env.AUTHZ_PORT}`, {
       connections: 4,
       connect: { ca: readFileSync(paths.caCert), cert: readFileSync(paths.clientCert(name)), key: readFileSync(paths.clientKey(name)), servername: 'localhost' },
     }),

@@ -23,6 +23,8 @@ durations: 90s, 10m, 24h, 7d. Reads AUTHZ_KEYS_DIR, AUTHZ_TOKEN_TTL, AUTHZ_JWKS_
 const KID_RE = /^[A-Za-z0-9_-]{43}$/
 
 const iso = (ms: number | null): string => (ms === null ? '-' : new Date(ms).toISOString())
+/** For --json: an unset instant is null, not the table's "-". */
+const isoOrNull = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
 
 function table(rows: string[][]): string[] {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? []
@@ -42,8 +44,8 @@ async function list(options: KeysAdminOptions, json: boolean, io: Io): Promise<v
             state: s.state,
             createdAt: iso(s.key.createdAt),
             activatesAt: iso(s.key.activatesAt),
-            retiredAt: iso(s.retiredAt),
-            prunableAt: iso(s.prunableAt),
+            retiredAt: isoOrNull(s.retiredAt),
+            prunableAt: isoOrNull(s.prunableAt),
           })),
           revoked: manifest.revoked.map((r) => ({ kid: r.kid, revokedAt: iso(r.revokedAt) })),
         },
