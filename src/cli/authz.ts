@@ -645,7 +645,10 @@ async function status(args: string[], env: NodeJS.ProcessEnv, io: Io, clock: Clo
   }
   if (keys.ok === true) {
     const list = keys.keys as { kid: string; state: string; activatesAt: string; retiredAt: string | null; prunableAt: string | null }[]
-    io.out(`keys: ${cfg.keysDir} (${list.length} key${list.length === 1 ? '' : 's'}${keys.active === null ? ', NONE ACTIVE: /token answers 503' : ''})`)
+    const revokedCount = (keys.revoked as unknown[]).length
+    io.out(
+      `keys: ${cfg.keysDir} (${list.length} key${list.length === 1 ? '' : 's'}${revokedCount > 0 ? `, ${revokedCount} revoked` : ''}${keys.active === null ? ', NONE ACTIVE: /token answers 503' : ''})`,
+    )
     for (const k of list) {
       const when =
         k.state === 'next'
