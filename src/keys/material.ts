@@ -45,12 +45,22 @@ export function toPkcs8Pem(key: KeyObject, passphrase?: string): string {
   return key.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase }) as string
 }
 
+/** The opening line of a PEM block with this label (RFC 7468), e.g. pemHeader('PRIVATE KEY'). */
+export function pemHeader(label: string): string {
+  return `-----BEGIN ${label}-----`
+}
+
+/** PEM labels of PKCS#8 private keys: plain and passphrase-encrypted. */
+export const PKCS8_LABEL = 'PRIVATE KEY'
+export const PKCS8_ENCRYPTED_LABEL = `ENCRYPTED ${PKCS8_LABEL}`
+
 /** Reads a PKCS#8 PEM private key and checks it is RSA of at least 2048 bits. */
 export function fromPkcs8Pem(pem: string, passphrase: string | undefined, where: string): KeyObject {
-  if (!pem.includes('-----BEGIN PRIVATE KEY-----') && !pem.includes('-----BEGIN ENCRYPTED PRIVATE KEY-----')) {
+  const encrypted = pem.includes(pemHeader(PKCS8_ENCRYPTED_LABEL))
+  if (!encrypted && !pem.includes(pemHeader(PKCS8_LABEL))) {
     throw new AuthzError('ERR_KEYSET_INVALID', `${where}: not a PKCS#8 PEM private key`)
   }
-  if (pem.includes('ENCRYPTED') && passphrase === undefined) {
+  if (encrypted && passphrase === undefined) {
     throw new AuthzError('ERR_KEYSET_INVALID', `${where}: key is encrypted and AUTHZ_KEY_PASSPHRASE is not set`)
   }
   let key: KeyObject
