@@ -1,5 +1,6 @@
 /** Tiny shared helpers of the CLIs: duration parsing, usage errors, exit codes (0 ok, 1 failure, 2 usage). */
 import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { loadConfig, type Config } from '../config.js'
 import { AuthzError } from '../errors.js'
 
 export const EXIT_OK = 0
@@ -45,4 +46,14 @@ export interface Io {
 export const processIo: Io = {
   out: (line) => process.stdout.write(`${line}\n`),
   err: (line) => process.stderr.write(`${line}\n`),
+}
+
+/** An instant for --json output: ISO 8601, or null when unset. */
+export function isoOrNull(ms: number | null | undefined): string | null {
+  return ms === null || ms === undefined ? null : new Date(ms).toISOString()
+}
+
+/** The configuration as the CLIs read it: the server's variables, without requiring TLS files. */
+export function toolConfig(env: NodeJS.ProcessEnv): Config {
+  return loadConfig(env, process.cwd(), { requireTls: false })
 }

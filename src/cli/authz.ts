@@ -11,9 +11,10 @@ import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import { join } from 'node:path'
 import { Ajv } from 'ajv'
+import forge from 'node-forge'
 import { compactVerify, decodeJwt, decodeProtectedHeader, importJWK, type JWK, type JWTPayload, type ProtectedHeaderParameters } from 'jose'
 import { systemClock, type Clock } from '../clock.js'
-import { loadConfig, type Config } from '../config.js'
+import type { Config } from '../config.js'
 import { AuthzError } from '../errors.js'
 import { readManifest, statusesOf } from '../keys/admin.js'
 import { loadKeyset } from '../keys/keyset.js'
@@ -24,8 +25,8 @@ import { decide, parsePolicy, type Policy } from '../policy/policy.js'
 import { PolicyStore } from '../policy/store.js'
 import { tokenRequestSchema } from '../routes/token.js'
 import { httpRequestText } from '../sdk/http.js'
-import { thumbprintOf } from '../sdk/verifier.js'
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, formatDuration, parse, processIo, type Io } from './args.js'
+import { rs256SigningKeys, thumbprintOf } from '../sdk/verifier.js'
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, formatDuration, isoOrNull, parse, processIo, toolConfig, type Io } from './args.js'
 
 export const AUTHZ_USAGE = `usage: authz <verb>
 
@@ -47,9 +48,9 @@ export interface AuthzIo extends Io {
 }
 
 const usage = (message: string): AuthzError => new AuthzError('ERR_USAGE', message)
-const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(ms).toISOString())
+const iso = isoOrNull
 const json = (value: unknown): string => JSON.stringify(value, null, 2)
-const config = (env: NodeJS.ProcessEnv): Config => loadConfig(env, process.cwd(), { requireTls: false })
+const config = toolConfig
 const timingOf = (c: Config): Timing => ({ tokenTtl: c.tokenTtl, jwksMaxAge: c.jwksMaxAge })
 
 function failure(err: unknown): string {
@@ -295,10 +296,8 @@ async function jwksSource(url: URL, tls: { ca?: string; cert?: string; key?: str
   const list = (body as { keys?: unknown }).keys
   if (!Array.isArray(list)) throw new AuthzError('ERR_KEYSET_INVALID', `${url.href} did not answer a JWKS (no "keys")`)
   const keys = new Map<string, JWK>()
-  // Same rule as the SDK verifier: only RSA signing keys for RS256 count.
-  for (const k of list as JWK[]) {
-    if (k.kty === 'RSA' && (k.alg === undefined || k.alg === 'RS256') && k.use !== 'enc' && typeof k.kid === 'string') keys.set(k.kid, k)
-  }
+  // The SDK verifier's rule: only RSA signing keys for RS256 count.
+  for (const k of rs256SigningKeys(list as JWK[])) if (typeof k.kid === 'string') keys.set(k.kid, k)
   return { label: url.href, keys }
 }
 
@@ -483,51 +482,36 @@ interface FileReport {
   readonly crls?: readonly { readonly thisUpdate: string | null; readonly nextUpdate: string | null; readonly daysLeft: number | null }[]
 }
 
-const PEM_BLOCK = (label: string): RegExp => new RegExp(`-----BEGIN ${label}-----[\\s\\S]+?-----END ${label}-----`, 'g')
 const DAY_MS = 86_400_000
 
-/** Reads one DER TLV at `offset`: tag, value bounds and where the next element starts. */
-function tlv(der: Uint8Array, offset: number): { tag: number; start: number; end: number } {
-  const tag = der[offset] as number
-  let length = der[offset + 1] as number
-  let start = offset + 2
-  if (length & 0x80) {
-    const octets = length & 0x7f
-    if (octets === 0 || octets > 4) throw new Error('unsupported DER length')
-    length = 0
-    for (let i = 0; i < octets; i++) length = length * 256 + (der[start + i] as number)
-    start += octets
-  }
-  const end = start + length
-  if (end > der.length) throw new Error('truncated DER')
-  return { tag, start, end }
-}
-
-function derTime(der: Uint8Array, el: { tag: number; start: number; end: number }): number {
-  const text = Buffer.from(der.subarray(el.start, el.end)).toString('latin1')
-  const m = el.tag === 0x17 ? /^(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/.exec(text) : /^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)Z$/.exec(text)
-  if (m === null) throw new Error('unsupported time')
-  const n = m.slice(1).map(Number) as [number, number, number, number, number, number]
-  const year = el.tag === 0x17 ? (n[0] < 50 ? 2000 + n[0] : 1900 + n[0]) : n[0]
-  return Date.UTC(year, n[1] - 1, n[2], n[3], n[4], n[5])
+/** The PEM blocks of a file with this label (node-forge's RFC 7468 reader), as DER bytes. */
+function pemBlocks(text: string, label: string): Buffer[] {
+  return forge.pem
+    .decode(text)
+    .filter((block) => block.type === label)
+    .map((block) => Buffer.from(block.body, 'binary'))
 }
 
 /**
- * thisUpdate and nextUpdate of a DER CRL (RFC 5280 §5.1): node:crypto has no CRL parser, and these two
- * dates are all `status` needs. A CRL past its nextUpdate makes OpenSSL refuse every client certificate.
+ * thisUpdate and nextUpdate of a DER CRL (RFC 5280 §5.1), read with node-forge's ASN.1 reader: node:crypto
+ * has no CRL parser, and these two dates are all `status` needs. A CRL past its nextUpdate makes OpenSSL
+ * refuse every client certificate.
  */
 export function crlDates(der: Uint8Array): { thisUpdate: number; nextUpdate: number | null } {
-  const outer = tlv(der, 0)
-  const tbs = tlv(der, outer.start)
-  let at = tbs.start
-  let el = tlv(der, at)
-  if (el.tag === 0x02) el = tlv(der, (at = el.end)) // version
-  el = tlv(der, (at = el.end)) // issuer (after the signature algorithm)
-  el = tlv(der, (at = el.end)) // thisUpdate
-  const thisUpdate = derTime(der, el)
-  if (el.end >= tbs.end) return { thisUpdate, nextUpdate: null }
-  const next = tlv(der, el.end)
-  return { thisUpdate, nextUpdate: next.tag === 0x17 || next.tag === 0x18 ? derTime(der, next) : null }
+  const { asn1 } = forge
+  const crl = asn1.fromDer(forge.util.createBuffer(Buffer.from(der).toString('binary')))
+  const tbs = (crl.value as forge.asn1.Asn1[])[0]
+  if (tbs === undefined || !Array.isArray(tbs.value)) throw new Error('not a CRL')
+  // [version] signature issuer thisUpdate [nextUpdate] ...
+  const fields = tbs.value.slice((tbs.value[0] as forge.asn1.Asn1).type === asn1.Type.INTEGER ? 1 : 0)
+  const time = (el: forge.asn1.Asn1 | undefined): number | null => {
+    if (el?.type === asn1.Type.UTCTIME) return asn1.utcTimeToDate(el.value as string).getTime()
+    if (el?.type === asn1.Type.GENERALIZEDTIME) return asn1.generalizedTimeToDate(el.value as string).getTime()
+    return null
+  }
+  const thisUpdate = time(fields[2])
+  if (thisUpdate === null) throw new Error('CRL without thisUpdate')
+  return { thisUpdate, nextUpdate: time(fields[3]) }
 }
 
 async function fileReport(name: string, path: string, kind: 'certificates' | 'crl', now: number): Promise<FileReport> {
@@ -539,10 +523,9 @@ async function fileReport(name: string, path: string, kind: 'certificates' | 'cr
   }
   try {
     if (kind === 'crl') {
-      const blocks = text.match(PEM_BLOCK('X509 CRL')) ?? []
+      const blocks = pemBlocks(text, 'X509 CRL')
       if (blocks.length === 0) return { name, path, present: true, error: 'no PEM CRL in the file' }
-      const crls = blocks.map((block) => {
-        const der = Buffer.from(block.replace(/-----[A-Z0-9 ]+-----|\s/g, ''), 'base64')
+      const crls = blocks.map((der) => {
         try {
           const { thisUpdate, nextUpdate } = crlDates(der)
           return { thisUpdate: iso(thisUpdate), nextUpdate: iso(nextUpdate), daysLeft: nextUpdate === null ? null : Math.floor((nextUpdate - now) / DAY_MS) }
@@ -552,10 +535,10 @@ async function fileReport(name: string, path: string, kind: 'certificates' | 'cr
       })
       return { name, path, present: true, crls }
     }
-    const blocks = text.match(PEM_BLOCK('CERTIFICATE')) ?? []
+    const blocks = pemBlocks(text, 'CERTIFICATE')
     if (blocks.length === 0) return { name, path, present: true, error: 'no PEM certificate in the file' }
-    const certificates = blocks.map((block) => {
-      const cert = new X509Certificate(block)
+    const certificates = blocks.map((der) => {
+      const cert = new X509Certificate(der)
       const notAfter = new Date(cert.validTo).getTime()
       return { subject: cert.subject.split('\n').join(', '), notAfter: iso(notAfter) as string, daysLeft: Math.floor((notAfter - now) / DAY_MS) }
     })

@@ -3,11 +3,10 @@
  * the server. Exit codes: 0 ok, 1 failure, 2 usage.
  */
 import { systemClock, type Clock } from '../clock.js'
-import { loadConfig } from '../config.js'
 import { AuthzError } from '../errors.js'
 import { initKeys, pruneKeys, readManifest, revokeKey, rotateKeys, statusesOf, type KeysAdminOptions } from '../keys/admin.js'
 import { safeActivationDelayMs } from '../keys/lifecycle.js'
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, formatDuration, parse, parseDuration, processIo, type Io } from './args.js'
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, formatDuration, isoOrNull, parse, parseDuration, processIo, toolConfig, type Io } from './args.js'
 
 export const KEYS_USAGE = `usage: authz-keys <verb>
 
@@ -23,8 +22,6 @@ durations: 90s, 10m, 24h, 7d. Reads AUTHZ_KEYS_DIR, AUTHZ_TOKEN_TTL, AUTHZ_JWKS_
 const KID_RE = /^[A-Za-z0-9_-]{43}$/
 
 const iso = (ms: number | null): string => (ms === null ? '-' : new Date(ms).toISOString())
-/** For --json: an unset instant is null, not the table's "-". */
-const isoOrNull = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
 
 function table(rows: string[][]): string[] {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? []
@@ -73,7 +70,7 @@ export async function runKeysCli(argv: string[], env: NodeJS.ProcessEnv, io: Io 
       io.out(KEYS_USAGE)
       return verb === undefined ? EXIT_USAGE : EXIT_OK
     }
-    const config = loadConfig(env, process.cwd(), { requireTls: false })
+    const config = toolConfig(env)
     const options: KeysAdminOptions = {
       dir: config.keysDir,
       timing: { tokenTtl: config.tokenTtl, jwksMaxAge: config.jwksMaxAge },

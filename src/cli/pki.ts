@@ -4,10 +4,9 @@
  * `<AUTHZ_KEYS_DIR>/dev-pki` unless `--dir` says otherwise. Not for production.
  */
 import { join, resolve } from 'node:path'
-import { loadConfig } from '../config.js'
 import { AuthzError } from '../errors.js'
 import { devPkiPaths, ensureCa, ensureClient, ensureServer } from '../pki/dev-files.js'
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse, processIo, type Io } from './args.js'
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse, processIo, toolConfig, type Io } from './args.js'
 
 export const PKI_USAGE = `usage: authz-pki <verb> [--dir <dir>]
 
@@ -31,7 +30,7 @@ export async function runPkiCli(argv: string[], env: NodeJS.ProcessEnv, io: Io =
       strict: true,
       allowPositionals: true,
     })
-    const config = loadConfig(env, process.cwd(), { requireTls: false })
+    const config = toolConfig(env)
     const paths = devPkiPaths(values.dir === undefined ? join(config.keysDir, 'dev-pki') : resolve(values.dir))
     if (verb === 'init') {
       if (positionals.length > 0) throw new AuthzError('ERR_USAGE', 'init takes no arguments')

@@ -9,7 +9,7 @@ import { createHash, X509Certificate } from 'node:crypto'
 import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import type { PeerCertificate } from 'node:tls'
-import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWK, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { systemClock, type Clock } from '../clock.js'
 import { VerifyError, type VerifyErrorCode } from './errors.js'
 import { httpRequestText } from './http.js'
@@ -106,6 +106,11 @@ function mapJoseError(err: unknown): VerifyError {
   return new VerifyError(table[code ?? ''] ?? 'ERR_TOKEN_MALFORMED', (err as Error).message, { cause: err })
 }
 
+/** The keys of a JWKS that may verify an authz token: RSA, RS256 (or no alg), not for encryption. Anything else is ignored, never trusted. */
+export function rs256SigningKeys(keys: readonly JWK[]): JWK[] {
+  return keys.filter((k) => k.kty === 'RSA' && (k.alg === undefined || k.alg === 'RS256') && k.use !== 'enc')
+}
+
 function isJwks(value: unknown): value is JSONWebKeySet {
   return typeof value === 'object' && value !== null && Array.isArray((value as { keys?: unknown }).keys)
 }
@@ -144,8 +149,7 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
       if (res.status !== 200) return false
       const jwks: unknown = JSON.parse(res.body)
       if (!isJwks(jwks)) return false
-      // Only RS256 signing keys are usable: anything else in the set is ignored, never trusted.
-      const usable = { keys: jwks.keys.filter((k) => k.kty === 'RSA' && (k.alg === undefined || k.alg === 'RS256') && k.use !== 'enc') }
+      const usable = { keys: rs256SigningKeys(jwks.keys) }
       keySet = createLocalJWKSet(usable)
       kids = usable.keys.map((k) => k.kid).filter((k): k is string => typeof k === 'string')
       const newEtag = res.headers.etag
