@@ -2,7 +2,6 @@
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { rename, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { systemClock } from '../src/clock.js'
@@ -10,7 +9,7 @@ import { initKeys } from '../src/keys/admin.js'
 import { createVerifier } from '../src/sdk/verifier.js'
 import { startServer } from '../src/server.js'
 import { LogCapture, SAMPLE_POLICY } from './helpers/harness.js'
-import { halfSentRequest, httpCall, httpsCall } from './helpers/http.js'
+import { freePort, halfSentRequest, httpCall, httpsCall } from './helpers/http.js'
 import { testPki } from './helpers/pki.js'
 
 const tokenBody = '{"audience":"inventory-service"}'
@@ -87,14 +86,6 @@ t.test('a restart with the same keys directory: same kid, and tokens issued befo
   t.match(await verifier.verify(token, { peerCertificate: pki.client('order-service').certPem }), { service: 'order-service' })
 })
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number }
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 t.test('SIGTERM while 100 requests are in flight: all complete, then the process exits 0', async (t) => {
   const { pki, env } = await install(t)

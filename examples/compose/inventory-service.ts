@@ -9,15 +9,9 @@
 import { readFileSync } from 'node:fs'
 import Fastify from 'fastify'
 import { CalleePolicy, createVerifier, serviceAuth } from '../../src/index.js'
+import { required as requiredEnv } from './env.js'
 
-function required(name: string): string {
-  const value = process.env[name]
-  if (value === undefined || value === '') {
-    console.error(`inventory-service: ${name} is required`)
-    process.exit(1)
-  }
-  return value
-}
+const required = (name: string): string => requiredEnv('inventory-service', name)
 
 const verifier = await createVerifier({
   issuer: process.env.ISSUER ?? 'https://authz.internal',

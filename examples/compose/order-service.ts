@@ -10,15 +10,9 @@
 import { readFileSync } from 'node:fs'
 import { request } from 'node:https'
 import { TokenClient } from '../../src/index.js'
+import { required as requiredEnv } from './env.js'
 
-function required(name: string): string {
-  const value = process.env[name]
-  if (value === undefined || value === '') {
-    console.error(`order-service: ${name} is required`)
-    process.exit(1)
-  }
-  return value
-}
+const required = (name: string): string => requiredEnv('order-service', name)
 
 const tls = { ca: readFileSync(required('TLS_CA')), cert: readFileSync(required('TLS_CERT')), key: readFileSync(required('TLS_KEY')) }
 const inventory = required('INVENTORY_URL').replace(/\/+$/, '')

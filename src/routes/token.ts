@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto'
 import type { TLSSocket } from 'node:tls'
 import { Ajv } from 'ajv'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
 import type { Config } from '../config.js'
 import type { Clock } from '../clock.js'
 import {
@@ -127,6 +127,11 @@ function checkBody(body: unknown, caller: string): { audience: string; scope: st
   return { audience: target, scope: body.scope }
 }
 
+/** pino's level check (Fastify's logger type does not declare it); true when the logger cannot say. */
+function debugEnabled(log: FastifyBaseLogger): boolean {
+  return (log as FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled?.('debug') ?? true
+}
+
 export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): Promise<void> {
   const { config, clock, keys, policy, metrics, rateLimiter } = deps
   const newJti = deps.randomUUID ?? randomUUID
@@ -155,8 +160,11 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
       if (!result.ok) throw new InvalidClient(result.reason)
       request.callerName = result.identity.subject
       if (!isKnownCaller(policy.current, result.identity.subject)) {
-        const decision = decide(policy.current, result.identity.subject, '', undefined)
-        request.log.debug({ event: 'policy_denied', sub: result.identity.subject, ...explainDecision(decision, result.identity.subject, '') }, 'policy denied')
+        // The explanation is built only when someone reads it: unknown callers must stay cheap to refuse.
+        if (debugEnabled(request.log)) {
+          const decision = decide(policy.current, result.identity.subject, '', undefined)
+          request.log.debug({ event: 'policy_denied', sub: result.identity.subject, ...explainDecision(decision, result.identity.subject, '') }, 'policy denied')
+        }
         throw new InvalidClient('unknown caller')
       }
       request.peer = result.identity
@@ -168,7 +176,9 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
       const { audience, scope } = checkBody(request.body, peer.subject)
       const decision = decide(policy.current, peer.subject, audience, scope)
       if (!decision.allowed) {
-        request.log.debug({ event: 'policy_denied', sub: peer.subject, aud: audience, ...explainDecision(decision, peer.subject, audience, scope) }, 'policy denied')
+        if (debugEnabled(request.log)) {
+          request.log.debug({ event: 'policy_denied', sub: peer.subject, aud: audience, ...explainDecision(decision, peer.subject, audience, scope) }, 'policy denied')
+        }
         if (decision.error === 'invalid_client') throw new InvalidClient(decision.reason)
         if (decision.error === 'invalid_target') throw new InvalidTarget(decision.reason)
         throw new InvalidScope(decision.reason)

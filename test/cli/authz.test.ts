@@ -1,4 +1,3 @@
-import { createServer } from 'node:net'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair, SignJWT } from 'jose'
@@ -11,6 +10,7 @@ import { createCrl } from '../../src/pki/dev-pki.js'
 import { explainDecision } from '../../src/policy/explain.js'
 import { decide, parsePolicy } from '../../src/policy/policy.js'
 import { SAMPLE_POLICY, startHarness, type Harness } from '../helpers/harness.js'
+import { freePort } from '../helpers/http.js'
 
 interface Run {
   readonly code: number
@@ -41,13 +41,6 @@ const harnessEnv = (h: Harness, extra: Record<string, string> = {}): Record<stri
   ...extra,
 })
 
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 async function issue(h: Harness, body: Record<string, unknown>, cn = 'order-service'): Promise<string> {
   const res = await h.token(body, h.pki.client(cn))

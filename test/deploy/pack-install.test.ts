@@ -7,7 +7,6 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -17,7 +16,7 @@ import t from 'tap'
 import { systemClock } from '../../src/clock.js'
 import { initKeys } from '../../src/keys/admin.js'
 import { ensureDevPki } from '../../src/pki/dev-files.js'
-import { httpCall, httpsCall, type Response } from '../helpers/http.js'
+import { freePort, httpCall, httpsCall, type Response } from '../helpers/http.js'
 
 const run = promisify(execFile)
 const repo = fileURLToPath(new URL('../../', import.meta.url))
@@ -40,13 +39,6 @@ function cleanEnv(extra: Record<string, string> = {}): Record<string, string> {
   return { ...env, ...extra }
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode })

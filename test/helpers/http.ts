@@ -1,6 +1,7 @@
 /** Real HTTPS/HTTP requests for tests: a fresh TLS connection per request unless an agent is given. */
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest, type Agent } from 'node:https'
+import { createServer } from 'node:net'
 import type { KeyPairPem } from '../../src/pki/dev-pki.js'
 
 export interface Response {
@@ -95,4 +96,13 @@ export function halfSentRequest(
     finish = () => req.end(options.body.slice(half))
   })
   return { done, finish: () => finish() }
+}
+
+/** A port that was free a moment ago (for a child process whose port 0 cannot be queried). */
+export async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+  await new Promise((resolve) => server.close(resolve))
+  return port
 }
