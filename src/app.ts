@@ -156,10 +156,14 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
   // for new requests: its certificate may be revoked now. A request in flight completes and its answer
   // closes the connection; a new request on such a connection closes it unanswered, so the client
   // reconnects and the handshake checks its certificate against the new CRL.
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
     const socket = request.raw.socket as TLSSocket
     const born = generations.get(socket)
-    if (born !== undefined && born < currentGeneration(app)) socket.destroy()
+    if (born !== undefined && born < currentGeneration(app)) {
+      socket.destroy()
+      // Stop here: no handler runs (and no token is signed) for a request nobody will receive.
+      reply.hijack()
+    }
   })
   app.addHook('onSend', async (request, reply) => {
     const born = generations.get(request.raw.socket as TLSSocket)
