@@ -20,7 +20,6 @@ import { PolicyStore } from './policy/store.js'
 import type { ReloadResult } from './util/report-once.js'
 import { checkTlsMaterial, readTlsMaterial, TlsReloader } from './tls/reloader.js'
 
-export { readTlsMaterial } from './tls/reloader.js'
 
 /** Where a started server sends its output, and its clock (tests). */
 export interface StartOptions {
@@ -85,9 +84,6 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   const config = loadConfig(env, cwd)
   const destination = options.logDestination ?? bufferedStdout()
   const logger = createLogger(config.logLevel, destination)
-  // Buffered lines still reach the log within a second when traffic is low.
-  const flusher = setInterval(() => (destination as { flush?: () => void }).flush?.(), 1000)
-  flusher.unref()
   const metrics = createMetrics()
 
   let policy: PolicyStore
@@ -171,6 +167,9 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   keys.watch(onKeys, options.pollMs)
   tlsReloader.watch(onTls, options.pollMs)
 
+  // Buffered lines still reach the log within a second when traffic is low.
+  const flusher = setInterval(() => (destination as { flush?: () => void }).flush?.(), 1000)
+  flusher.unref()
   try {
     await main.listen({ host: config.host, port: config.port })
     await ops.listen({ host: config.opsHost, port: config.opsPort })
