@@ -26,6 +26,7 @@ import { explainDecision } from '../policy/explain.js'
 import { decide, isKnownCaller } from '../policy/policy.js'
 import type { PolicyStore } from '../policy/store.js'
 import type { RateLimiter } from '../rate-limit.js'
+import type { ConnectionLifetimes } from '../tls/connections.js'
 import { buildClaims } from '../tokens/claims.js'
 import { signAccessToken } from '../tokens/signer.js'
 import { sendError } from './errors.js'
@@ -87,6 +88,7 @@ export interface TokenRouteDeps {
   readonly policy: PolicyStore
   readonly metrics: Metrics
   readonly rateLimiter: RateLimiter
+  readonly connections: ConnectionLifetimes
   readonly randomUUID?: () => string
 }
 
@@ -133,7 +135,7 @@ function debugEnabled(log: FastifyBaseLogger): boolean {
 }
 
 export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): Promise<void> {
-  const { config, clock, keys, policy, metrics, rateLimiter } = deps
+  const { config, clock, keys, policy, metrics, rateLimiter, connections } = deps
   const newJti = deps.randomUUID ?? randomUUID
 
   app.addContentTypeParser(
@@ -156,8 +158,18 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
     errorHandler: (err, request, reply) => sendError(request, reply, err, metrics),
     // Identity and rate limit come before the body is even read.
     onRequest: async (request) => {
-      const result = peerIdentity(request.raw.socket as TLSSocket)
-      if (!result.ok) throw new InvalidClient(result.reason)
+      const socket = request.raw.socket as TLSSocket
+      // The certificate is judged at every request, not only at the handshake: a keep-alive connection or
+      // a resumed session outlives its validity, and a new CA bundle or CRL may no longer trust it.
+      const result = peerIdentity(socket, clock.now())
+      if (!result.ok) {
+        connections.closeAfterAnswer(socket)
+        throw new InvalidClient(result.reason)
+      }
+      if (connections.isRetired(socket) && !(await connections.stillTrusted(socket))) {
+        connections.closeAfterAnswer(socket)
+        throw new InvalidClient('certificate no longer trusted')
+      }
       request.callerName = result.identity.subject
       if (!isKnownCaller(policy.current, result.identity.subject)) {
         // The explanation is built only when someone reads it: unknown callers must stay cheap to refuse.
