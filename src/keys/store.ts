@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto'
 import type { Clock } from '../clock.js'
 import type { AuthzError } from '../errors.js'
 import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
-import { loadKeyset, manifestHash, readManifestText, type Keyset, type LoadedKey } from './keyset.js'
+import { loadKeyset, requireManifestText, type Keyset, type LoadedKey } from './keyset.js'
+import { manifestHash } from './manifest.js'
 import { activeAt, keyStates, nextTransition, published, type KeyStatus, type Timing } from './lifecycle.js'
 
 export interface Jwks {
@@ -104,7 +105,7 @@ export class KeyStore {
   }
 
   async #attempt(): Promise<boolean> {
-    const text = await readManifestText(this.dir)
+    const text = await requireManifestText(this.dir)
     if (manifestHash(text) === this.#keyset?.sha256) return false
     this.#keyset = await loadKeyset(this.dir, { passphrase: this.#passphrase, previous: this.#keyset, manifestText: text })
     this.#refresh()
