@@ -12,7 +12,7 @@ import type { Metrics } from './metrics.js'
 import type { PolicyStore } from './policy/store.js'
 import { RateLimiter } from './rate-limit.js'
 import { discoveryRoutes } from './routes/discovery.js'
-import { installErrorHandling } from './routes/errors.js'
+import { clientErrorHandler, installErrorHandling } from './routes/errors.js'
 import { jwksRoutes } from './routes/jwks.js'
 import { opsRoutes } from './routes/ops.js'
 import { TOKEN_BODY_LIMIT, tokenRoutes } from './routes/token.js'
@@ -46,6 +46,7 @@ const commonOptions = {
   return503OnClosing: false,
   routerOptions: { maxParamLength: 256 },
   trustProxy: false,
+  clientErrorHandler,
 } as const
 
 const lifetimes = new WeakMap<FastifyInstance, ConnectionLifetimes>()
