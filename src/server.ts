@@ -4,10 +4,9 @@
  * demand, and drains on close. The only module that listens; the process (signals, exit codes) is
  * bin/server.ts.
  */
-import type { Server as TlsServer } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import type { DestinationStream, Logger } from 'pino'
-import { buildApp, buildOpsApp, connectionsOf } from './app.js'
+import { buildApp, buildOpsApp, connectionsOf, type MainApp } from './app.js'
 import { systemClock, type Clock } from './clock.js'
 import { loadConfig, type Config } from './config.js'
 import { ConfigError } from './errors.js'
@@ -33,7 +32,7 @@ export interface StartOptions {
 /** A started authz: both listeners, its stores, reload and graceful close. */
 export interface RunningServer {
   readonly config: Config
-  readonly main: FastifyInstance
+  readonly main: MainApp
   readonly ops: FastifyInstance
   readonly keys: KeyStore
   readonly policy: PolicyStore
@@ -88,7 +87,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   const ops = await buildOpsApp(config, deps)
   const connections = connectionsOf(main)
   // New handshakes use reloaded TLS material; a new client CA or CRL also retires older connections.
-  const tlsReloader = new TlsReloader(tlsFiles, main.server as unknown as TlsServer, tls, (trust) => connections.retire(trust))
+  const tlsReloader = new TlsReloader(tlsFiles, main.server, tls, (trust) => connections.retire(trust))
 
   const onPolicy = reloadReporter(
     'policy',
