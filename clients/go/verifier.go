@@ -83,6 +83,9 @@ type VerifierConfig struct {
 	// the background, and refuses tokens (ERR_JWKS_UNAVAILABLE) until a load succeeds.
 	StartWithoutKeys bool
 
+	// OnJWKSFetch is told the outcome of every JWKS fetch (the kids in use afterwards, and the error of
+	// a failed fetch) for metrics and tests. It must not block.
+	OnJWKSFetch func(kids []string, err error)
 	// Logger receives JWKS refresh failures and, from the middlewares, every denial (sub, aud, method,
 	// path, reason; never a token). Default slog.Default().
 	Logger *slog.Logger
@@ -118,6 +121,7 @@ type Verifier struct {
 	cooldown         time.Duration
 	fetchTimeout     time.Duration
 	logger           *slog.Logger
+	onFetch          func([]string, error)
 	clock            Clock
 	parser           *jwt.Parser
 
@@ -151,6 +155,7 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 		audience:     cfg.Audience,
 		allowNoPeer:  cfg.AllowNoPeer,
 		logger:       cfg.Logger,
+		onFetch:      cfg.OnJWKSFetch,
 		clock:        clockOrSystem(cfg.Clock),
 		maxLifetime:  cfg.MaxLifetime,
 		cooldown:     cfg.UnknownKIDCooldown,
@@ -422,6 +427,9 @@ func (v *Verifier) refetch(ctx context.Context, byToken bool) error {
 
 // afterFetch records the outcome and schedules the next background fetch.
 func (v *Verifier) afterFetch(next time.Duration, err error) {
+	if v.onFetch != nil {
+		defer v.onFetch(v.KIDs(), err)
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
