@@ -442,7 +442,7 @@ func (v *Verifier) afterFetch(next time.Duration, err error) {
 		if next > MinJWKSRefresh {
 			next = MinJWKSRefresh
 		}
-		v.logger.Warn("authz: JWKS fetch failed; the last good key set stays", "event", "jwks_fetch_failed", "url", v.url, "error", err.Error(), "retry_in", next.String())
+		v.logger.Warn("authz: JWKS fetch failed; the key set in use (if any) stays", "event", "jwks_fetch_failed", "url", v.url, "error", err.Error(), "retry_in", next.String())
 	} else {
 		v.failures = 0
 	}
@@ -525,7 +525,10 @@ func (v *Verifier) classify(tok *jwt.Token, err error) error {
 	if errors.As(err, &ve) {
 		return ve
 	}
-	if tok != nil {
+	if errors.Is(err, jwt.ErrTokenMalformed) {
+		return &VerifyError{Code: ErrCodeTokenMalformed, Err: err}
+	}
+	if tok != nil && tok.Header != nil {
 		if alg, _ := tok.Header["alg"].(string); !contains(v.algorithms, alg) {
 			return &VerifyError{Code: ErrCodeTokenAlg, Err: fmt.Errorf("alg %q is not allowed", alg)}
 		}
@@ -534,7 +537,6 @@ func (v *Verifier) classify(tok *jwt.Token, err error) error {
 		is   error
 		code VerifyCode
 	}{
-		{jwt.ErrTokenMalformed, ErrCodeTokenMalformed},
 		{jwt.ErrTokenSignatureInvalid, ErrCodeTokenSignature},
 		{jwt.ErrTokenExpired, ErrCodeTokenExpired},
 		{jwt.ErrTokenNotValidYet, ErrCodeTokenNotYetValid},
