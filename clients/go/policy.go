@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -262,9 +261,13 @@ func (p *CalleePolicy) Reload() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	data, err := os.ReadFile(p.path)
-	if err == nil {
-		sum := sha256.Sum256(data)
-		if bytes.Equal(sum[:], p.doc.Load().sha256[:]) {
+	var sum [32]byte
+	if err != nil {
+		sum = sha256.Sum256([]byte("read error: " + err.Error()))
+	} else {
+		sum = sha256.Sum256(data)
+		if sum == p.doc.Load().sha256 {
+			p.badHash = [32]byte{}
 			return nil
 		}
 		var doc *policyDoc
@@ -276,11 +279,11 @@ func (p *CalleePolicy) Reload() error {
 			}
 			return nil
 		}
-		if sum == p.badHash {
-			return err // already reported
-		}
-		p.badHash = sum
 	}
+	if sum == p.badHash {
+		return err // already reported
+	}
+	p.badHash = sum
 	p.logger.Error("authz: callee policy reload failed; the previous rules stay in force", "event", "policy_reload_failed", "path", p.path, "error", err.Error())
 	if p.onReload != nil {
 		p.onReload(err)
