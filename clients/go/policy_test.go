@@ -81,7 +81,7 @@ func TestCalleePolicyMatchesPathsLikeTheRouter(t *testing.T) {
 		{"GET", "/stock/a%2Fb", reader, authz.Allow}, // one segment, as ServeMux sees it
 		{"GET", "/stock/sku-1/history", reader, authz.Allow},
 		{"GET", "/stock/sku-1/history", payer, authz.Forbidden},
-		{"GET", "/stock/", reader, authz.Unlisted},      // :sku needs a non-empty segment
+		{"GET", "/stock/", reader, authz.Unlisted},       // :sku needs a non-empty segment
 		{"GET", "/stock/sku-1/", reader, authz.Unlisted}, // a trailing slash is another route
 		{"GET", "//stock/sku-1", reader, authz.Unlisted},
 		{"GET", "/stock/../stock/sku-1", reader, authz.Unlisted},
@@ -115,17 +115,17 @@ func TestCalleePolicyMatchesPathsLikeTheRouter(t *testing.T) {
 func TestCalleePolicyRefusesBadFilesNamingTheEntry(t *testing.T) {
 	cases := map[string]string{
 		`not json`: "not valid JSON",
-		`{"routes": {"FETCH /x": {"scopes": []}}}`:                       `"FETCH /x"`,
-		`{"routes": {"GET x": {"scopes": []}}}`:                          `"GET x"`,
-		`{"routes": {"GET /x": {"scopes": ["a b"]}}}`:                    `routes["GET /x"].scopes`,
-		`{"routes": {"GET /x": {"scopes": ["a", "a"]}}}`:                 "twice",
-		`{"routes": {"GET /x": {}}}`:                                     `routes["GET /x"]: scopes is required`,
-		`{"routes": {"GET /x": {"scopes": [], "scope": []}}}`:            `unknown member "scope"`,
-		`{"routes": {"GET /x": {"scopes": [], "callers": "a"}}}`:         "callers",
-		`{"routes": {}, "Routes": {}}`:                                   `unknown member "Routes"`,
-		`{"service": "inventory-service"}`:                               "routes is required",
-		`{"routes": {"GET /x": {"Scopes": ["a"]}}}`:                      `unknown member "Scopes"`,
-		`{"routes": {"GET /x": {"scopes": ["a\"b"]}}}`:                   `routes["GET /x"].scopes`,
+		`{"routes": {"FETCH /x": {"scopes": []}}}`:               `"FETCH /x"`,
+		`{"routes": {"GET x": {"scopes": []}}}`:                  `"GET x"`,
+		`{"routes": {"GET /x": {"scopes": ["a b"]}}}`:            `routes["GET /x"].scopes`,
+		`{"routes": {"GET /x": {"scopes": ["a", "a"]}}}`:         "twice",
+		`{"routes": {"GET /x": {}}}`:                             `routes["GET /x"]: scopes is required`,
+		`{"routes": {"GET /x": {"scopes": [], "scope": []}}}`:    `unknown member "scope"`,
+		`{"routes": {"GET /x": {"scopes": [], "callers": "a"}}}`: "callers",
+		`{"routes": {}, "Routes": {}}`:                           `unknown member "Routes"`,
+		`{"service": "inventory-service"}`:                       "routes is required",
+		`{"routes": {"GET /x": {"Scopes": ["a"]}}}`:              `unknown member "Scopes"`,
+		`{"routes": {"GET /x": {"scopes": ["a\"b"]}}}`:           `routes["GET /x"].scopes`,
 	}
 	for text, want := range cases {
 		_, err := authz.ParseCalleePolicy([]byte(text))

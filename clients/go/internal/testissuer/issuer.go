@@ -180,6 +180,8 @@ func (is *Issuer) run() error {
 	cmd := exec.Command("node", filepath.Join(is.Root, "dist", "bin", "server.js"))
 	cmd.Dir = is.Dir
 	cmd.Env = is.env
+	// If the test binary dies (a panic, a timeout), authz goes with it instead of running on.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
