@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"log/slog"
 	"net/http"
 )
@@ -54,7 +55,11 @@ type Denial struct {
 
 // LogDenial writes one warning line for a denial: sub, aud, method, path, status and reason.
 func LogDenial(l *slog.Logger, d Denial) {
-	attrs := []any{"event", "service_call_denied", "status", d.Status, "reason", d.Reason, "method", d.Method, "path", d.Path}
+	attrs := []any{"event", "service_call_denied", "status", d.Status, "reason", d.Reason}
+	if d.Method != "" {
+		attrs = append(attrs, "method", d.Method)
+	}
+	attrs = append(attrs, "path", d.Path)
 	if d.Caller != nil {
 		attrs = append(attrs, "sub", d.Caller.Service, "aud", d.Caller.Audience)
 	}
@@ -63,7 +68,8 @@ func LogDenial(l *slog.Logger, d Denial) {
 
 // ReasonOf is the reason a Verify error is logged with: its VerifyCode.
 func ReasonOf(err error) string {
-	if ve, ok := err.(*VerifyError); ok {
+	var ve *VerifyError
+	if errors.As(err, &ve) {
 		return string(ve.Code)
 	}
 	return "ERR_TOKEN_INVALID"
