@@ -111,12 +111,12 @@ func Middleware(v *Verifier, p *CalleePolicy) func(http.Handler) http.Handler {
 	}
 }
 
-// WriteDenial answers a bare status with an empty body, never cached.
+// WriteDenial answers a bare status with an empty body, never cached. Headers other middleware set
+// (a request id, say) stay; nothing describes a body.
 func WriteDenial(w http.ResponseWriter, status int) {
 	h := w.Header()
-	for k := range h {
-		delete(h, k)
-	}
+	h.Del("Content-Type")
+	h.Del("Content-Encoding")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Length", "0")
 	w.WriteHeader(status)

@@ -137,8 +137,8 @@ func NewTokenSource(cfg TokenSourceConfig) (*TokenSource, error) {
 	}
 	ts.ctx, ts.cancel = context.WithCancel(context.Background())
 	ts.client = &http.Client{
+		// Direct connections only (no HTTP_PROXY), like the TypeScript SDK.
 		Transport: &http.Transport{
-			Proxy:               http.ProxyFromEnvironment,
 			TLSClientConfig:     cfg.TLS.Clone(),
 			TLSHandshakeTimeout: cfg.RequestTimeout,
 			MaxIdleConnsPerHost: 4,
@@ -173,7 +173,8 @@ func (ts *TokenSource) Token(ctx context.Context, audience string, scopes ...str
 		return "", errors.New("authz: Token needs an audience")
 	}
 	list := normaliseScopes(scopes)
-	key := audience + "\n" + strings.Join(list, " ")
+	keyJSON, _ := json.Marshal(append([]string{audience}, list...)) // unambiguous, whatever the strings hold
+	key := string(keyJSON)
 	ts.mu.Lock()
 	if ts.closed {
 		ts.mu.Unlock()

@@ -241,8 +241,9 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 		return nil, fmt.Errorf("authz: JWKSURL must be an http(s) URL, got %q", cfg.JWKSURL)
 	}
 	v.url = u.String()
+	// Direct connections only: an HTTP_PROXY from the environment must not sit between this service
+	// and the keys it trusts (the ops JWKS is plain http inside the cluster).
 	transport := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: v.fetchTimeout,
