@@ -202,7 +202,7 @@ type CalleePolicy struct {
 	stopOnce sync.Once
 }
 
-// PolicyOption configures LoadCalleePolicy.
+// PolicyOption configures LoadCalleePolicyWith.
 type PolicyOption func(*CalleePolicy)
 
 // WithPollInterval sets how often the file is checked for changes (default 2 s; 0 turns polling off,
@@ -216,8 +216,12 @@ func WithReloadHook(f func(error)) PolicyOption { return func(p *CalleePolicy) {
 func WithPolicyLogger(l *slog.Logger) PolicyOption { return func(p *CalleePolicy) { p.logger = l } }
 
 // LoadCalleePolicy reads a callee policy file (the TypeScript SDK's format) and watches it: the file is
-// re-read when it changes; an invalid new file is logged and the previous rules stay. Close stops it.
-func LoadCalleePolicy(path string, opts ...PolicyOption) (*CalleePolicy, error) {
+// re-read when it changes (polled every 2 s); an invalid new file is logged and the previous rules
+// stay. Close stops it.
+func LoadCalleePolicy(path string) (*CalleePolicy, error) { return LoadCalleePolicyWith(path) }
+
+// LoadCalleePolicyWith is LoadCalleePolicy with options (poll interval, reload hook, logger).
+func LoadCalleePolicyWith(path string, opts ...PolicyOption) (*CalleePolicy, error) {
 	p := &CalleePolicy{path: path, interval: 2 * time.Second, stop: make(chan struct{})}
 	for _, o := range opts {
 		o(p)

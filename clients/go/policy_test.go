@@ -33,7 +33,7 @@ func TestCalleePolicyReadsTheTypeScriptSDKsFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := authz.LoadCalleePolicy(filepath.Join(root, "examples", "inventory-policy.json"), authz.WithPollInterval(0))
+	p, err := authz.LoadCalleePolicyWith(filepath.Join(root, "examples", "inventory-policy.json"), authz.WithPollInterval(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestCalleePolicyReloadsOnChangeAndKeepsTheOldRulesOnABadFile(t *testing.T) 
 	writeAtomic(t, path, `{"routes": {"GET /stock/:sku": {"scopes": ["stock:read"]}}}`)
 	reloads := make(chan error, 16)
 	logger, logs := jsonLogger()
-	p, err := authz.LoadCalleePolicy(path, authz.WithPollInterval(5*time.Millisecond), authz.WithReloadHook(func(err error) { reloads <- err }), authz.WithPolicyLogger(logger))
+	p, err := authz.LoadCalleePolicyWith(path, authz.WithPollInterval(5*time.Millisecond), authz.WithReloadHook(func(err error) { reloads <- err }), authz.WithPolicyLogger(logger))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,3 +49,6 @@ func TestMiddlewareGuardsAGinService(t *testing.T) {
 		return r
 	})
 }
+
+// The API as issue 13 names it.
+var _ func(*authz.Verifier, *authz.CalleePolicy) gin.HandlerFunc = ginauth.Middleware

@@ -334,3 +334,10 @@ func TestPerRPCCredentialsNeedTLSAndReportRefusals(t *testing.T) {
 		t.Fatalf("want UNAUTHENTICATED naming invalid_scope, got %v", err)
 	}
 }
+
+// The API as issue 13 names it (the server interceptors also take options, e.g. Exempt).
+var (
+	_ func(*authz.TokenSource, string, ...string) credentials.PerRPCCredentials = grpcauth.PerRPCCredentials
+	_ grpc.UnaryServerInterceptor                                               = grpcauth.UnaryServerInterceptor(nil, nil)
+	_ grpc.StreamServerInterceptor                                              = grpcauth.StreamServerInterceptor(nil, nil)
+)
