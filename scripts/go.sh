@@ -73,7 +73,7 @@ check_toolchain() {
   local need
   need=$(missing "${PACKAGES_MAIN[@]}" "${PACKAGES_BACKPORTS[@]}")
   if [ -n "$need" ] || [ ! -x "$GO" ]; then
-    echo "go: missing Debian packages: ${need:-$GO} (run: sudo scripts/go.sh install)" >&2
+    echo "go: missing Debian packages: ${need:-$GO} (as root: bash scripts/go.sh install)" >&2
     return 1
   fi
 }
