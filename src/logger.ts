@@ -39,6 +39,12 @@ export function loggerOptions(level: LogLevel): LoggerOptions {
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     serializers: {
       req: (req: { method?: string; url?: string; id?: string }) => ({ id: req.id, method: req.method, url: req.url }),
+      // Node's client errors carry the raw bytes received (`rawPacket`), tokens included: never logged.
+      err: (err: Error) => {
+        const serialized = pino.stdSerializers.err(err) as ReturnType<typeof pino.stdSerializers.err> & { rawPacket?: unknown }
+        delete serialized.rawPacket
+        return serialized
+      },
     },
   }
 }

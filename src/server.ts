@@ -7,17 +7,18 @@ import { join, relative } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { DestinationStream, Logger } from 'pino'
 import type { Server as TlsServer } from 'node:tls'
-import { buildApp, buildOpsApp, retireConnections } from './app.js'
+import { buildApp, buildOpsApp, connectionsOf } from './app.js'
 import { systemClock, type Clock } from './clock.js'
 import { loadConfig, type Config, type TlsFiles } from './config.js'
 import { AuthzError, ConfigError } from './errors.js'
-import { initKeys, readManifest } from './keys/admin.js'
+import { initKeys } from './keys/admin.js'
+import { readManifest } from './keys/manifest.js'
 import { KeyStore } from './keys/store.js'
 import { bufferedStdout, createLogger } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { assertSafeName, ensureDevPki } from './pki/dev-files.js'
 import { PolicyStore } from './policy/store.js'
-import type { ReloadResult } from './util/report-once.js'
+import type { ReloadEvent } from './util/reloader.js'
 import { checkTlsMaterial, readTlsMaterial, TlsReloader } from './tls/reloader.js'
 
 
@@ -134,18 +135,31 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   const main = await buildApp(config, tls, deps)
   const ops = await buildOpsApp(config, deps)
 
-  /** One way to report a reload: count it, log a failure as an error, log a change with its details. */
+  /**
+   * One way to report a reload: count it, log a failure as an error (once per distinct failure: the
+   * reloader retries it until it loads), flag it in `authz_reload_failing`, log a change with its details.
+   */
   const reporter =
     (counter: Metrics['policyReloads'], what: string, keeps: string, onChange: () => Record<string, unknown>) =>
-    (result: ReloadResult<AuthzError>): void => {
-      if (result.error !== undefined) {
+    (event: ReloadEvent<AuthzError>): void => {
+      if (event.kind === 'failed') {
         counter.inc({ result: 'error' })
-        logger.error({ event: 'reload_failed', what, code: result.error.code, detail: result.error.message }, `${what} reload failed; ${keeps} stay in force`)
-      } else if (result.changed) {
-        counter.inc({ result: 'changed' })
-        logger.info({ event: 'reloaded', what, ...onChange() }, `${what} reloaded`)
+        metrics.reloadFailing.set({ what }, 1)
+        logger.error(
+          { event: 'reload_failed', what, code: event.error.code, detail: event.error.message, retry_in_ms: event.retryInMs },
+          `${what} reload failed; ${keeps} stay in force; retrying until it loads`,
+        )
+        return
       }
+      if (event.kind === 'recovered') {
+        metrics.reloadFailing.set({ what }, 0)
+        logger.warn({ event: 'reload_recovered', what, failed_for_ms: event.failedFor }, `${what} loads again`)
+        if (!event.changed) return
+      }
+      counter.inc({ result: 'changed' })
+      logger.info({ event: 'reloaded', what, ...onChange() }, `${what} reloaded`)
     }
+  for (const what of ['policy', 'keyset', 'TLS']) metrics.reloadFailing.set({ what }, 0)
   const onPolicy = reporter(metrics.policyReloads, 'policy', 'the previous policy and its grants', () => ({
     sha256: policy.current.sha256,
     callers: policy.current.grants.size,
@@ -154,8 +168,9 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
     return { kids: keys.jwks().kids, active: keys.signingKey()?.kid }
   })
-  const tlsReloader = new TlsReloader(tlsFiles, main.server as unknown as TlsServer, tls, () => retireConnections(main))
+  const connections = connectionsOf(main)
   // New handshakes use reloaded TLS material; a new client CA or CRL also retires older connections.
+  const tlsReloader = new TlsReloader(tlsFiles, main.server as unknown as TlsServer, tls, (trust) => connections.retire(trust))
   const onTls = reporter(metrics.tlsReloads, 'TLS', 'the previous certificates, CA and CRL', () => ({}))
   let lastActive = keys.signingKey()?.kid
   keys.onChange(() => {
@@ -198,16 +213,25 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     mainUrl: `https://127.0.0.1:${mainPort}`,
     opsUrl: `http://127.0.0.1:${opsPort}`,
     async reload() {
-      onPolicy(await policy.reload(true))
-      onKeys(await keys.reload(true))
-      onTls(await tlsReloader.reload(true))
+      // Outcomes reach the reporters registered by watch().
+      await policy.reload(true)
+      await keys.reload(true)
+      await tlsReloader.reload(true)
     },
     close() {
       closing ??= (async () => {
         policy.close()
         keys.close()
         tlsReloader.close()
+        // Answers in progress finish (and close their connections); idle, handshaking, silent and
+        // half-received connections close now; at the deadline everything left is destroyed.
+        const deadlineMs = config.shutdownTimeout * 1000
+        connections.drain(deadlineMs)
+        const opsDeadline = setTimeout(() => ops.server.closeAllConnections(), deadlineMs)
+        opsDeadline.unref()
         await Promise.all([main.close(), ops.close()])
+        connections.stop()
+        clearTimeout(opsDeadline)
         clearInterval(flusher)
         flushLog(destination)
       })()
@@ -239,7 +263,9 @@ export async function main(): Promise<void> {
   }
   process.on('SIGHUP', () => void server.reload())
   const stop = (signal: string): void => {
-    server.logger.info({ signal }, 'shutting down: draining in-flight requests')
+    server.logger.info({ signal, deadline_s: server.config.shutdownTimeout }, 'shutting down: draining in-flight requests')
+    // The drain destroys what is left at the deadline; this is the backstop should anything else hang.
+    setTimeout(() => process.exit(0), server.config.shutdownTimeout * 1000 + 2000).unref()
     server.close().then(
       () => process.exit(0),
       (err: unknown) => {
