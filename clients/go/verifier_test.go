@@ -327,3 +327,27 @@ func TestVerifierAcceptsARealTokenFromAuthz(t *testing.T) {
 	_, err = v.Verify(ctxT(t), token, leaf(iss.ClientCert("order-service")))
 	wantCode(t, err, authz.ErrCodeTokenIssuer)
 }
+
+func TestStaticKeysExportedByTheKeysCLIVerifyRealTokens(t *testing.T) {
+	token, err := iss.RawToken("order-service", "inventory-service", "stock:read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"export", "--public"}, {"export", "--public", "--format", "pem"}} {
+		out, err := iss.KeysCLI(ctxT(t), args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), "keys")
+		if err := os.WriteFile(file, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		v, err := authz.NewVerifier(ctxT(t), authz.VerifierConfig{Issuer: testissuer.IssuerName, Audience: "inventory-service", KeysFile: file})
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if _, err := v.Verify(ctxT(t), token, leaf(iss.ClientCert("order-service"))); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+}

@@ -351,12 +351,9 @@ func (is *Issuer) TokensIssued(audience string) (int, error) {
 // Rotate makes a new signing key, active at once (keys rotate --activate-in 0s --force), has the
 // server reload it (SIGHUP), waits until the server says it signs with it, and returns its kid.
 func (is *Issuer) Rotate(ctx context.Context) (string, error) {
-	cmd := exec.CommandContext(ctx, "node", filepath.Join(is.Root, "dist", "bin", "keys.js"), "rotate", "--activate-in", "0s", "--force")
-	cmd.Dir = is.Dir
-	cmd.Env = is.env
-	out, err := cmd.CombinedOutput()
+	out, err := is.KeysCLI(ctx, "rotate", "--activate-in", "0s", "--force")
 	if err != nil {
-		return "", fmt.Errorf("keys rotate: %v\n%s", err, out)
+		return "", err
 	}
 	m := regexp.MustCompile(`created key (\S+):`).FindSubmatch(out)
 	if m == nil {
@@ -373,4 +370,18 @@ func (is *Issuer) Rotate(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("authz did not switch to %s: %w\n%s", kid, err, is.Log())
 	}
 	return kid, nil
+}
+
+// KeysCLI runs the keys CLI (node dist/bin/keys.js) on this issuer's keys directory; stdout only.
+func (is *Issuer) KeysCLI(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "node", append([]string{filepath.Join(is.Root, "dist", "bin", "keys.js")}, args...)...)
+	cmd.Dir = is.Dir
+	cmd.Env = is.env
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("keys %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
+	}
+	return out, nil
 }
