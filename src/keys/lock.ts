@@ -7,11 +7,10 @@
  */
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { link, readFile, stat, unlink } from 'node:fs/promises'
+import { link, readFile, stat, unlink, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { AuthzError } from '../errors.js'
-import { writeFileAtomic } from '../util/atomic-write.js'
 
 export const LOCK_FILE = '.lock'
 
@@ -112,8 +111,10 @@ export async function withLock<T>(dir: string, fn: () => Promise<T>, timeoutMs =
     command,
   }
   const text = JSON.stringify(owner)
+  // A file of our own (a unique name, complete before it is linked): not an atomic-write temp file, which
+  // the lock holder's leftover cleaning would remove under a waiter's feet.
   const staging = join(dir, `${LOCK_FILE}.${owner.token}.tmp`)
-  await writeFileAtomic(staging, text, 0o600)
+  await writeFile(staging, text, { mode: 0o600, flag: 'wx' })
   const deadline = Date.now() + timeoutMs
   try {
     for (;;) {
