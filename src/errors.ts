@@ -15,25 +15,40 @@ export type OAuthErrorCode =
   | 'temporarily_unavailable'
   | 'server_error'
 
-/** Base class of the errors a token request can end with. */
-export class OAuthError extends Error {
-  readonly code: OAuthErrorCode
-  readonly statusCode: number
-  /** A generic, caller-safe description; never says which internal check failed. */
-  readonly description: string | undefined
+/** Every `error` member a response body can carry: the OAuth codes, and `not_found` for an unserved path. */
+export type WireErrorCode = OAuthErrorCode | 'not_found'
 
-  constructor(code: OAuthErrorCode, statusCode: number, message: string, description?: string) {
+/** An error with an answer: its wire code and HTTP status. `routes/errors.ts` turns it into a response. */
+export class WireError extends Error {
+  readonly code: WireErrorCode
+  readonly statusCode: number
+
+  constructor(code: WireErrorCode, statusCode: number, message: string) {
     super(message)
     this.name = new.target.name
     this.code = code
     this.statusCode = statusCode
-    this.description = description
+  }
+}
+
+/** Base class of the errors a token request can end with. The message is for the log, never the wire. */
+export class OAuthError extends WireError {
+  declare readonly code: OAuthErrorCode
+  constructor(code: OAuthErrorCode, statusCode: number, message: string) {
+    super(code, statusCode, message)
+  }
+}
+
+/** A method or path the listener does not serve. */
+export class NotFound extends WireError {
+  constructor() {
+    super('not_found', 404, 'not found')
   }
 }
 
 export class InvalidRequest extends OAuthError {
-  constructor(message = 'invalid request', statusCode = 400) {
-    super('invalid_request', statusCode, message)
+  constructor(message = 'invalid request') {
+    super('invalid_request', 400, message)
   }
 }
 
@@ -87,13 +102,21 @@ export type AuthzErrorCode =
   | 'ERR_ROTATION_REFUSED'
   | 'ERR_USAGE'
 
+/**
+ * Why a keyset failed, finer than its code (tests and tools assert on it, never on the message): a key
+ * file that is not a usable key, and why.
+ */
+export type AuthzErrorReason = 'passphrase_missing' | 'passphrase_wrong' | 'not_a_key' | 'key_type' | 'key_too_weak' | 'key_mismatch'
+
 /** Operator-facing error: bad configuration, policy or keys. Its message is meant for the operator's eyes. */
 export class AuthzError extends Error {
   readonly code: AuthzErrorCode
-  constructor(code: AuthzErrorCode, message: string, options?: { cause?: unknown }) {
+  readonly reason: AuthzErrorReason | undefined
+  constructor(code: AuthzErrorCode, message: string, options?: { cause?: unknown; reason?: AuthzErrorReason }) {
     super(message, options)
     this.name = new.target.name
     this.code = code
+    this.reason = options?.reason
   }
 }
 

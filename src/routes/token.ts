@@ -29,7 +29,7 @@ import type { RateLimiter } from '../rate-limit.js'
 import type { ConnectionLifetimes } from '../tls/connections.js'
 import { buildClaims } from '../tokens/claims.js'
 import { signAccessToken } from '../tokens/signer.js'
-import { sendError } from './errors.js'
+import './errors.js' // FastifyRequest.peer
 
 export const TOKEN_BODY_LIMIT = 8 * 1024
 
@@ -74,12 +74,6 @@ interface TokenRequestBody {
 const validateBody = new Ajv({ strict: true, coerceTypes: false, useDefaults: false }).compile<TokenRequestBody>(
   tokenRequestSchema,
 )
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    peer?: PeerIdentity
-  }
-}
 
 export interface TokenRouteDeps {
   readonly config: Config
@@ -161,7 +155,6 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
     url: '/token',
     bodyLimit: TOKEN_BODY_LIMIT,
     schema: { response: { 200: tokenResponseSchema } },
-    errorHandler: (err, request, reply) => sendError(request, reply, err, metrics),
     // Identity and rate limit come before the body is even read.
     onRequest: async (request) => {
       const socket = request.raw.socket as TLSSocket
@@ -176,7 +169,7 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
         connections.closeAfterAnswer(socket)
         throw new InvalidClient('certificate no longer trusted')
       }
-      request.callerName = result.identity.subject
+      request.peer = result.identity
       if (!isKnownCaller(policy.current, result.identity.subject)) {
         // The explanation is built only when someone reads it: unknown callers must stay cheap to refuse.
         if (debugEnabled(request.log)) {
@@ -185,7 +178,6 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
         }
         throw new InvalidClient('unknown caller')
       }
-      request.peer = result.identity
       const rate = rateLimiter.take(result.identity.subject)
       if (!rate.allowed) throw new SlowDown(rate.retryAfter)
     },
