@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto'
 import type { TLSSocket } from 'node:tls'
 import { Ajv } from 'ajv'
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
+import type { FromSchema } from 'json-schema-to-ts'
 import type { Config } from '../config.js'
 import type { Clock } from '../clock.js'
 import {
@@ -63,13 +64,8 @@ export const tokenResponseSchema = {
   },
 } as const
 
-interface TokenRequestBody {
-  grant_type?: string
-  audience?: string
-  resource?: string
-  scope?: string | string[]
-  client_id?: string
-}
+/** The body after parsing and validation: derived from the schema. */
+type TokenRequestBody = FromSchema<typeof tokenRequestSchema>
 
 const validateBody = new Ajv({ strict: true, coerceTypes: false, useDefaults: false }).compile<TokenRequestBody>(
   tokenRequestSchema,
