@@ -31,62 +31,54 @@ export class WireError extends Error {
   }
 }
 
+/** The HTTP status of each wire code: the one table (the CLI's `explain` reads it too). */
+export const STATUS_OF: Readonly<Record<WireErrorCode, number>> = Object.freeze({
+  invalid_request: 400,
+  invalid_client: 401,
+  unsupported_grant_type: 400,
+  invalid_target: 400,
+  invalid_scope: 400,
+  slow_down: 429,
+  temporarily_unavailable: 503,
+  server_error: 500,
+  not_found: 404,
+})
+
 /** Base class of the errors a token request can end with. The message is for the log, never the wire. */
 export class OAuthError extends WireError {
   declare readonly code: OAuthErrorCode
-  constructor(code: OAuthErrorCode, statusCode: number, message: string) {
-    super(code, statusCode, message)
+  constructor(code: OAuthErrorCode, message: string) {
+    super(code, STATUS_OF[code], message)
   }
 }
+
+/** A subclass of OAuthError for one code, with a default log message. */
+const oauthError = (code: OAuthErrorCode, defaultMessage: string) =>
+  class extends OAuthError {
+    constructor(message = defaultMessage) {
+      super(code, message)
+    }
+  }
 
 /** A method or path the listener does not serve. */
 export class NotFound extends WireError {
   constructor() {
-    super('not_found', 404, 'not found')
+    super('not_found', STATUS_OF.not_found, 'not found')
   }
 }
 
-export class InvalidRequest extends OAuthError {
-  constructor(message = 'invalid request') {
-    super('invalid_request', 400, message)
-  }
-}
-
-export class InvalidClient extends OAuthError {
-  constructor(message = 'client authentication failed') {
-    super('invalid_client', 401, message)
-  }
-}
-
-export class UnsupportedGrantType extends OAuthError {
-  constructor(message = 'unsupported grant type') {
-    super('unsupported_grant_type', 400, message)
-  }
-}
-
-export class InvalidTarget extends OAuthError {
-  constructor(message = 'invalid target') {
-    super('invalid_target', 400, message)
-  }
-}
-
-export class InvalidScope extends OAuthError {
-  constructor(message = 'invalid scope') {
-    super('invalid_scope', 400, message)
-  }
-}
+export class InvalidRequest extends oauthError('invalid_request', 'invalid request') {}
+export class InvalidClient extends oauthError('invalid_client', 'client authentication failed') {}
+export class UnsupportedGrantType extends oauthError('unsupported_grant_type', 'unsupported grant type') {}
+export class InvalidTarget extends oauthError('invalid_target', 'invalid target') {}
+export class InvalidScope extends oauthError('invalid_scope', 'invalid scope') {}
+export class TemporarilyUnavailable extends oauthError('temporarily_unavailable', 'no usable signing key') {}
 
 export class SlowDown extends OAuthError {
   readonly retryAfterSeconds: number
   constructor(retryAfterSeconds: number) {
-    super('slow_down', 429, 'rate limit exceeded')
+    super('slow_down', 'rate limit exceeded')
     this.retryAfterSeconds = retryAfterSeconds
-  }
-}
-
-export class TemporarilyUnavailable extends OAuthError {
-  constructor(message = 'no usable signing key') {
-    super('temporarily_unavailable', 503, message)
   }
 }
 
