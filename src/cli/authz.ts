@@ -10,7 +10,6 @@ import { readFile } from 'node:fs/promises'
 import { Agent as HttpAgent } from 'node:http'
 import { join } from 'node:path'
 import { Ajv } from 'ajv'
-import forge from 'node-forge'
 import { compactVerify, decodeJwt, decodeProtectedHeader, importJWK, type JWK, type JWTPayload, type ProtectedHeaderParameters } from 'jose'
 import { systemClock, type Clock } from '../clock.js'
 import type { Config } from '../config.js'
@@ -19,12 +18,15 @@ import { statusesOf } from '../keys/admin.js'
 import { loadKeyset } from '../keys/keyset.js'
 import { keyStates, type KeyState, type Timing } from '../keys/lifecycle.js'
 import { readManifest, type Manifest } from '../keys/manifest.js'
+import { diffPolicies, type PolicyDiff } from '../policy/diff.js'
 import { explainDecision, type DecisionExplanation } from '../policy/explain.js'
 import { decide, parsePolicy, type Policy } from '../policy/policy.js'
 import { PolicyStore } from '../policy/store.js'
 import { tokenRequestSchema } from '../routes/token.js'
 import { httpRequestText } from '../sdk/http.js'
 import { rs256SigningKeys, thumbprintOf } from '../sdk/verifier.js'
+import { crlDates } from '../tls/crl.js'
+import { pemBlocks } from '../tls/trust.js'
 import { fetchJwks, type RemoteTls } from './remote-jwks.js'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, formatDuration, isoOrNull, parse, processIo, toolConfig, type Io } from './args.js'
 
@@ -133,49 +135,6 @@ async function explain(args: string[], env: NodeJS.ProcessEnv, io: Io): Promise<
 }
 
 // ----------------------------------------------------------------------------------------- policy check
-
-export interface GrantChange {
-  readonly caller: string
-  readonly audience: string
-  readonly change: 'added' | 'removed' | 'changed'
-  readonly added: readonly string[]
-  readonly removed: readonly string[]
-}
-
-export interface PolicyDiff {
-  readonly audiencesAdded: readonly string[]
-  readonly audiencesRemoved: readonly string[]
-  readonly callersAdded: readonly string[]
-  readonly callersRemoved: readonly string[]
-  readonly grants: readonly GrantChange[]
-}
-
-const sorted = (names: Iterable<string>): string[] => [...names].sort()
-const minus = <T>(a: Iterable<T>, b: { has(x: T): boolean }): T[] => [...a].filter((x) => !b.has(x))
-
-/** What changes from `before` to `after`: audiences, callers, and caller → audience → scopes. */
-export function diffPolicies(before: Policy, after: Policy): PolicyDiff {
-  const grants: GrantChange[] = []
-  for (const caller of sorted(new Set([...before.grants.keys(), ...after.grants.keys()]))) {
-    const was = before.grants.get(caller) ?? new Map<string, readonly string[]>()
-    const now = after.grants.get(caller) ?? new Map<string, readonly string[]>()
-    for (const audience of sorted(new Set([...was.keys(), ...now.keys()]))) {
-      const from = was.get(audience)
-      const to = now.get(audience)
-      const added = minus(to ?? [], new Set(from ?? []))
-      const removed = minus(from ?? [], new Set(to ?? []))
-      const change = from === undefined ? 'added' : to === undefined ? 'removed' : 'changed'
-      if (change !== 'changed' || added.length > 0 || removed.length > 0) grants.push({ caller, audience, change, added, removed })
-    }
-  }
-  return {
-    audiencesAdded: sorted(minus(after.audiences, before.audiences)),
-    audiencesRemoved: sorted(minus(before.audiences, after.audiences)),
-    callersAdded: sorted(minus(after.grants.keys(), before.grants)),
-    callersRemoved: sorted(minus(before.grants.keys(), after.grants)),
-    grants,
-  }
-}
 
 function diffLines(diff: PolicyDiff): string[] {
   const lines = [
@@ -466,36 +425,6 @@ interface FileReport {
 }
 
 const DAY_MS = 86_400_000
-
-/** The PEM blocks of a file with this label (node-forge's RFC 7468 reader), as DER bytes. */
-function pemBlocks(text: string, label: string): Buffer[] {
-  return forge.pem
-    .decode(text)
-    .filter((block) => block.type === label)
-    .map((block) => Buffer.from(block.body, 'binary'))
-}
-
-/**
- * thisUpdate and nextUpdate of a DER CRL (RFC 5280 §5.1), read with node-forge's ASN.1 reader: node:crypto
- * has no CRL parser, and these two dates are all `status` needs. A CRL past its nextUpdate makes OpenSSL
- * refuse every client certificate.
- */
-export function crlDates(der: Uint8Array): { thisUpdate: number; nextUpdate: number | null } {
-  const { asn1 } = forge
-  const crl = asn1.fromDer(forge.util.createBuffer(Buffer.from(der).toString('binary')))
-  const tbs = (crl.value as forge.asn1.Asn1[])[0]
-  if (tbs === undefined || !Array.isArray(tbs.value)) throw new Error('not a CRL')
-  // [version] signature issuer thisUpdate [nextUpdate] ...
-  const fields = tbs.value.slice((tbs.value[0] as forge.asn1.Asn1).type === asn1.Type.INTEGER ? 1 : 0)
-  const time = (el: forge.asn1.Asn1 | undefined): number | null => {
-    if (el?.type === asn1.Type.UTCTIME) return asn1.utcTimeToDate(el.value as string).getTime()
-    if (el?.type === asn1.Type.GENERALIZEDTIME) return asn1.generalizedTimeToDate(el.value as string).getTime()
-    return null
-  }
-  const thisUpdate = time(fields[2])
-  if (thisUpdate === null) throw new Error('CRL without thisUpdate')
-  return { thisUpdate, nextUpdate: time(fields[3]) }
-}
 
 async function fileReport(name: string, path: string, kind: 'certificates' | 'crl', now: number): Promise<FileReport> {
   let text: string

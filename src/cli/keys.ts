@@ -10,6 +10,7 @@ import { initKeys, pruneKeys, revokeKey, rotateKeys, statusesOf, type KeysAdminO
 import { safeActivationDelayMs } from '../keys/lifecycle.js'
 import { describeLock, lockStatus } from '../keys/lock.js'
 import { readManifest } from '../keys/manifest.js'
+import { publicationChange, type PublicationChange } from '../keys/publication.js'
 import { KeyStore } from '../keys/store.js'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, formatDuration, isoOrNull, parse, parseDuration, processIo, toolConfig, type Io } from './args.js'
 import { fetchJwks, type RemoteTls } from './remote-jwks.js'
@@ -96,43 +97,18 @@ async function exportPublic(options: KeysAdminOptions, format: string, io: Io): 
   }
 }
 
-export interface CheckReport {
-  readonly safe: boolean
+/** `check --json`: what publishing the directory would change, against which JWKS. */
+export interface CheckReport extends PublicationChange {
+  /** The live JWKS URL. */
   readonly against: string
-  /** Kids the live JWKS has and this directory would keep publishing. */
-  readonly kept: string[]
-  /** Kids this directory would add to the JWKS. */
-  readonly added: string[]
-  /** Kids the live JWKS has that this directory would unpublish, and why that is or is not expected. */
-  readonly removed: { kid: string; why: 'revoked' | 'expired' | 'unknown' }[]
-  /** The key this directory makes sign now, and whether verifiers already know it. */
-  readonly active: { kid: string; published: boolean } | null
 }
 
-/**
- * Compares what this directory would publish now with a live JWKS. Unsafe when the live JWKS holds a kid
- * that this directory does not know at all: a stale copy would unpublish a key that may sign now, and
- * every token it signed would fail at every verifier.
- */
+/** Compares what this directory would publish now with the live JWKS at `against`. */
 async function check(options: KeysAdminOptions, against: URL, tls: RemoteTls): Promise<CheckReport> {
-  const live = new Set((await fetchJwks(against, tls)).map((k) => k.kid).filter((k): k is string => typeof k === 'string'))
+  const live = (await fetchJwks(against, tls)).map((k) => k.kid).filter((k): k is string => typeof k === 'string')
   const manifest = await readManifest(options.dir)
-  const statuses = statusesOf(manifest, options)
-  const publishing = new Set(statuses.filter((s) => s.state !== 'expired').map((s) => s.key.kid))
-  const revoked = new Set(manifest.revoked.map((r) => r.kid))
-  const expired = new Set(statuses.filter((s) => s.state === 'expired').map((s) => s.key.kid))
-  const removed = [...live]
-    .filter((kid) => !publishing.has(kid))
-    .map((kid) => ({ kid, why: revoked.has(kid) ? ('revoked' as const) : expired.has(kid) ? ('expired' as const) : ('unknown' as const) }))
-  const active = statuses.find((s) => s.state === 'active')?.key.kid
-  return {
-    safe: removed.every((r) => r.why !== 'unknown'),
-    against: against.href,
-    kept: [...publishing].filter((kid) => live.has(kid)),
-    added: [...publishing].filter((kid) => !live.has(kid)),
-    removed,
-    active: active === undefined ? null : { kid: active, published: live.has(active) },
-  }
+  const { safe, ...change } = publicationChange(live, manifest, statusesOf(manifest, options))
+  return { safe, against: against.href, ...change }
 }
 
 function printCheck(report: CheckReport, dir: string, io: Io): void {
