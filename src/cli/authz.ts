@@ -28,7 +28,9 @@ import { rs256SigningKeys, thumbprintOf } from '../sdk/verifier.js'
 import { crlDates } from '../tls/crl.js'
 import { pemBlocks } from '../tls/trust.js'
 import { fetchJwks, type RemoteTls } from './remote-jwks.js'
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, formatDuration, isoOrNull, parse, processIo, toolConfig, type Io } from './args.js'
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse, processIo, type Io } from './runner.js'
+import { formatDuration, isoOrNull } from './time.js'
+import { toolConfig } from './tool-config.js'
 
 export const AUTHZ_USAGE = `usage: authz <verb>
 
