@@ -3,7 +3,8 @@
  *   - main: HTTPS with mandatory client certificates; /token, JWKS and discovery
  *   - ops: plain HTTP for probes and Prometheus; health, readiness, metrics and the JWKS
  */
-import type { Server as TlsServer, TLSSocket } from 'node:tls'
+import type { Server as HttpsServer } from 'node:https'
+import type { TLSSocket } from 'node:tls'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
@@ -49,17 +50,20 @@ const commonOptions = {
   clientErrorHandler,
 } as const
 
-const lifetimes = new WeakMap<FastifyInstance, ConnectionLifetimes>()
+/** The main app: Fastify over an HTTPS (TLS) server. */
+export type MainApp = FastifyInstance<HttpsServer>
+
+const lifetimes = new WeakMap<MainApp, ConnectionLifetimes>()
 
 /** The connection lifetimes of a main app (retire on trust change, drain on shutdown). */
-export function connectionsOf(app: FastifyInstance): ConnectionLifetimes {
+export function connectionsOf(app: MainApp): ConnectionLifetimes {
   const found = lifetimes.get(app)
   if (found === undefined) throw new TypeError('not a main app built by buildApp')
   return found
 }
 
 /** Builds the main (mTLS) app. It does not listen. */
-export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps): Promise<FastifyInstance> {
+export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps): Promise<MainApp> {
   const limits = { ...DEFAULT_LIMITS, ...deps.limits }
   const app = Fastify({
     ...commonOptions,
@@ -70,7 +74,7 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
     https: tlsOptions(tls, limits),
     loggerInstance: deps.logger.child({ listener: 'main' }),
   })
-  const server = app.server as unknown as TlsServer
+  const server = app.server
   server.maxConnections = config.maxConnections
   // A connection's certificate, and so its identity, must not change under us (TLS 1.2 renegotiation).
   server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())

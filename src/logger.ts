@@ -60,3 +60,22 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
 export function bufferedStdout(): DestinationStream & { flushSync(): void } {
   return pino.destination({ dest: 1, sync: false, minLength: 4096 })
 }
+
+/**
+ * Buffered lines still reach the log within `everyMs` when traffic is low. Returns the function that stops
+ * the timer and writes out what is left (shutdown).
+ */
+export function keepFlushing(destination: DestinationStream, everyMs = 1000): () => void {
+  const timer = setInterval(() => (destination as { flush?: () => void }).flush?.(), everyMs)
+  timer.unref()
+  return () => {
+    clearInterval(timer)
+    const flush = (destination as { flushSync?: () => void }).flushSync
+    if (typeof flush !== 'function') return
+    try {
+      flush.call(destination)
+    } catch {
+      // stdout already closed: nothing more can be said
+    }
+  }
+}
