@@ -4,7 +4,7 @@
  * connection's certificate cannot change); its validity period is checked again at every request, against
  * the injected clock, because a keep-alive connection or a resumed session outlives the handshake.
  */
-import { createHash } from 'node:crypto'
+import { sha256Base64url } from '../util/digest.js'
 import type { PeerCertificate, TLSSocket } from 'node:tls'
 
 /** id-kp-clientAuth (RFC 5280 §4.2.1.12). */
@@ -39,7 +39,7 @@ type Judged = { readonly result: PeerResult; readonly validity: Validity | undef
 
 /** base64url SHA-256 of a certificate's DER (RFC 8705 §3.1). */
 export function certificateThumbprint(der: Uint8Array): string {
-  return createHash('sha256').update(der).digest('base64url')
+  return sha256Base64url(der)
 }
 
 /**
