@@ -5,7 +5,7 @@ import { publicationChange } from '../../src/keys/publication.js'
 
 const timing = { tokenTtl: 600, jwksMaxAge: 600, marginSec: 300 }
 const min = 60_000
-const key = (kid: string, activatesAt: number) => ({ kid, activatesAt, createdAt: activatesAt, alg: 'RS256' as const, file: `${kid}.pem` })
+const key = (kid: string, activatesAt: number) => ({ kid, activatesAt, createdAt: activatesAt, alg: 'RS256' as const, store: 'file' as const, file: `${kid}.pem` })
 
 t.test('publishing a directory: kept, added, and why a live kid would be removed', async (t) => {
   // a retired at 20 min and expired 25 min later; b active; c next.
