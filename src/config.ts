@@ -47,6 +47,12 @@ export const configSchema = {
     },
     AUTHZ_DEV: { type: 'boolean', default: true, description: 'with no TLS files configured, generate a dev PKI and signing key under the keys directory; `false` makes missing material a start-up error' },
     AUTHZ_KEY_PASSPHRASE: { type: 'string', minLength: 1, description: 'optional passphrase of encrypted PKCS#8 signing keys' },
+    AUTHZ_PKCS11_MODULE: { type: 'string', minLength: 1, description: 'PKCS#11 library (e.g. /usr/lib/softhsm/libsofthsm2.so) for keys whose store is `pkcs11`' },
+    AUTHZ_PKCS11_TOKEN: { type: 'string', minLength: 1, description: 'the PKCS#11 token: its label, or `slot:<id>`; required with AUTHZ_PKCS11_MODULE' },
+    AUTHZ_PKCS11_PIN: { type: 'string', minLength: 1, description: 'the token\'s user PIN (prefer AUTHZ_PKCS11_PIN_FILE); never logged' },
+    AUTHZ_PKCS11_PIN_FILE: { type: 'string', minLength: 1, description: 'a file holding the token\'s user PIN (a trailing newline is ignored)' },
+    AUTHZ_PKCS11_LABEL_PREFIX: { type: 'string', minLength: 1, maxLength: 16, pattern: '^[\\x21-\\x7E]+$', default: 'authz-', description: 'label prefix of the key pairs authz makes in the token (`<prefix><kid>`)' },
+    AUTHZ_PKCS11_SESSIONS: { type: 'integer', minimum: 1, maximum: 64, default: 4, description: 'PKCS#11 sessions used for signing in parallel' },
   },
 } as const
 
@@ -79,6 +85,17 @@ export interface Config {
   readonly maxConnectionAge: number
   readonly dev: boolean
   readonly keyPassphrase: string | undefined
+  /** Where PKCS#11 keys live, or null when AUTHZ_PKCS11_MODULE is not set. The PIN is read when the token is opened. */
+  readonly pkcs11: Pkcs11Settings | null
+}
+
+export interface Pkcs11Settings {
+  readonly module: string
+  readonly token: { readonly label: string } | { readonly slot: number }
+  /** The PIN's source: the variable itself, or a file. */
+  readonly pin: { readonly variable: 'AUTHZ_PKCS11_PIN'; readonly value: string } | { readonly variable: 'AUTHZ_PKCS11_PIN_FILE'; readonly file: string }
+  readonly labelPrefix: string
+  readonly sessions: number
 }
 
 /** The environment as the schema validates it (defaults applied): derived from the schema, never restated. */
@@ -135,6 +152,36 @@ function tlsFiles(env: RawEnv, cwd: string, requireTls: boolean): TlsFiles | nul
   }
 }
 
+function pkcs11Settings(env: RawEnv, cwd: string): Pkcs11Settings | null {
+  const module = env.AUTHZ_PKCS11_MODULE
+  if (module === undefined) {
+    for (const name of ['AUTHZ_PKCS11_TOKEN', 'AUTHZ_PKCS11_PIN', 'AUTHZ_PKCS11_PIN_FILE'] as const) {
+      if (env[name] !== undefined) throw new ConfigError('AUTHZ_PKCS11_MODULE', `required when ${name} is set`)
+    }
+    return null
+  }
+  const token = env.AUTHZ_PKCS11_TOKEN
+  if (token === undefined) throw new ConfigError('AUTHZ_PKCS11_TOKEN', 'required when AUTHZ_PKCS11_MODULE is set (a token label, or slot:<id>)')
+  const slot = /^slot:(\d{1,19})$/.exec(token)?.[1]
+  if (env.AUTHZ_PKCS11_PIN !== undefined && env.AUTHZ_PKCS11_PIN_FILE !== undefined) {
+    throw new ConfigError('AUTHZ_PKCS11_PIN', 'set AUTHZ_PKCS11_PIN or AUTHZ_PKCS11_PIN_FILE, not both')
+  }
+  const pin =
+    env.AUTHZ_PKCS11_PIN_FILE !== undefined
+      ? { variable: 'AUTHZ_PKCS11_PIN_FILE' as const, file: resolve(cwd, env.AUTHZ_PKCS11_PIN_FILE) }
+      : env.AUTHZ_PKCS11_PIN !== undefined
+        ? { variable: 'AUTHZ_PKCS11_PIN' as const, value: env.AUTHZ_PKCS11_PIN }
+        : undefined
+  if (pin === undefined) throw new ConfigError('AUTHZ_PKCS11_PIN_FILE', 'required when AUTHZ_PKCS11_MODULE is set (or AUTHZ_PKCS11_PIN)')
+  return Object.freeze({
+    module: resolve(cwd, module),
+    token: slot === undefined ? { label: token } : { slot: Number(slot) },
+    pin,
+    labelPrefix: env.AUTHZ_PKCS11_LABEL_PREFIX,
+    sessions: env.AUTHZ_PKCS11_SESSIONS,
+  })
+}
+
 /**
  * Validates the environment and returns a frozen Config. Throws ConfigError naming the first bad variable.
  * Only `AUTHZ_*` variables are read; unrelated variables are ignored. The CLIs pass `requireTls: false`:
@@ -176,5 +223,6 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd(), options:
     maxConnectionAge: raw.AUTHZ_MAX_CONNECTION_AGE,
     dev: raw.AUTHZ_DEV,
     keyPassphrase: raw.AUTHZ_KEY_PASSPHRASE,
+    pkcs11: pkcs11Settings(raw, cwd),
   })
 }

@@ -93,6 +93,7 @@ export type AuthzErrorCode =
   | 'ERR_KEY_NOT_FOUND'
   | 'ERR_ROTATION_REFUSED'
   | 'ERR_USAGE'
+  | 'ERR_TOKEN_UNAVAILABLE'
 
 /**
  * Why a keyset failed, finer than its code (tests and tools assert on it, never on the message): a key

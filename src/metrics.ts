@@ -15,6 +15,7 @@ export interface Metrics {
   readonly tlsReloads: Counter<'result'>
   readonly reloadFailing: Gauge<'what'>
   readonly keysPublished: Gauge
+  readonly signerAvailable: Gauge
   readonly activeKeyAgeSeconds: Gauge
   readonly nextActivationSeconds: Gauge
 }
@@ -73,6 +74,11 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
       registers: [registry],
     }),
     keysPublished: new Gauge({ name: 'authz_keys_published', help: 'Keys in the JWKS', registers: [registry] }),
+    signerAvailable: new Gauge({
+      name: 'authz_pkcs11_available',
+      help: '1 while the PKCS#11 token answers, 0 while it is being reloaded (/token answers 503 meanwhile); 0 too when no token is configured',
+      registers: [registry],
+    }),
     activeKeyAgeSeconds: new Gauge({
       name: 'authz_active_key_age_seconds',
       help: 'Seconds since the signing key activated (-1 when none signs)',

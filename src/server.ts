@@ -73,10 +73,24 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   const tls = await readTlsMaterial(tlsFiles)
   checkTlsMaterial(tls)
 
+  // Keys in a PKCS#11 token: the module is loaded and logged in now (a ConfigError names what is wrong);
+  // when it fails later, /token answers 503 and /readyz fails until it is reloaded.
+  const token =
+    config.pkcs11 === null
+      ? undefined
+      : await (await import('./keys/pkcs11/token.js')).openPkcs11(config.pkcs11, {
+          onState: (available, reason) => {
+            metrics.signerAvailable.set(available ? 1 : 0)
+            if (available) logger.warn({ event: 'pkcs11_available' }, 'PKCS#11 token available again')
+            else logger.error({ event: 'pkcs11_unavailable', detail: reason }, 'PKCS#11 token unavailable: /token answers 503 until it is reloaded')
+          },
+        })
+  if (token !== undefined) metrics.signerAvailable.set(1)
   let keys: KeyStore
   try {
-    keys = await KeyStore.open({ dir: config.keysDir, timing, clock, passphrase: config.keyPassphrase })
+    keys = await KeyStore.open({ dir: config.keysDir, timing, clock, passphrase: config.keyPassphrase, token })
   } catch (err) {
+    await token?.close()
     throw new ConfigError('AUTHZ_KEYS_DIR', `${(err as Error).message} (create a key with: npm run keys -- init)`)
   }
   for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
@@ -170,6 +184,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
         await Promise.all([main.close(), ops.close()])
         connections.stop()
         clearTimeout(opsDeadline)
+        await token?.close()
         stopFlushing()
       })()
       return closing

@@ -2,6 +2,7 @@
 import type { Clock } from '../clock.js'
 import { loadConfig, type Config } from '../config.js'
 import type { KeysAdminOptions } from '../keys/admin.js'
+import { lazyToken } from '../keys/pkcs11/token.js'
 
 /** The server's configuration, without requiring TLS files (the CLIs report on them, they do not serve). */
 export function toolConfig(env: NodeJS.ProcessEnv): Config {
@@ -15,5 +16,7 @@ export function keysOptions(config: Config, clock: Clock): KeysAdminOptions {
     timing: { tokenTtl: config.tokenTtl, jwksMaxAge: config.jwksMaxAge },
     clock,
     passphrase: config.keyPassphrase,
+    // Opened only by a command that touches a PKCS#11 key.
+    ...(config.pkcs11 === null ? {} : { token: lazyToken(config.pkcs11) }),
   }
 }

@@ -13,6 +13,7 @@ import { writeFileAtomic } from '../util/atomic-write.js'
 import { keyStates, recordRetirements, safeActivationDelayMs, type KeyStatus, type Timing } from './lifecycle.js'
 import { LOCK_FILE, LOCK_MAX_AGE_MS, withLock } from './lock.js'
 import { readManifest, writeManifest, type FileKey, type KeyStoreKind, type Manifest, type ManifestKey } from './manifest.js'
+import type { TokenKeys } from './keyset.js'
 import { DEFAULT_ALG, generateKey, kidOf, toPkcs8Pem, type Alg } from './material.js'
 
 export interface KeysAdminOptions {
@@ -25,7 +26,7 @@ export interface KeysAdminOptions {
   /** Makes a new private key for a file key (default: a fresh one); tests hand out pre-made ones. */
   readonly newKey?: (alg: Alg) => Promise<KeyObject>
   /** The PKCS#11 token, for keys whose store is `pkcs11`. */
-  readonly token?: TokenAdmin | undefined
+  readonly token?: (TokenAdmin & TokenKeys & { readonly available: boolean }) | undefined
   /** How long to wait for another CLI run's lock, ms (default 10 s). */
   readonly lockTimeoutMs?: number
 }

@@ -7,7 +7,7 @@ import { sha256Base64url } from '../util/digest.js'
 import type { Clock } from '../clock.js'
 import type { AuthzError } from '../errors.js'
 import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
-import { loadKeyset, requireManifestText, type Keyset, type LoadedKey } from './keyset.js'
+import { loadKeyset, requireManifestText, type Keyset, type LoadedKey, type TokenKeys } from './keyset.js'
 import { manifestHash } from './manifest.js'
 import { activeAt, keyStates, nextTransition, published, type KeyStatus, type Timing } from './lifecycle.js'
 
@@ -34,6 +34,8 @@ export interface KeyStoreOptions {
   readonly timing: Timing
   readonly clock: Clock
   readonly passphrase?: string | undefined
+  /** The PKCS#11 token, when keys may live in one. */
+  readonly token?: (TokenKeys & { readonly available: boolean }) | undefined
 }
 
 const EMPTY_JWKS_BODY = Buffer.from('{"keys":[]}')
@@ -43,6 +45,7 @@ export class KeyStore {
   readonly timing: Timing
   readonly #clock: Clock
   readonly #passphrase: string | undefined
+  readonly #token: KeyStoreOptions['token']
   #keyset: Keyset | undefined
   #view: View
   readonly #reloader: Reloader<AuthzError>
@@ -56,6 +59,7 @@ export class KeyStore {
     this.timing = options.timing
     this.#clock = options.clock
     this.#passphrase = options.passphrase
+    this.#token = options.token
     this.#keyset = keyset
     this.#reloader = new Reloader({ attempt: () => this.#attempt(), toError: (err) => err as AuthzError, now: () => this.#clock.now() })
     this.#view = this.#compute()
@@ -63,7 +67,7 @@ export class KeyStore {
 
   /** Reads the keyset; throws AuthzError when the directory holds no valid keyset. */
   static async open(options: KeyStoreOptions): Promise<KeyStore> {
-    const keyset = await loadKeyset(options.dir, { passphrase: options.passphrase })
+    const keyset = await loadKeyset(options.dir, { passphrase: options.passphrase, token: options.token })
     return new KeyStore(options, keyset)
   }
 
@@ -74,6 +78,12 @@ export class KeyStore {
   /** The key that signs now, or undefined (then /token answers 503 and /readyz is false). */
   signingKey(): LoadedKey | undefined {
     return this.#current().active
+  }
+
+  /** Whether the signing key can sign now (a key in a PKCS#11 token that is down cannot). */
+  signingAvailable(): boolean {
+    const key = this.signingKey()
+    return key !== undefined && (key.store === 'file' || this.#token?.available === true)
   }
 
   jwks(): Jwks {
@@ -107,7 +117,7 @@ export class KeyStore {
   async #attempt(): Promise<boolean> {
     const text = await requireManifestText(this.dir)
     if (manifestHash(text) === this.#keyset?.sha256) return false
-    this.#keyset = await loadKeyset(this.dir, { passphrase: this.#passphrase, previous: this.#keyset, manifestText: text })
+    this.#keyset = await loadKeyset(this.dir, { passphrase: this.#passphrase, previous: this.#keyset, manifestText: text, token: this.#token })
     this.#refresh()
     return true
   }

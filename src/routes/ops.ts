@@ -33,7 +33,8 @@ export async function opsRoutes(app: FastifyInstance, deps: OpsDeps): Promise<vo
   })
 
   app.get('/readyz', async (_request, reply) => {
-    const signing = deps.keys.signingKey() !== undefined
+    // A key signs now, and can: a PKCS#11 token that is down makes this replica not ready.
+    const signing = deps.keys.signingAvailable()
     // A PolicyStore only exists around a validated policy; a bad reload keeps the previous one.
     const policy = deps.policy.current !== undefined
     const ready = signing && policy

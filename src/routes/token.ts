@@ -202,7 +202,14 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
         jti: newJti(),
       })
       const started = process.hrtime.bigint()
-      const accessToken = await signAccessToken(claims, key)
+      let accessToken: string
+      try {
+        accessToken = await signAccessToken(claims, key)
+      } catch (err) {
+        // The key cannot sign right now (a PKCS#11 token down or being reloaded): try again shortly.
+        request.log.error({ event: 'signing_failed', kid: key.kid, err }, 'signing failed')
+        throw new TemporarilyUnavailable('signing failed')
+      }
       metrics.signingSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
       metrics.tokensIssued.inc({ audience })
       request.log.info(

@@ -31,9 +31,24 @@ export const SAMPLE_POLICY = {
 
 export class LogCapture extends Writable {
   readonly lines: string[] = []
+  readonly #waiters = new Set<{ test(record: Record<string, unknown>): boolean; resolve(record: Record<string, unknown>): void }>()
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
-    for (const line of chunk.toString('utf8').split('\n')) if (line !== '') this.lines.push(line)
+    for (const line of chunk.toString('utf8').split('\n')) {
+      if (line === '') continue
+      this.lines.push(line)
+      for (const waiter of this.#waiters) {
+        const record = JSON.parse(line) as Record<string, unknown>
+        if (waiter.test(record)) {
+          this.#waiters.delete(waiter)
+          waiter.resolve(record)
+        }
+      }
+    }
     cb()
+  }
+  /** Resolves with the next log record that `test` accepts (logged from now on). */
+  next(test: (record: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
+    return new Promise((resolve) => this.#waiters.add({ test, resolve }))
   }
   get text(): string {
     return this.lines.join('\n')

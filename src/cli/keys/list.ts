@@ -2,7 +2,8 @@
 import { statusesOf } from '../../keys/admin.js'
 import type { KeyState } from '../../keys/lifecycle.js'
 import { describeLock, lockStatus, type LockOwner, type LockStatus } from '../../keys/lock.js'
-import { readManifest } from '../../keys/manifest.js'
+import { readManifest, type KeyStoreKind } from '../../keys/manifest.js'
+import type { Alg } from '../../keys/material.js'
 import { EXIT_OK, json, parse, type CliContext } from '../runner.js'
 import { iso, isoOrNull } from '../time.js'
 import { keysOptions, toolConfig } from '../tool-config.js'
@@ -17,6 +18,10 @@ export interface KeysListReport {
     readonly activatesAt: string
     readonly retiredAt: string | null
     readonly prunableAt: string | null
+    readonly alg: Alg
+    /** `file`, or `pkcs11` with the key pair's label in the token. */
+    readonly store: KeyStoreKind
+    readonly label?: string
   }[]
   readonly revoked: readonly { readonly kid: string; readonly revokedAt: string }[]
   /** The directory's lock while a keys command holds it (or a killed one left it). */
@@ -46,6 +51,9 @@ export async function list(args: string[], { env, io, clock }: CliContext): Prom
         activatesAt: iso(s.key.activatesAt),
         retiredAt: isoOrNull(s.retiredAt),
         prunableAt: isoOrNull(s.prunableAt),
+        alg: s.key.alg,
+        store: s.key.store,
+        ...(s.key.store === 'pkcs11' ? { label: s.key.label } : {}),
       })),
       revoked: manifest.revoked.map((r) => ({ kid: r.kid, revokedAt: iso(r.revokedAt) })),
       lock: lock === null ? null : { ...(lock.owner ?? {}), path: lock.path, ageSeconds: Math.round(lock.ageMs / 1000), stale: lock.stale },
@@ -58,8 +66,10 @@ export async function list(args: string[], { env, io, clock }: CliContext): Prom
     io.out(`no keys in ${options.dir} (run: npm run keys -- init)`)
     return EXIT_OK
   }
-  const rows = [['KID', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRES', 'PRUNABLE AT']]
-  for (const s of statuses) rows.push([s.key.kid, s.state, iso(s.key.createdAt), iso(s.key.activatesAt), cell(s.retiredAt), cell(s.prunableAt)])
+  const rows = [['KID', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRES', 'PRUNABLE AT', 'ALG', 'STORE']]
+  for (const s of statuses) {
+    rows.push([s.key.kid, s.state, iso(s.key.createdAt), iso(s.key.activatesAt), cell(s.retiredAt), cell(s.prunableAt), s.key.alg, s.key.store === 'pkcs11' ? `pkcs11:${s.key.label}` : 'file'])
+  }
   for (const line of table(rows)) io.out(line)
   for (const r of manifest.revoked) io.out(`revoked ${r.kid} at ${iso(r.revokedAt)}`)
   return EXIT_OK

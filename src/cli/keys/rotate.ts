@@ -5,17 +5,19 @@ import { EXIT_OK, parse, type CliContext } from '../runner.js'
 import { formatDuration, iso, parseDuration } from '../time.js'
 import { keysOptions, toolConfig } from '../tool-config.js'
 import { reportLeftovers } from './leftovers.js'
+import { keyDetail, NEW_KEY_OPTIONS, newKeyRequest } from './new-key.js'
 
 export async function rotate(args: string[], { env, io, clock }: CliContext): Promise<number> {
   const options = keysOptions(toolConfig(env), clock)
-  const { values } = parse({ args, options: { 'activate-in': { type: 'string' }, force: { type: 'boolean' } }, strict: true })
+  const { values } = parse({ args, options: { 'activate-in': { type: 'string' }, force: { type: 'boolean' }, ...NEW_KEY_OPTIONS }, strict: true })
   const activateInMs = values['activate-in'] === undefined ? undefined : parseDuration(values['activate-in'])
   const { key, unsafe, leftovers } = await rotateKeys(options, {
     ...(activateInMs === undefined ? {} : { activateInMs }),
     force: values.force === true,
+    ...newKeyRequest(values),
   })
   reportLeftovers(leftovers, io)
-  io.out(`created key ${key.kid}: published now, signs from ${iso(key.activatesAt)} (in ${formatDuration(key.activatesAt - clock.now())})`)
+  io.out(`created key ${key.kid}${keyDetail(key)}: published now, signs from ${iso(key.activatesAt)} (in ${formatDuration(key.activatesAt - clock.now())})`)
   if (unsafe) {
     io.err(
       `warning: --force: verifiers that fetched the JWKS less than ${formatDuration(safeActivationDelayMs(options.timing) / 2)} before ${iso(key.activatesAt)} ` +

@@ -1,0 +1,116 @@
+/**
+ * Signing keys that never leave a PKCS#11 token, against a real SoftHSM2 token (`npm run test:hsm`, run by
+ * .ci/run; it needs the softhsm2 package and fails without it). Keys are generated in the token as
+ * non-extractable, the server signs through the module on its own thread, the lifecycle works as for
+ * files, a token missing at start names its variable, and one that fails later makes /token answer 503
+ * and /readyz fail until it recovers by itself.
+ */
+import { readdir, rename, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose'
+import t, { type Test } from 'tap'
+import { ManualClock } from '../../src/clock.js'
+import { readManifest } from '../../src/keys/manifest.js'
+import { startServer, type RunningServer } from '../../src/server.js'
+import { LogCapture, SAMPLE_POLICY } from '../helpers/harness.js'
+import { httpCall, httpsCall } from '../helpers/http.js'
+import { testPki } from '../helpers/pki.js'
+import { keysCli, runTs } from '../helpers/processes.js'
+import { softHsm, SOFTHSM_MODULE, TOKEN_LABEL, USER_PIN, type SoftHsm } from '../helpers/softhsm.js'
+
+const tokenRequest = { method: 'POST', path: '/token', headers: { 'content-type': 'application/json' }, body: '{"audience":"inventory-service"}' }
+
+async function setup(t: Test) {
+  const pki = testPki()
+  const dir = t.testdir({
+    'server.pem': pki.server.certPem,
+    'server-key.pem': pki.server.keyPem,
+    'ca.pem': pki.ca.certPem,
+    'policy.json': JSON.stringify(SAMPLE_POLICY),
+    keys: {},
+  })
+  const hsm = softHsm(t, dir)
+  const clock = new ManualClock(Date.now())
+  const env: Record<string, string> = {
+    AUTHZ_DEV: 'false',
+    AUTHZ_HOST: '127.0.0.1',
+    AUTHZ_PORT: '0',
+    AUTHZ_OPS_PORT: '0',
+    AUTHZ_TLS_CERT: join(dir, 'server.pem'),
+    AUTHZ_TLS_KEY: join(dir, 'server-key.pem'),
+    AUTHZ_CLIENT_CA: join(dir, 'ca.pem'),
+    AUTHZ_KEYS_DIR: join(dir, 'keys'),
+    AUTHZ_POLICY: join(dir, 'policy.json'),
+    AUTHZ_RATE_LIMIT: '0',
+    AUTHZ_JWKS_MAX_AGE: '60',
+    ...hsm.env,
+  }
+  env.SOFTHSM2_CONF = process.env.SOFTHSM2_CONF as string
+  // The keys CLI runs in its own process, as operators run it (one module init per process).
+  const keys = (...argv: string[]) => keysCli(env, ...argv)
+  return { pki, dir, hsm, clock, env, keys }
+}
+
+async function start(t: Test, env: Record<string, string>, clock: ManualClock): Promise<{ server: RunningServer; logs: LogCapture; port: number; opsPort: number }> {
+  const logs = new LogCapture()
+  const server = await startServer(env, { logDestination: logs, clock, pollMs: 3_600_000 })
+  t.teardown(() => server.close())
+  return { server, logs, port: Number(new URL(server.mainUrl).port), opsPort: Number(new URL(server.opsUrl).port) }
+}
+
+/** What the token holds under `label` (inspected from another process, as an auditor would). */
+async function inToken(env: Record<string, string>, label: string): Promise<{ count: number; extractable?: boolean; sensitive?: boolean }> {
+  const res = await runTs(new URL('../helpers/p11-inspect.ts', import.meta.url), [SOFTHSM_MODULE, TOKEN_LABEL, USER_PIN, label], { SOFTHSM2_CONF: env.SOFTHSM2_CONF })
+  if (res.code !== 0) throw new Error(res.err)
+  return JSON.parse(res.out) as { count: number }
+}
+
+async function verified(port: number, opsPort: number, ca: string, client: { certPem: string; keyPem: string }, at: number) {
+  const res = await httpsCall(port, { ...tokenRequest, ca, client })
+  if (res.status !== 200) return { status: res.status }
+  const token = res.json<{ access_token: string }>().access_token
+  const jwks = (await httpCall(opsPort, { path: '/.well-known/jwks.json' })).json<JSONWebKeySet>()
+  const { protectedHeader } = await jwtVerify(token, createLocalJWKSet(jwks), {
+    issuer: 'https://authz.internal',
+    audience: 'inventory-service',
+    algorithms: ['RS256', 'ES256'],
+    currentDate: new Date(at),
+  })
+  return { status: 200, alg: protectedHeader.alg, kid: protectedHeader.kid }
+}
+
+t.test('keys made in the token never leave it; the server signs RS256 and ES256 through it; revoke destroys', async (t) => {
+  const { pki, dir, clock, env, keys } = await setup(t)
+  const init = await keys('init', '--store', 'pkcs11')
+  t.equal(init.code, 0, init.err)
+  t.match(init.out, /created key \S+ \(in the PKCS#11 token as authz-\S+\), active now/)
+  const [first] = (await readManifest(join(dir, 'keys'))).keys
+  t.match(first, { store: 'pkcs11', alg: 'RS256', label: `authz-${first?.kid}` }, 'the manifest records kid, label and store')
+  t.same((await readdir(join(dir, 'keys'))).filter((f) => f.endsWith('.pem')), [], 'no key file')
+  t.match(await inToken(env, `authz-${first?.kid}`), { count: 2, extractable: false, sensitive: true }, 'a non-extractable, sensitive key pair in the token')
+
+  clock.advance(5000) // the CLI ran in its own process, on the real clock, after this one was made
+  const { server, port, opsPort } = await start(t, env, clock)
+  const client = pki.client('order-service')
+  t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'RS256', kid: first?.kid }, 'an RS256 token signed in the token verifies')
+  // Many at once: the session pool signs in parallel.
+  const burst = await Promise.all(Array.from({ length: 20 }, () => verified(port, opsPort, pki.ca.certPem, client, clock.now())))
+  t.same(burst.filter((r) => r.status !== 200), [], '20 concurrent tokens, all verified')
+
+  // Active at once (the CLI's process has the real clock, this test a manual one).
+  const rotated = await keys('rotate', '--store', 'pkcs11', '--alg', 'ES256', '--activate-in', '0s', '--force')
+  t.equal(rotated.code, 0, rotated.err)
+  const second = (await readManifest(join(dir, 'keys'))).keys[1]
+  // The running server picks the new key up (watch + poll in production; here at once), and it signs
+  // from its activation instant.
+  await server.reload()
+  t.ok(server.keys.jwks().kids.includes(second?.kid as string), 'published')
+  clock.advance(10_000)
+  t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'ES256', kid: second?.kid }, 'an ES256 token signed in the token verifies')
+
+  const revoked = await keys('revoke', second?.kid as string)
+  t.equal(revoked.code, 0, revoked.err)
+  t.equal((await inToken(env, `authz-${second?.kid}`)).count, 0, 'revoke destroyed the key pair in the token')
+  const third = (await readManifest(join(dir, 'keys'))).keys.find((k) => k.kid !== first?.kid)
+  t.match(third, { store: 'pkcs11', alg: 'ES256' }, 'its replacement is made like it: ES256, in the token')
+})
