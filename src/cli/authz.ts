@@ -24,8 +24,7 @@ import { explainDecision, type DecisionExplanation } from '../policy/explain.js'
 import { decide, parsePolicy, type Policy } from '../policy/policy.js'
 import { PolicyStore } from '../policy/store.js'
 import { tokenRequestSchema } from '../routes/token.js'
-import { httpRequestText } from '../sdk/http.js'
-import { rs256SigningKeys, thumbprintOf } from '../sdk/verifier.js'
+import { httpRequestText, signingKeys, thumbprintOf } from '@authz/sdk'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, formatDuration, isoOrNull, parse, processIo, toolConfig, type Io } from './args.js'
 
 export const AUTHZ_USAGE = `usage: authz <verb>
@@ -297,7 +296,7 @@ async function jwksSource(url: URL, tls: { ca?: string; cert?: string; key?: str
   if (!Array.isArray(list)) throw new AuthzError('ERR_KEYSET_INVALID', `${url.href} did not answer a JWKS (no "keys")`)
   const keys = new Map<string, JWK>()
   // The SDK verifier's rule: only RSA signing keys for RS256 count.
-  for (const k of rs256SigningKeys(list as JWK[])) if (typeof k.kid === 'string') keys.set(k.kid, k)
+  for (const k of signingKeys(list, ['RS256'])) keys.set(k.kid, k)
   return { label: url.href, keys }
 }
 

@@ -3,8 +3,8 @@
  * never take part. The identity is computed once per TLS connection (renegotiation is off, so a
  * connection's certificate cannot change).
  */
-import { createHash } from 'node:crypto'
 import type { PeerCertificate, TLSSocket } from 'node:tls'
+import { thumbprintOf } from '@authz/sdk'
 
 /** id-kp-clientAuth (RFC 5280 §4.2.1.12). */
 export const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2'
@@ -20,11 +20,6 @@ export type PeerRefusal = 'no_certificate' | 'not_authorized' | 'no_common_name'
 
 export type PeerResult = { readonly ok: true; readonly identity: PeerIdentity } | { readonly ok: false; readonly reason: PeerRefusal }
 
-/** base64url SHA-256 of a certificate's DER (RFC 8705 §3.1). */
-export function certificateThumbprint(der: Uint8Array): string {
-  return createHash('sha256').update(der).digest('base64url')
-}
-
 /** Judges a peer certificate as Node reports it. Pure: exported for tests and the operator tools. */
 export function identityOf(cert: PeerCertificate | undefined | null): PeerResult {
   if (cert === undefined || cert === null || cert.raw === undefined || cert.subject === undefined) {
@@ -36,7 +31,7 @@ export function identityOf(cert: PeerCertificate | undefined | null): PeerResult
   // With an EKU extension present, it must allow client authentication; without one, any use is allowed.
   const eku = (cert as PeerCertificate & { ext_key_usage?: string[] }).ext_key_usage
   if (Array.isArray(eku) && !eku.includes(CLIENT_AUTH_OID)) return { ok: false, reason: 'not_for_client_auth' }
-  return { ok: true, identity: Object.freeze({ subject: cn, thumbprint: certificateThumbprint(cert.raw) }) }
+  return { ok: true, identity: Object.freeze({ subject: cn, thumbprint: thumbprintOf(cert.raw) }) }
 }
 
 const cache = new WeakMap<TLSSocket, PeerResult>()

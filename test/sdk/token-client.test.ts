@@ -1,7 +1,7 @@
 import { decodeJwt } from 'jose'
 import t, { type Test } from 'tap'
-import { TokenClient } from '../../src/sdk/token-client.js'
-import { TokenClientError } from '../../src/sdk/errors.js'
+import { TokenClient } from '../../packages/sdk/src/token-client.js'
+import { TokenClientError } from '../../packages/sdk/src/errors.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
 
 function clientFor(t: Test, h: Harness, name = 'order-service', extra: Partial<ConstructorParameters<typeof TokenClient>[0]> = {}) {

@@ -4,8 +4,8 @@ import { join } from 'node:path'
 import { SignJWT, decodeProtectedHeader, type JWTPayload } from 'jose'
 import t, { type Test } from 'tap'
 import { rotateKeys } from '../../src/keys/admin.js'
-import { VerifyError } from '../../src/sdk/errors.js'
-import { createVerifier, type Verifier, type VerifierOptions } from '../../src/sdk/verifier.js'
+import { VerifyError } from '../../packages/sdk/src/errors.js'
+import { createVerifier, type Verifier, type VerifierOptions } from '../../packages/sdk/src/verifier.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
 
 async function verifierFor(t: Test, h: Harness, extra: Partial<VerifierOptions> = {}): Promise<Verifier> {

@@ -6,9 +6,9 @@
  * `sub`, `aud`, method and path on every denial, never the token, and sets `request.caller`.
  */
 import type { TLSSocket } from 'node:tls'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import fp from 'fastify-plugin'
-import { satisfies, type CalleePolicy, type RouteRule } from './callee-policy.js'
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { CalleePolicy, type RouteRule } from './callee-policy.js'
+import { thumbprintOf } from './certificate.js'
 import { VerifyError } from './errors.js'
 import type { VerifiedCaller, Verifier } from './verifier.js'
 
@@ -53,12 +53,25 @@ function ruleFromConfig(config: ServiceAuthRouteConfig): RouteRule | undefined {
   return { scopes, ...(config.callers === undefined ? {} : { callers: config.callers }) }
 }
 
+// A connection's certificate cannot change while it is open (TLS 1.3 has no renegotiation; see the README
+// for TLS 1.2), so its thumbprint is computed once per connection, not once per request.
+const thumbprints = new WeakMap<TLSSocket, string | null>()
+function peerThumbprint(socket: TLSSocket): string | null {
+  let thumbprint = thumbprints.get(socket)
+  if (thumbprint === undefined) {
+    const cert = socket.getPeerCertificate(false)
+    thumbprint = cert?.raw === undefined ? null : thumbprintOf(cert.raw)
+    thumbprints.set(socket, thumbprint)
+  }
+  return thumbprint
+}
+
 async function plugin(app: FastifyInstance, options: ServiceAuthOptions): Promise<void> {
+  const policy = options.policy ?? new CalleePolicy()
   app.decorateRequest('caller', undefined)
   app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     const config = (request.routeOptions.config ?? {}) as ServiceAuthRouteConfig
     if (config.serviceAuth === false) return
-    const route = `${request.method} ${request.routeOptions.url ?? request.url}`
     const deny = (status: 401 | 403, reason: string, caller?: VerifiedCaller): FastifyReply => {
       request.log.warn(
         { event: 'service_call_denied', status, reason, sub: caller?.service, aud: caller?.audience, method: request.method, path: request.url },
@@ -68,23 +81,31 @@ async function plugin(app: FastifyInstance, options: ServiceAuthOptions): Promis
     }
     const socket = request.raw.socket as TLSSocket
     if (typeof socket.getPeerCertificate !== 'function' || socket.authorized !== true) return deny(401, 'no authorized peer certificate')
+    const thumbprint = peerThumbprint(socket)
+    if (thumbprint === null) return deny(401, 'no authorized peer certificate')
     const header = request.headers[SERVICE_TOKEN_HEADER]
     if (typeof header !== 'string') return deny(401, 'ERR_TOKEN_MISSING')
     let caller: VerifiedCaller
     try {
-      caller = await options.verifier.verify(header, { peerCertificate: socket.getPeerCertificate(false) })
+      caller = await options.verifier.verify(header, { peerThumbprint: thumbprint })
     } catch (err) {
       return deny(401, err instanceof VerifyError ? err.code : 'ERR_TOKEN_INVALID')
     }
-    const rule = ruleFromConfig(config) ?? options.policy?.rule(route)
-    if (rule === undefined) {
-      if (options.allowUnlisted !== true) return deny(403, 'route not in policy', caller)
-    } else if (!satisfies(caller, rule)) {
-      return deny(403, 'scope or caller not allowed', caller)
-    }
+    const decision = policy.decide(`${request.method} ${request.routeOptions.url ?? request.url}`, caller, {
+      rule: ruleFromConfig(config),
+      allowUnlisted: options.allowUnlisted,
+    })
+    if (decision !== 'allow') return deny(403, decision === 'unlisted' ? 'route not in policy' : 'scope or caller not allowed', caller)
     request.caller = Object.freeze({ service: caller.service, scopes: caller.scopes, tokenId: caller.tokenId })
   })
 }
 
-/** The plugin (wrapped with fastify-plugin so it applies to every route of the app). */
-export const serviceAuth = fp(plugin, { name: 'authz-service-auth', fastify: '5.x' })
+/**
+ * The plugin. It applies to every route of the app it is registered on (what fastify-plugin does, without
+ * the dependency: the SDK's only runtime dependency is jose).
+ */
+export const serviceAuth: FastifyPluginAsync<ServiceAuthOptions> = Object.assign(plugin, {
+  [Symbol.for('skip-override')]: true,
+  [Symbol.for('fastify.display-name')]: 'authz-service-auth',
+  [Symbol.for('plugin-meta')]: { name: 'authz-service-auth', fastify: '5.x' },
+})
