@@ -1,8 +1,10 @@
+import { createServer } from 'node:https'
 import { decodeJwt } from 'jose'
 import t, { type Test } from 'tap'
 import { TokenClient } from '../../packages/sdk/src/token-client.js'
 import { TokenClientError } from '../../packages/sdk/src/errors.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
+import { testPki } from '../helpers/pki.js'
 
 function clientFor(t: Test, h: Harness, name = 'order-service', extra: Partial<ConstructorParameters<typeof TokenClient>[0]> = {}) {
   const pair = h.pki.client(name)
@@ -101,4 +103,42 @@ t.test('a refusal is ERR_TOKEN_DENIED with the OAuth error', async (t) => {
 t.test('options are checked', async (t) => {
   t.throws(() => new TokenClient({ tokenUrl: 'http://x/token', ca: '', cert: '', key: '' }), TypeError)
   t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', refreshRatio: 1 }), TypeError)
+})
+
+/**
+ * An mTLS token endpoint that destroys the connection of the first `resets` requests (as authz does with
+ * old keep-alive connections after a CA or CRL update), then answers a token.
+ */
+async function resettingEndpoint(t: Test, resets: number) {
+  const pki = testPki()
+  const seen = { requests: 0, connections: 0 }
+  const server = createServer({ ca: pki.ca.certPem, cert: pki.server.certPem, key: pki.server.keyPem, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+    seen.requests++
+    if (seen.requests <= resets) {
+      req.socket.destroy()
+      return
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: `token-${seen.requests}`, token_type: 'Bearer', expires_in: 600 }))
+  })
+  server.on('secureConnection', () => seen.connections++)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const pair = pki.client('order-service')
+  const client = new TokenClient({ tokenUrl: `https://localhost:${(server.address() as { port: number }).port}/token`, ca: pki.ca.certPem, cert: pair.certPem, key: pair.keyPem, backgroundRefresh: false })
+  t.teardown(() => client.close())
+  return { client, seen }
+}
+
+t.test('a first getToken that meets a reset connection retries once, on a fresh connection', async (t) => {
+  const { client, seen } = await resettingEndpoint(t, 1)
+  t.equal(await client.getToken('inventory-service'), 'token-2', 'the caller never sees the reset')
+  t.same(seen, { requests: 2, connections: 2 }, 'the retry came on a new connection')
+})
+
+t.test('only once: a second reset is a typed network error', async (t) => {
+  const { client, seen } = await resettingEndpoint(t, 2)
+  const err = (await client.getToken('inventory-service').catch((e: unknown) => e)) as TokenClientError
+  t.equal(err.code, 'ERR_TOKEN_NETWORK')
+  t.equal(seen.requests, 2, 'two attempts, no more')
+  t.equal(await client.getToken('inventory-service'), 'token-3', 'the next call asks again')
 })

@@ -106,6 +106,8 @@ export function remoteJwksSource(options: RemoteJwksOptions): KeySource & { read
       const jwks: unknown = JSON.parse(res.body)
       if (!isJwks(jwks)) return null
       const next = await KeySet.fromJwks(jwks, options.algorithms)
+      // No usable key at all is a broken answer (authz always publishes its signing key), not a revoke-all.
+      if (next.kids.length === 0) return null
       const changed = current === undefined || next.fingerprint !== current.fingerprint
       current = next
       etag = typeof res.headers.etag === 'string' ? res.headers.etag : undefined

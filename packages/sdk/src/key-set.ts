@@ -98,6 +98,7 @@ export function signingKeys(keys: readonly unknown[], allowed: readonly Algorith
     if ('d' in jwk || 'p' in jwk || 'k' in jwk) continue
     const alg = algorithmOf(jwk)
     if (alg === undefined || !allowed.includes(alg) || out.has(jwk.kid)) continue
+    if (alg === 'RS256' && !(typeof jwk.n === 'string' && Buffer.from(jwk.n, 'base64url').length >= 256)) continue // RSA-2048 or larger
     out.set(jwk.kid, { ...publicMembers(jwk), kid: jwk.kid, alg })
   }
   return [...out.values()]

@@ -90,6 +90,8 @@ export interface Verifier {
   readonly kids: readonly string[]
   /** ms until the next scheduled JWKS refresh (undefined with static keys). */
   readonly nextRefreshMs: number | undefined
+  /** Tokens in the verified-token cache (0 when it is off). */
+  readonly cachedTokens: number
   close(): void
 }
 
@@ -223,6 +225,9 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
     },
     get nextRefreshMs() {
       return source.nextRefreshMs
+    },
+    get cachedTokens() {
+      return cache?.size ?? 0
     },
     refresh: () => source.refresh(),
     close: () => source.close(),
