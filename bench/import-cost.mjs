@@ -23,12 +23,14 @@ if (process.argv[2] === '--child') {
   }
   const target = specifier.startsWith('.') ? pathToFileURL(`${root}/${specifier}`).href : specifier
   const require = createRequire(`${root}/package.json`)
+  // Only what the import adds: a runner may have preloaded modules of its own (coverage hooks).
+  const preloaded = new Set(Object.keys(require.cache))
   const rss0 = process.memoryUsage().rss
   const t0 = performance.now()
   await import(target)
   const ms = performance.now() - t0
   const rss = process.memoryUsage().rss - rss0
-  const files = new Set(Object.keys(require.cache))
+  const files = new Set(Object.keys(require.cache).filter((f) => !preloaded.has(f)))
   if (port !== undefined) {
     const { receiveMessageOnPort } = await import('node:worker_threads')
     await new Promise((r) => setTimeout(r, 50)) // the hook thread's last messages

@@ -66,37 +66,74 @@ function peerThumbprint(socket: TLSSocket): string | null {
   return thumbprint
 }
 
+function deny(request: FastifyRequest, reply: FastifyReply, status: 401 | 403, reason: string, caller?: VerifiedCaller): void {
+  request.log.warn(
+    { event: 'service_call_denied', status, reason, sub: caller?.service, aud: caller?.audience, method: request.method, path: request.url },
+    'service call denied',
+  )
+  void reply.code(status).header('cache-control', 'no-store').send()
+}
+
+/** What a route's config says, read once per route (Fastify's route config object lives as long as the route). */
+interface RouteAuth {
+  readonly exempt: boolean
+  readonly rule: RouteRule | undefined
+}
+const routeAuth = new WeakMap<object, RouteAuth>()
+const NO_CONFIG: RouteAuth = { exempt: false, rule: undefined }
+function authOf(config: ServiceAuthRouteConfig | undefined): RouteAuth {
+  if (config === undefined) return NO_CONFIG
+  let auth = routeAuth.get(config)
+  if (auth === undefined) {
+    auth = Object.freeze({ exempt: config.serviceAuth === false, rule: ruleFromConfig(config) })
+    routeAuth.set(config, auth)
+  }
+  return auth
+}
+
+// One RequestCaller per verified token (the verifier caches the VerifiedCaller), not one per request.
+const requestCallers = new WeakMap<VerifiedCaller, RequestCaller>()
+function requestCallerOf(caller: VerifiedCaller): RequestCaller {
+  let view = requestCallers.get(caller)
+  if (view === undefined) {
+    view = Object.freeze({ service: caller.service, scopes: caller.scopes, tokenId: caller.tokenId })
+    requestCallers.set(caller, view)
+  }
+  return view
+}
+
 async function plugin(app: FastifyInstance, options: ServiceAuthOptions): Promise<void> {
   const policy = options.policy ?? new CalleePolicy()
+  const { verifier } = options
   app.decorateRequest('caller', undefined)
-  app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
-    const config = (request.routeOptions.config ?? {}) as ServiceAuthRouteConfig
-    if (config.serviceAuth === false) return
-    const deny = (status: 401 | 403, reason: string, caller?: VerifiedCaller): FastifyReply => {
-      request.log.warn(
-        { event: 'service_call_denied', status, reason, sub: caller?.service, aud: caller?.audience, method: request.method, path: request.url },
-        'service call denied',
-      )
-      return reply.code(status).header('cache-control', 'no-store').send()
-    }
+  // A callback hook, not an async one: a cached token is decided without a promise (the hot path of a
+  // receiving service that sees the same token thousands of times).
+  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+    const route = request.routeOptions
+    const auth = authOf(route.config as ServiceAuthRouteConfig | undefined)
+    if (auth.exempt) return done()
     const socket = request.raw.socket as TLSSocket
-    if (typeof socket.getPeerCertificate !== 'function' || socket.authorized !== true) return deny(401, 'no authorized peer certificate')
+    if (typeof socket.getPeerCertificate !== 'function' || socket.authorized !== true) return deny(request, reply, 401, 'no authorized peer certificate')
     const thumbprint = peerThumbprint(socket)
-    if (thumbprint === null) return deny(401, 'no authorized peer certificate')
+    if (thumbprint === null) return deny(request, reply, 401, 'no authorized peer certificate')
     const header = request.headers[SERVICE_TOKEN_HEADER]
-    if (typeof header !== 'string') return deny(401, 'ERR_TOKEN_MISSING')
-    let caller: VerifiedCaller
-    try {
-      caller = await options.verifier.verify(header, { peerThumbprint: thumbprint })
-    } catch (err) {
-      return deny(401, err instanceof VerifyError ? err.code : 'ERR_TOKEN_INVALID')
+    if (typeof header !== 'string') return deny(request, reply, 401, 'ERR_TOKEN_MISSING')
+    const context = { peerThumbprint: thumbprint }
+    const decide = (caller: VerifiedCaller): void => {
+      const decision = policy.decide(`${request.method} ${route.url ?? request.url}`, caller, { rule: auth.rule, allowUnlisted: options.allowUnlisted })
+      if (decision !== 'allow') return deny(request, reply, 403, decision === 'unlisted' ? 'route not in policy' : 'scope or caller not allowed', caller)
+      request.caller = requestCallerOf(caller)
+      done()
     }
-    const decision = policy.decide(`${request.method} ${request.routeOptions.url ?? request.url}`, caller, {
-      rule: ruleFromConfig(config),
-      allowUnlisted: options.allowUnlisted,
-    })
-    if (decision !== 'allow') return deny(403, decision === 'unlisted' ? 'route not in policy' : 'scope or caller not allowed', caller)
-    request.caller = Object.freeze({ service: caller.service, scopes: caller.scopes, tokenId: caller.tokenId })
+    const refused = (err: unknown): void => deny(request, reply, 401, err instanceof VerifyError ? err.code : 'ERR_TOKEN_INVALID')
+    let cached: VerifiedCaller | undefined
+    try {
+      cached = verifier.verifyCached(header, context)
+    } catch (err) {
+      return refused(err)
+    }
+    if (cached !== undefined) return decide(cached)
+    verifier.verify(header, context).then(decide, refused).catch(done)
   })
 }
 

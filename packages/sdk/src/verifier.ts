@@ -84,6 +84,11 @@ export interface VerifyContext {
 /** Verifies authz tokens for one audience. Create with createVerifier; close() stops its refresh timer. */
 export interface Verifier {
   verify(token: string | undefined, context?: VerifyContext): Promise<VerifiedCaller>
+  /**
+   * The fast path of `verify` for integrations: the caller of a token the cache holds, synchronously,
+   * after the binding check (which throws like `verify`); undefined when the token is not cached.
+   */
+  verifyCached(token: string, context?: VerifyContext): VerifiedCaller | undefined
   /** Refetches the JWKS now; false when the fetch failed (the last good set stays). Always true for static keys. */
   refresh(): Promise<boolean>
   /** kids of the key set in use. */
@@ -231,6 +236,12 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
     },
     refresh: () => source.refresh(),
     close: () => source.close(),
+    verifyCached(token, context = {}) {
+      const verified = cache?.get(token)
+      if (verified === undefined) return undefined
+      checkBinding(verified, context)
+      return verified.caller
+    },
     async verify(token, context = {}) {
       if (typeof token !== 'string' || token === '') throw new VerifyError('ERR_TOKEN_MISSING', 'no token')
       if (token.length > TOKEN_MAX_LENGTH) throw new VerifyError('ERR_TOKEN_MALFORMED', 'token too long')
