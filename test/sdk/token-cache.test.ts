@@ -75,22 +75,24 @@ t.test('a token cached just before a revoke does not outlive the key set change'
 })
 
 t.test('garbage, forged and refused tokens never enter the cache; its size is bounded', async (t) => {
-  const h = await startHarness(t, { env: { AUTHZ_RATE_LIMIT: '0' } })
-  const v = await verifierFor(t, h, { cache: { maxEntries: 50 } })
+  const issuer = await signingKey('RS256')
   const rogue = await signingKey('RS256')
-  const good = await issue(h)
+  const clock = new ManualClock(Date.UTC(2026, 0, 1, 12))
+  const v = await createVerifier({ issuer: 'https://authz.internal', audience: 'inventory-service', keys: { keys: [issuer.jwk] }, clock, cache: { maxEntries: 50 } })
+  const good = await issuer.sign(claimsAt(clock.now()))
   const [header, payload] = good.split('.') as [string, string]
   for (let i = 0; i < 300; i++) {
     await codeOf(v.verify(`garbage-${i}`))
     await codeOf(v.verify(`${header}.${payload}.${Buffer.from(`sig${i}`).toString('base64url')}`))
   }
-  for (let i = 0; i < 20; i++) await codeOf(v.verify(await rogue.sign(claimsAt(h.clock.now()))))
-  t.equal(v.cachedTokens, 0, '620 bad tokens, none cached')
-  const tokens = await Promise.all(Array.from({ length: 120 }, () => issue(h)))
+  for (let i = 0; i < 20; i++) await codeOf(v.verify(await rogue.sign(claimsAt(clock.now()))))
+  t.equal(await codeOf(v.verify(await issuer.sign(claimsAt(clock.now(), { aud: 'order-service' })))), 'ERR_TOKEN_AUDIENCE')
+  t.equal(v.cachedTokens, 0, '621 bad tokens, none cached')
+  const tokens = await Promise.all(Array.from({ length: 120 }, () => issuer.sign(claimsAt(clock.now()))))
   for (const token of tokens) t.equal(await codeOf(v.verify(token)), 'accepted')
   t.equal(v.cachedTokens, 50, 'at most maxEntries')
   t.equal(await codeOf(v.verify(tokens[0] as string)), 'accepted', 'an evicted token is simply verified again')
-  const off = await verifierFor(t, h, { cache: false })
+  const off = await createVerifier({ issuer: 'https://authz.internal', audience: 'inventory-service', keys: { keys: [issuer.jwk] }, clock, cache: false })
   t.equal(await codeOf(off.verify(good)), 'accepted')
   t.equal(off.cachedTokens, 0, 'cache: false')
 })
