@@ -6,15 +6,10 @@
 import { createPrivateKey, generateKeyPairSync } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { ManualClock } from '../../packages/sdk/src/clock.js'
-import { VerifyError } from '../../packages/sdk/src/errors.js'
 import { createVerifier, type VerifierOptions } from '../../packages/sdk/src/verifier.js'
 import { claimsAt, signingKey, startJwksServer } from '../helpers/jwks-server.js'
+import { codeOf } from '../helpers/verify.js'
 
-const codeOf = async (p: Promise<unknown>): Promise<string> =>
-  p.then(
-    () => 'accepted',
-    (e: unknown) => (e instanceof VerifyError ? e.code : `not a VerifyError: ${String(e)}`),
-  )
 
 const base = { issuer: 'https://authz.internal', audience: 'inventory-service' }
 const clock = () => new ManualClock(Date.UTC(2026, 0, 1, 12))

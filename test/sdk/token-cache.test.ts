@@ -3,39 +3,23 @@
  * checked on every request, an entry never outlives the token or a key set change, and only verified
  * tokens enter it, within its size.
  */
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { revokeKey } from '../../src/keys/admin.js'
 import { ManualClock } from '../../packages/sdk/src/clock.js'
-import { VerifyError } from '../../packages/sdk/src/errors.js'
 import { TokenCache } from '../../packages/sdk/src/token-cache.js'
-import { createVerifier, type Verifier, type VerifierOptions } from '../../packages/sdk/src/verifier.js'
+import { createVerifier } from '../../packages/sdk/src/verifier.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
 import { claimsAt, signingKey } from '../helpers/jwks-server.js'
+import { codeOf, harnessVerifier } from '../helpers/verify.js'
 
-const codeOf = async (p: Promise<unknown>): Promise<string> =>
-  p.then(
-    () => 'accepted',
-    (e: unknown) => (e instanceof VerifyError ? e.code : `not a VerifyError: ${String(e)}`),
-  )
 
-async function verifierFor(t: Test, h: Harness, extra: Partial<VerifierOptions> = {}): Promise<Verifier> {
-  const v = await createVerifier({
-    issuer: 'https://authz.internal',
-    audience: 'inventory-service',
-    jwksUrl: `http://127.0.0.1:${h.opsPort}/.well-known/jwks.json`,
-    clock: h.clock,
-    ...extra,
-  })
-  t.teardown(() => v.close())
-  return v
-}
 
 const issue = async (h: Harness, client = h.pki.client('order-service')): Promise<string> =>
   (await h.token({ audience: 'inventory-service' }, client)).json<{ access_token: string }>().access_token
 
 t.test('a cached token replayed over another certificate fails, every time', async (t) => {
   const h = await startHarness(t)
-  const v = await verifierFor(t, h)
+  const v = await harnessVerifier(t, h)
   const token = await issue(h)
   const own = { peerCertificate: h.pki.client('order-service').certPem }
   const stolen = { peerCertificate: h.pki.client('payment-service').certPem }
@@ -44,14 +28,14 @@ t.test('a cached token replayed over another certificate fails, every time', asy
   for (let i = 0; i < 3; i++) t.equal(await codeOf(v.verify(token, stolen)), 'ERR_BINDING_MISMATCH', `replay ${i + 1}`)
   t.equal(await codeOf(v.verify(token, { peerThumbprint: 'not-the-thumbprint' })), 'ERR_BINDING_MISMATCH', 'a thumbprint given directly')
   t.equal(await codeOf(v.verify(token, own)), 'accepted', 'the owner still gets through')
-  const strict = await verifierFor(t, h, { requireBinding: true })
+  const strict = await harnessVerifier(t, h, { requireBinding: true })
   t.equal(await codeOf(strict.verify(token, own)), 'accepted')
   t.equal(await codeOf(strict.verify(token)), 'ERR_BINDING_REQUIRED', 'cached, and still no certificate, no entry')
 })
 
 t.test('a cached token does not outlive its exp, nor the cache bound', async (t) => {
   const h = await startHarness(t)
-  const v = await verifierFor(t, h, { leeway: 0, cache: { maxAgeMs: 60_000 } })
+  const v = await harnessVerifier(t, h, { leeway: 0, cache: { maxAgeMs: 60_000 } })
   const token = await issue(h)
   t.equal(await codeOf(v.verify(token)), 'accepted')
   h.clock.advance(599_000)
@@ -62,7 +46,7 @@ t.test('a cached token does not outlive its exp, nor the cache bound', async (t)
 
 t.test('a token cached just before a revoke does not outlive the key set change', async (t) => {
   const h = await startHarness(t)
-  const v = await verifierFor(t, h)
+  const v = await harnessVerifier(t, h)
   const token = await issue(h)
   t.equal(await codeOf(v.verify(token)), 'accepted')
   t.equal(v.cachedTokens, 1)

@@ -125,7 +125,7 @@ function once<Res>(callback: grpc.sendUnaryData<Res>): { callback: grpc.sendUnar
 }
 
 /** Ends a stream with a status, once (grpc-js turns an emitted error into the call's status). */
-function streamFail(call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>): Fail {
+function streamFail(call: grpc.ServerWritableStream<unknown, unknown>): Fail {
   let done = false
   return (code, details) => {
     if (done) return
@@ -134,37 +134,37 @@ function streamFail(call: grpc.ServerWritableStream<unknown, unknown> | grpc.Ser
   }
 }
 
-/** Wraps a unary handler: it runs only for a verified, allowed caller, which it receives as a third argument. */
-export function authorizeUnary<Req, Res>(handler: AuthorizedUnaryHandler<Req, Res>, options: GrpcAuthOptions): grpc.handleUnaryCall<Req, Res> {
+/** The two handler kinds that answer through a callback (unary, client streaming) wrap the same way. */
+function withCallback<Call extends AnyServerCall, Res>(
+  handler: (call: Call, callback: grpc.sendUnaryData<Res>, caller: VerifiedCaller) => void | Promise<void>,
+  options: GrpcAuthOptions,
+): (call: Call, callback: grpc.sendUnaryData<Res>) => void {
   return (call, callback) => {
     const answer = once(callback)
     guard(call, options, answer.fail, (caller) => handler(call, answer.callback, caller))
   }
 }
 
-/** Wraps a client-streaming handler. */
-export function authorizeClientStreaming<Req, Res>(
+/** The two handler kinds that answer on the stream (server streaming, bidi) wrap the same way. */
+function onStream<Call>(handler: (call: Call, caller: VerifiedCaller) => void | Promise<void>, options: GrpcAuthOptions): (call: Call) => void {
+  return (call) => {
+    const stream = call as unknown as grpc.ServerWritableStream<unknown, unknown>
+    guard(stream, options, streamFail(stream), (caller) => handler(call, caller))
+  }
+}
+
+/** Wraps a unary handler: it runs only for a verified, allowed caller, which it receives as a third argument. */
+export const authorizeUnary: <Req, Res>(handler: AuthorizedUnaryHandler<Req, Res>, options: GrpcAuthOptions) => grpc.handleUnaryCall<Req, Res> = withCallback
+/** Wraps a client-streaming handler (the caller arrives as a third argument). */
+export const authorizeClientStreaming: <Req, Res>(
   handler: AuthorizedClientStreamingHandler<Req, Res>,
   options: GrpcAuthOptions,
-): grpc.handleClientStreamingCall<Req, Res> {
-  return (call, callback) => {
-    const answer = once(callback)
-    guard(call, options, answer.fail, (caller) => handler(call, answer.callback, caller))
-  }
-}
-
-/** Wraps a server-streaming handler. */
-export function authorizeServerStreaming<Req, Res>(
+) => grpc.handleClientStreamingCall<Req, Res> = withCallback
+/** Wraps a server-streaming handler (the caller arrives as a second argument). */
+export const authorizeServerStreaming: <Req, Res>(
   handler: AuthorizedServerStreamingHandler<Req, Res>,
   options: GrpcAuthOptions,
-): grpc.handleServerStreamingCall<Req, Res> {
-  return (call) => guard(call, options, streamFail(call as grpc.ServerWritableStream<unknown, unknown>), (caller) => handler(call, caller))
-}
-
-/** Wraps a bidi-streaming handler. */
-export function authorizeBidiStreaming<Req, Res>(
-  handler: AuthorizedBidiStreamingHandler<Req, Res>,
-  options: GrpcAuthOptions,
-): grpc.handleBidiStreamingCall<Req, Res> {
-  return (call) => guard(call, options, streamFail(call as grpc.ServerDuplexStream<unknown, unknown>), (caller) => handler(call, caller))
-}
+) => grpc.handleServerStreamingCall<Req, Res> = onStream
+/** Wraps a bidi-streaming handler (the caller arrives as a second argument). */
+export const authorizeBidiStreaming: <Req, Res>(handler: AuthorizedBidiStreamingHandler<Req, Res>, options: GrpcAuthOptions) => grpc.handleBidiStreamingCall<Req, Res> =
+  onStream
