@@ -90,7 +90,8 @@ t.test('serviceAuth: rules from the callee policy file, reloaded on change; allo
   t.equal(await policy.reload(), undefined)
   t.equal((await call('GET', '/from-policy', read)).status, 200)
   await writeFile(join(dir, 'policy.json'), '{"routes": {"GET /from-policy": {"scopes": "nope"}}}')
-  t.match(await policy.reload(), Error)
+  t.match(await policy.reload(), { code: 'ERR_POLICY_INVALID' })
+  await t.rejects(CalleePolicy.load(join(dir, 'missing.json')), { code: 'ERR_POLICY_READ' })
   t.equal((await call('GET', '/from-policy', read)).status, 200, 'a bad file keeps the rules in force')
 })
 

@@ -93,6 +93,16 @@ export function parseCalleePolicy(text: string, source = 'policy'): CalleePolicy
   return Object.freeze({ ...(doc.service === undefined ? {} : { service: doc.service as string }), routes: Object.freeze(routes) })
 }
 
+async function readPolicy(path: string): Promise<CalleePolicyDocument> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new CalleePolicyError('ERR_POLICY_READ', path, '', `cannot read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
+  }
+  return parseCalleePolicy(text, path)
+}
+
 /** Does this caller satisfy this rule? */
 export function satisfies(caller: VerifiedCaller, rule: RouteRule): boolean {
   if (rule.callers !== undefined && !rule.callers.includes(caller.service)) return false
@@ -120,7 +130,7 @@ export class CalleePolicy {
   }
 
   static async load(path: string): Promise<CalleePolicy> {
-    return new CalleePolicy(parseCalleePolicy(await readFile(path, 'utf8'), path), path)
+    return new CalleePolicy(await readPolicy(path), path)
   }
 
   /** The rule of a route key (`GET /stock/:sku`, `/pkg.Service/Method`); a `HEAD` key finds its `GET` rule. */
@@ -140,13 +150,13 @@ export class CalleePolicy {
   }
 
   /** Re-reads the file; on an invalid file the policy in force stays and the error is returned. */
-  async reload(): Promise<CalleePolicyError | Error | undefined> {
+  async reload(): Promise<CalleePolicyError | undefined> {
     if (this.path === undefined) return undefined
     try {
-      this.#doc = parseCalleePolicy(await readFile(this.path, 'utf8'), this.path)
+      this.#doc = await readPolicy(this.path)
       return undefined
     } catch (err) {
-      return err as Error
+      return err as CalleePolicyError
     }
   }
 
@@ -154,7 +164,7 @@ export class CalleePolicy {
    * Reloads on change: a watch of the file's directory (an atomic rename replaces the inode a file watch
    * holds) plus a poll every `pollMs`, for volumes that deliver no events (NFS, Kubernetes ConfigMaps).
    */
-  watch(onError: (err: Error) => void = () => undefined, pollMs = 5000): void {
+  watch(onError: (err: CalleePolicyError) => void = () => undefined, pollMs = 5000): void {
     if (this.path === undefined) return
     this.close()
     const reload = (): void => void this.reload().then((err) => err && onError(err))

@@ -62,6 +62,8 @@ export class VerifyError extends Error {
 
 /** Codes of CalleePolicyError. */
 export type CalleePolicyErrorCode =
+  /** The file cannot be read (missing, unreadable). */
+  | 'ERR_POLICY_READ'
   /** The file is not JSON. */
   | 'ERR_POLICY_JSON'
   /** A route key is not `METHOD /path` or a gRPC `/pkg.Service/Method`. */
