@@ -30,6 +30,20 @@ export const configSchema = {
     AUTHZ_LOG_LEVEL: { type: 'string', enum: [...LOG_LEVELS], default: 'info', description: 'pino log level' },
     AUTHZ_RATE_LIMIT: { type: 'integer', minimum: 0, maximum: 1000000, default: 100, description: 'token requests per second per caller CN; 0 turns the limit off' },
     AUTHZ_MAX_CONNECTIONS: { type: 'integer', minimum: 1, maximum: 1000000, default: 4096, description: 'open connections the main listener accepts at once; more are refused at accept' },
+    AUTHZ_SHUTDOWN_TIMEOUT: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 3600,
+      default: 8,
+      description: 'seconds from SIGTERM to exit, whatever clients do: answers in progress finish, the rest is closed (keep it under the orchestrator\'s grace period)',
+    },
+    AUTHZ_MAX_CONNECTION_AGE: {
+      type: 'integer',
+      minimum: 0,
+      maximum: 86400,
+      default: 3600,
+      description: 'seconds after which a client connection is closed after its current answer, so the client handshakes again; 0 turns it off',
+    },
     AUTHZ_DEV: { type: 'boolean', default: true, description: 'with no TLS files configured, generate a dev PKI and signing key under the keys directory; `false` makes missing material a start-up error' },
     AUTHZ_KEY_PASSPHRASE: { type: 'string', minLength: 1, description: 'optional passphrase of encrypted PKCS#8 signing keys' },
   },
@@ -58,6 +72,10 @@ export interface Config {
   readonly logLevel: LogLevel
   readonly rateLimit: number
   readonly maxConnections: number
+  /** Seconds from SIGTERM to exit. */
+  readonly shutdownTimeout: number
+  /** Seconds after which a client connection is closed after its current answer (0: never). */
+  readonly maxConnectionAge: number
   readonly dev: boolean
   readonly keyPassphrase: string | undefined
 }
@@ -79,6 +97,8 @@ interface RawEnv {
   AUTHZ_LOG_LEVEL: LogLevel
   AUTHZ_RATE_LIMIT: number
   AUTHZ_MAX_CONNECTIONS: number
+  AUTHZ_SHUTDOWN_TIMEOUT: number
+  AUTHZ_MAX_CONNECTION_AGE: number
   AUTHZ_DEV: boolean
   AUTHZ_KEY_PASSPHRASE?: string
 }
@@ -171,6 +191,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd(), options:
     logLevel: raw.AUTHZ_LOG_LEVEL,
     rateLimit: raw.AUTHZ_RATE_LIMIT,
     maxConnections: raw.AUTHZ_MAX_CONNECTIONS,
+    shutdownTimeout: raw.AUTHZ_SHUTDOWN_TIMEOUT,
+    maxConnectionAge: raw.AUTHZ_MAX_CONNECTION_AGE,
     dev: raw.AUTHZ_DEV,
     keyPassphrase: raw.AUTHZ_KEY_PASSPHRASE,
   })

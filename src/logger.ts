@@ -39,6 +39,12 @@ export function loggerOptions(level: LogLevel): LoggerOptions {
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     serializers: {
       req: (req: { method?: string; url?: string; id?: string }) => ({ id: req.id, method: req.method, url: req.url }),
+      // Node's client errors carry the raw bytes received (`rawPacket`), tokens included: never logged.
+      err: (err: Error) => {
+        const serialized = pino.stdSerializers.err(err) as ReturnType<typeof pino.stdSerializers.err> & { rawPacket?: unknown }
+        delete serialized.rawPacket
+        return serialized
+      },
     },
   }
 }
@@ -53,4 +59,23 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
  */
 export function bufferedStdout(): DestinationStream & { flushSync(): void } {
   return pino.destination({ dest: 1, sync: false, minLength: 4096 })
+}
+
+/**
+ * Buffered lines still reach the log within `everyMs` when traffic is low. Returns the function that stops
+ * the timer and writes out what is left (shutdown).
+ */
+export function keepFlushing(destination: DestinationStream, everyMs = 1000): () => void {
+  const timer = setInterval(() => (destination as { flush?: () => void }).flush?.(), everyMs)
+  timer.unref()
+  return () => {
+    clearInterval(timer)
+    const flush = (destination as { flushSync?: () => void }).flushSync
+    if (typeof flush !== 'function') return
+    try {
+      flush.call(destination)
+    } catch {
+      // stdout already closed: nothing more can be said
+    }
+  }
 }

@@ -12,6 +12,7 @@ export interface Metrics {
   readonly policyReloads: Counter<'result'>
   readonly keysetReloads: Counter<'result'>
   readonly tlsReloads: Counter<'result'>
+  readonly reloadFailing: Gauge<'what'>
   readonly keysPublished: Gauge
   readonly activeKeyAgeSeconds: Gauge
   readonly nextActivationSeconds: Gauge
@@ -56,6 +57,12 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
       name: 'authz_tls_reloads_total',
       help: 'TLS material (certificate, key, client CA, CRL) reload attempts that found a change or an error, by result',
       labelNames: ['result'],
+      registers: [registry],
+    }),
+    reloadFailing: new Gauge({
+      name: 'authz_reload_failing',
+      help: '1 while the last reload of policy, keyset or TLS material failed (the previous state serves; retried with backoff), else 0',
+      labelNames: ['what'],
       registers: [registry],
     }),
     keysPublished: new Gauge({ name: 'authz_keys_published', help: 'Keys in the JWKS', registers: [registry] }),

@@ -1,25 +1,21 @@
 /**
- * The process: reads the config, prepares dev material when asked to, loads policy and keys, listens on
- * the main (mTLS) and ops listeners, reloads on change and SIGHUP, and drains on SIGTERM/SIGINT. The only
- * module that listens.
+ * A running authz: reads the config, prepares dev material when asked to (dev/bootstrap.ts, loaded only
+ * then), loads policy and keys, listens on the main (mTLS) and ops listeners, reloads on change and on
+ * demand, and drains on close. The only module that listens; the process (signals, exit codes) is
+ * bin/server.ts.
  */
-import { join, relative } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { DestinationStream, Logger } from 'pino'
-import type { Server as TlsServer } from 'node:tls'
-import { buildApp, buildOpsApp, retireConnections } from './app.js'
+import { buildApp, buildOpsApp, connectionsOf, type MainApp } from './app.js'
 import { systemClock, type Clock } from './clock.js'
-import { loadConfig, type Config, type TlsFiles } from './config.js'
-import { AuthzError, ConfigError } from './errors.js'
-import { initKeys, readManifest } from './keys/admin.js'
+import { loadConfig, type Config } from './config.js'
+import { ConfigError } from './errors.js'
 import { KeyStore } from './keys/store.js'
-import { bufferedStdout, createLogger } from './logger.js'
+import { bufferedStdout, createLogger, keepFlushing } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
-import { assertSafeName, ensureDevPki } from './pki/dev-files.js'
 import { PolicyStore } from './policy/store.js'
-import type { ReloadResult } from './util/report-once.js'
+import { reloadReporter } from './reload-reports.js'
 import { checkTlsMaterial, readTlsMaterial, TlsReloader } from './tls/reloader.js'
-
 
 /** Where a started server sends its output, and its clock (tests). */
 export interface StartOptions {
@@ -36,7 +32,7 @@ export interface StartOptions {
 /** A started authz: both listeners, its stores, reload and graceful close. */
 export interface RunningServer {
   readonly config: Config
-  readonly main: FastifyInstance
+  readonly main: MainApp
   readonly ops: FastifyInstance
   readonly keys: KeyStore
   readonly policy: PolicyStore
@@ -47,34 +43,11 @@ export interface RunningServer {
   readonly opsUrl: string
   /** Reloads policy, keys and TLS material now (what SIGHUP does). */
   reload(): Promise<void>
-  /** Stops accepting, lets in-flight requests finish, closes both listeners. */
+  /**
+   * Stops accepting, answers what was received, closes every other connection, and destroys what is left
+   * at `AUTHZ_SHUTDOWN_TIMEOUT`.
+   */
   close(): Promise<void>
-}
-
-function curlHint(cwd: string, tls: TlsFiles, callers: string[], port: number, policy: PolicyStore): string {
-  const caller = callers[0]
-  if (caller === undefined) return ''
-  const audience = policy.current.grants.get(caller)?.keys().next().value ?? 'inventory-service'
-  const clientCert = join(tls.clientCa, '..', 'clients', `${caller}.pem`)
-  const clientKey = join(tls.clientCa, '..', 'clients', `${caller}-key.pem`)
-  const rel = (p: string): string => relative(cwd, p) || p
-  return [
-    '',
-    '  ================================================================',
-    '  authz is running in DEV MODE with a generated PKI and signing key.',
-    '  Never use this material in production (set AUTHZ_DEV=false).',
-    '  ================================================================',
-    '',
-    `  Get a token as ${caller}:`,
-    '',
-    `    curl --cacert ${rel(tls.clientCa)} \\`,
-    `      --cert ${rel(clientCert)} --key ${rel(clientKey)} \\`,
-    `      -H 'content-type: application/json' -d '{"audience":"${audience}"}' \\`,
-    `      https://localhost:${port}/token`,
-    '',
-    `  Public keys: curl http://127.0.0.1:<ops port>/.well-known/jwks.json`,
-    '',
-  ].join('\n')
 }
 
 /** Starts authz from an environment. Throws ConfigError/AuthzError (naming what is wrong) when it cannot. */
@@ -94,30 +67,9 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   }
 
   const timing = { tokenTtl: config.tokenTtl, jwksMaxAge: config.jwksMaxAge }
-  let tlsFiles = config.tls
-  const devCallers: string[] = []
-  if (tlsFiles === null) {
-    // Dev mode (AUTHZ_DEV not false, no TLS files): make what is missing, loudly.
-    for (const name of policy.current.grants.keys()) {
-      try {
-        assertSafeName(name)
-        devCallers.push(name)
-      } catch {
-        logger.warn({ caller: name }, 'dev mode: no client certificate for a caller whose name cannot be a file name')
-      }
-    }
-    const pkiDir = join(config.keysDir, 'dev-pki')
-    const { paths, created } = await ensureDevPki(pkiDir, devCallers)
-    tlsFiles = { cert: paths.serverCert, key: paths.serverKey, clientCa: paths.caCert, crl: undefined }
-    if ((await readManifest(config.keysDir)).keys.length === 0) {
-      const key = await initKeys({ dir: config.keysDir, timing, clock, passphrase: config.keyPassphrase })
-      created.push(`signing key ${key.kid}`)
-    }
-    logger.warn(
-      { dev: true, dir: config.keysDir, created },
-      'DEV MODE: using a generated dev PKI and signing key; never in production (set AUTHZ_DEV=false and the AUTHZ_TLS_* variables)',
-    )
-  }
+  // Dev mode (AUTHZ_DEV not false, no TLS files): make what is missing, loudly.
+  const dev = config.tls === null ? await (await import('./dev/bootstrap.js')).prepareDevMaterial(config, policy.current, timing, clock, logger) : undefined
+  const tlsFiles = dev?.tls ?? (config.tls as NonNullable<Config['tls']>)
   const tls = await readTlsMaterial(tlsFiles)
   checkTlsMaterial(tls)
 
@@ -133,30 +85,30 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   const deps = { keys, policy, metrics, clock, logger }
   const main = await buildApp(config, tls, deps)
   const ops = await buildOpsApp(config, deps)
-
-  /** One way to report a reload: count it, log a failure as an error, log a change with its details. */
-  const reporter =
-    (counter: Metrics['policyReloads'], what: string, keeps: string, onChange: () => Record<string, unknown>) =>
-    (result: ReloadResult<AuthzError>): void => {
-      if (result.error !== undefined) {
-        counter.inc({ result: 'error' })
-        logger.error({ event: 'reload_failed', what, code: result.error.code, detail: result.error.message }, `${what} reload failed; ${keeps} stay in force`)
-      } else if (result.changed) {
-        counter.inc({ result: 'changed' })
-        logger.info({ event: 'reloaded', what, ...onChange() }, `${what} reloaded`)
-      }
-    }
-  const onPolicy = reporter(metrics.policyReloads, 'policy', 'the previous policy and its grants', () => ({
-    sha256: policy.current.sha256,
-    callers: policy.current.grants.size,
-  }))
-  const onKeys = reporter(metrics.keysetReloads, 'keyset', 'the previous keys', () => {
-    for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
-    return { kids: keys.jwks().kids, active: keys.signingKey()?.kid }
-  })
-  const tlsReloader = new TlsReloader(tlsFiles, main.server as unknown as TlsServer, tls, () => retireConnections(main))
+  const connections = connectionsOf(main)
   // New handshakes use reloaded TLS material; a new client CA or CRL also retires older connections.
-  const onTls = reporter(metrics.tlsReloads, 'TLS', 'the previous certificates, CA and CRL', () => ({}))
+  const tlsReloader = new TlsReloader(tlsFiles, main.server, tls, (trust) => connections.retire(trust))
+
+  const onPolicy = reloadReporter(
+    'policy',
+    { counter: metrics.policyReloads, keeps: 'the previous policy and its grants', onChange: () => ({ sha256: policy.current.sha256, callers: policy.current.grants.size }) },
+    metrics,
+    logger,
+  )
+  const onKeys = reloadReporter(
+    'keyset',
+    {
+      counter: metrics.keysetReloads,
+      keeps: 'the previous keys',
+      onChange: () => {
+        for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
+        return { kids: keys.jwks().kids, active: keys.signingKey()?.kid }
+      },
+    },
+    metrics,
+    logger,
+  )
+  const onTls = reloadReporter('TLS', { counter: metrics.tlsReloads, keeps: 'the previous certificates, CA and CRL', onChange: () => ({}) }, metrics, logger)
   let lastActive = keys.signingKey()?.kid
   keys.onChange(() => {
     const active = keys.signingKey()?.kid
@@ -167,24 +119,25 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   keys.watch(onKeys, options.pollMs)
   tlsReloader.watch(onTls, options.pollMs)
 
-  // Buffered lines still reach the log within a second when traffic is low.
-  const flusher = setInterval(() => (destination as { flush?: () => void }).flush?.(), 1000)
-  flusher.unref()
+  const stopFlushing = keepFlushing(destination)
   try {
     await main.listen({ host: config.host, port: config.port })
     await ops.listen({ host: config.opsHost, port: config.opsPort })
   } catch (err) {
-    clearInterval(flusher)
     policy.close()
     keys.close()
     tlsReloader.close()
     await Promise.allSettled([main.close(), ops.close()])
+    stopFlushing()
     throw err
   }
   const mainPort = (main.server.address() as { port: number }).port
   const opsPort = (ops.server.address() as { port: number }).port
   logger.info({ main: `https://${config.host}:${mainPort}`, ops: `http://${config.opsHost}:${opsPort}`, kid: keys.signingKey()?.kid }, 'authz listening')
-  if (config.tls === null) (options.bannerOut ?? process.stdout).write(`${curlHint(cwd, tlsFiles, devCallers, mainPort, policy).replace('<ops port>', String(opsPort))}\n`)
+  if (dev !== undefined) {
+    const { devBanner } = await import('./dev/bootstrap.js')
+    ;(options.bannerOut ?? process.stdout).write(`${devBanner(cwd, dev, policy.current, mainPort, opsPort)}\n`)
+  }
 
   let closing: Promise<void> | undefined
   return {
@@ -198,56 +151,28 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     mainUrl: `https://127.0.0.1:${mainPort}`,
     opsUrl: `http://127.0.0.1:${opsPort}`,
     async reload() {
-      onPolicy(await policy.reload(true))
-      onKeys(await keys.reload(true))
-      onTls(await tlsReloader.reload(true))
+      // Outcomes reach the reporters registered by watch().
+      await policy.reload(true)
+      await keys.reload(true)
+      await tlsReloader.reload(true)
     },
     close() {
       closing ??= (async () => {
         policy.close()
         keys.close()
         tlsReloader.close()
+        // Answers in progress finish (and close their connections); idle, handshaking, silent and
+        // half-received connections close now; at the deadline everything left is destroyed.
+        const deadlineMs = config.shutdownTimeout * 1000
+        connections.drain(deadlineMs)
+        const opsDeadline = setTimeout(() => ops.server.closeAllConnections(), deadlineMs)
+        opsDeadline.unref()
         await Promise.all([main.close(), ops.close()])
-        clearInterval(flusher)
-        flushLog(destination)
+        connections.stop()
+        clearTimeout(opsDeadline)
+        stopFlushing()
       })()
       return closing
     },
   }
-}
-
-function flushLog(destination: DestinationStream): void {
-  const flush = (destination as { flushSync?: () => void }).flushSync
-  if (typeof flush === 'function') {
-    try {
-      flush.call(destination)
-    } catch {
-      // stdout already closed: nothing more can be said
-    }
-  }
-}
-
-/** The process entry point: signals, exit codes, and a message that names what is wrong. */
-export async function main(): Promise<void> {
-  let server: RunningServer
-  try {
-    server = await startServer(process.env)
-  } catch (err) {
-    const message = err instanceof AuthzError ? err.message : (err as Error).message
-    console.error(`authz: cannot start: ${message}`)
-    process.exit(1)
-  }
-  process.on('SIGHUP', () => void server.reload())
-  const stop = (signal: string): void => {
-    server.logger.info({ signal }, 'shutting down: draining in-flight requests')
-    server.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        server.logger.error({ err }, 'shutdown failed')
-        process.exit(1)
-      },
-    )
-  }
-  process.once('SIGTERM', () => stop('SIGTERM'))
-  process.once('SIGINT', () => stop('SIGINT'))
 }

@@ -1,6 +1,7 @@
 /** Faults: what breaks around authz must not break authz. */
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -9,7 +10,7 @@ import { initKeys } from '../src/keys/admin.js'
 import { createVerifier } from '../packages/sdk/src/verifier.js'
 import { startServer } from '../src/server.js'
 import { LogCapture, SAMPLE_POLICY } from './helpers/harness.js'
-import { freePort, halfSentRequest, httpCall, httpsCall } from './helpers/http.js'
+import { freePort, halfSentRequest, httpCall, httpsCall, openTlsConnection, rawTokenRequest } from './helpers/http.js'
 import { testPki } from './helpers/pki.js'
 
 const tokenBody = '{"audience":"inventory-service"}'
@@ -86,6 +87,67 @@ t.test('a restart with the same keys directory: same kid, and tokens issued befo
   t.match(await verifier.verify(token, { peerCertificate: pki.client('order-service').certPem }), { service: 'order-service' })
 })
 
+
+/** authz as its own process (the TypeScript entry point), ready when it says it is listening. */
+async function spawnServer(t: Test, env: Record<string, string>) {
+  const [port, opsPort] = [await freePort(), await freePort()]
+  const loader = new URL('../node_modules/@tapjs/typescript/dist/esm/import.mjs', import.meta.url).href
+  const child = spawn(process.execPath, [`--import=${loader}`, new URL('../src/bin/server.ts', import.meta.url).pathname], {
+    env: { PATH: process.env.PATH, ...env, AUTHZ_PORT: String(port), AUTHZ_OPS_PORT: String(opsPort), AUTHZ_RATE_LIMIT: '0', TS_NODE_TRANSPILE_ONLY: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  const ready = new Promise<void>((resolve, reject) => {
+    const onData = (c: Buffer): void => {
+      output += c.toString()
+      if (output.includes('authz listening')) resolve()
+    }
+    child.stdout.on('data', onData)
+    child.stderr.on('data', onData)
+    child.once('exit', () => reject(new Error(`server did not start: ${output}`)))
+  })
+  const exited = new Promise<{ code: number | null; at: number }>((resolve) => child.once('exit', (code) => resolve({ code, at: Date.now() })))
+  t.teardown(() => child.kill('SIGKILL'))
+  await ready
+  return { child, port, opsPort, exited, output: () => output }
+}
+
+t.test('SIGTERM with a held keep-alive connection, a silent one and a stalled body: exit 0 at the deadline (regression)', async (t) => {
+  const { pki, env } = await install(t)
+  const { child, port, exited } = await spawnServer(t, { ...env, AUTHZ_SHUTDOWN_TIMEOUT: '2' })
+  const client = pki.client('order-service')
+  const ca = readFileSync(env.AUTHZ_CLIENT_CA)
+  const held = await openTlsConnection(port, { ca, client })
+  t.equal((await held.send(rawTokenRequest())).status, 200, 'a keep-alive client holds its connection after its answer')
+  const silent = connect(port, '127.0.0.1')
+  silent.on('error', () => undefined)
+  await new Promise((r) => silent.once('connect', r))
+  const stalled = halfSentRequest(port, { body: tokenBody, ca, client })
+  stalled.done.catch(() => undefined)
+  // Its headers and half its body are on the wire; two round trips on another connection give the server
+  // time to read them (the server gives no signal of its own to a client).
+  await stalled.written
+  for (let i = 0; i < 2; i++) t.equal((await held.send(rawTokenRequest())).status, 200)
+  const signalled = Date.now()
+  child.kill('SIGTERM')
+  await held.closed
+  const { code, at } = await exited
+  t.equal(code, 0, 'exit code 0')
+  const seconds = (at - signalled) / 1000
+  t.ok(seconds >= 1.5 && seconds < 4, `exited ${seconds.toFixed(2)} s after SIGTERM: the 2 s deadline cut the stalled body (regression: never)`)
+})
+
+t.test('SIGTERM with only a held keep-alive connection: exit 0 at once (regression: 65 s)', async (t) => {
+  const { pki, env } = await install(t)
+  const { child, port, exited } = await spawnServer(t, { ...env, AUTHZ_SHUTDOWN_TIMEOUT: '30' })
+  const held = await openTlsConnection(port, { ca: readFileSync(env.AUTHZ_CLIENT_CA), client: pki.client('order-service') })
+  t.equal((await held.send(rawTokenRequest())).status, 200)
+  const signalled = Date.now()
+  child.kill('SIGTERM')
+  const { code, at } = await exited
+  t.equal(code, 0)
+  t.ok(at - signalled < 3000, `exited ${at - signalled} ms after SIGTERM`)
+})
 
 t.test('SIGTERM while 100 requests are in flight: all complete, then the process exits 0', async (t) => {
   const { pki, env } = await install(t)

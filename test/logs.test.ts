@@ -51,3 +51,65 @@ t.test('the logger redacts anything that could carry a token or key', async (t) 
   for (const secret of ['AAA', 'BBB', 'CCC', 'DDD', 'EEE', 'GGG', 'HHH']) t.notOk(capture.text.includes(secret), secret)
   t.notOk(capture.text.includes('FFF'), 'request serializer copies no headers')
 })
+
+t.test('at trace level no line carries raw request bytes; broken HTTP gets our body or none (regression)', async (t) => {
+  const { connect } = await import('node:net')
+  const { openTlsConnection } = await import('./helpers/http.js')
+  const h = await startHarness(t, { env: { AUTHZ_LOG_LEVEL: 'trace' }, limits: { headersMs: 300, requestMs: 300, checkIntervalMs: 50 } })
+  const secret = 'eyJzZWNyZXQiOiJ0b2tlbiJ9.c2VjcmV0.c2lnbmF0dXJl'
+  /** Sends raw bytes on a fresh connection and returns everything the server answered before closing. */
+  const raw = async (bytes: string, tls = true): Promise<string> => {
+    if (!tls) {
+      const socket = connect(h.opsPort, '127.0.0.1')
+      socket.on('error', () => undefined)
+      let answer = ''
+      socket.on('data', (c: Buffer) => (answer += c.toString('latin1')))
+      await new Promise((r) => socket.once('connect', r))
+      socket.write(bytes)
+      await new Promise((r) => socket.once('close', r))
+      return answer
+    }
+    const conn = await openTlsConnection(h.port, { ca: h.pki.ca.certPem, client: h.pki.client('order-service') })
+    let answer = ''
+    conn.socket.on('data', (c: Buffer) => (answer += c.toString('latin1')))
+    conn.socket.write(bytes)
+    await conn.closed
+    return answer
+  }
+  const answers = [
+    // Not HTTP at all, with a token in a header line.
+    await raw(`POST /token HTTP/1.1\r\nX-Service-Token: ${secret}\r\nBad Header Line\r\n\r\n`),
+    // Header block over the limit, the token in it.
+    await raw(`GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nX-Service-Token: ${secret}\r\nX-Pad: ${'a'.repeat(9000)}\r\n\r\n`),
+    // A request whose headers never end (timeout).
+    await raw(`POST /token HTTP/1.1\r\nX-Service-Token: ${secret}\r\n`),
+    // The same on the ops listener.
+    await raw(`GET /healthz HTTP/1.1\r\nX-Service-Token: ${secret}\r\nBad Header Line\r\n\r\n`, false),
+  ]
+  t.match(answers[0], /^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*\r\n\r\n\{"error":"invalid_request"\}$/, 'not HTTP: 400 with our body')
+  t.match(answers[1], /^HTTP\/1\.1 431 [\s\S]*\r\n\r\n\{"error":"invalid_request"\}$/, 'headers too large: 431 with our body')
+  t.ok(answers[2] === '' || /^HTTP\/1\.1 408 [\s\S]*Content-Length: 0\r\n\r\n$/.test(answers[2] as string), 'too slow: 408 with no body, or closed')
+  t.match(answers[3], /^HTTP\/1\.1 400 [\s\S]*\{"error":"invalid_request"\}$/, 'ops listener too')
+  for (const a of answers) t.notMatch(a, /Client Error|statusCode/, 'never Fastify’s own body')
+  t.ok(h.logs.lines.length > 0, 'trace level logs')
+  t.notOk(h.logs.text.includes(secret), 'the token never reaches a log line')
+  t.notOk(h.logs.text.includes('rawPacket'), 'no raw bytes at all')
+})
+
+t.test('a method a path does not serve is 404 whatever the body (regression: 400 for an empty JSON body)', async (t) => {
+  const h = await startHarness(t)
+  const client = h.pki.client('order-service')
+  const json = { 'content-type': 'application/json' }
+  for (const [method, path] of [
+    ['OPTIONS', '/token'],
+    ['DELETE', '/.well-known/openid-configuration'],
+    ['PUT', '/.well-known/jwks.json'],
+    ['PATCH', '/nowhere'],
+  ] as const) {
+    const res = await h.call({ method, path, client, headers: { ...json, 'content-length': 0 }, body: '' })
+    t.equal(res.status, 404, `${method} ${path}`)
+    t.same(res.json(), { error: 'not_found' })
+    const broken = await h.call({ method, path, client, headers: { ...json, 'content-length': 8 }, body: '{"broken' })
+    t.equal(broken.status, 404, `${method} ${path} with a broken body`)
+  }
+})

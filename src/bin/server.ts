@@ -1,4 +1,26 @@
 #!/usr/bin/env node
-import { main } from '../server.js'
+/** The process: start, SIGHUP reloads, SIGTERM/SIGINT drain and exit 0, a start failure exits 1 naming what is wrong. */
+import { startServer, type RunningServer } from '../server.js'
 
-void main()
+let server: RunningServer
+try {
+  server = await startServer(process.env)
+} catch (err) {
+  console.error(`authz: cannot start: ${(err as Error).message}`)
+  process.exit(1)
+}
+process.on('SIGHUP', () => void server.reload())
+const stop = (signal: string): void => {
+  server.logger.info({ signal, deadline_s: server.config.shutdownTimeout }, 'shutting down: draining in-flight requests')
+  // The drain destroys what is left at the deadline; this is the backstop should anything else hang.
+  setTimeout(() => process.exit(0), server.config.shutdownTimeout * 1000 + 2000).unref()
+  server.close().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      server.logger.error({ err }, 'shutdown failed')
+      process.exit(1)
+    },
+  )
+}
+process.once('SIGTERM', () => stop('SIGTERM'))
+process.once('SIGINT', () => stop('SIGINT'))

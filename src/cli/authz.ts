@@ -8,7 +8,6 @@
 import { X509Certificate } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { Agent as HttpAgent } from 'node:http'
-import { Agent as HttpsAgent } from 'node:https'
 import { join } from 'node:path'
 import { Ajv } from 'ajv'
 import forge from 'node-forge'
@@ -16,15 +15,16 @@ import { compactVerify, decodeJwt, decodeProtectedHeader, importJWK, type JWK, t
 import { systemClock, type Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import { AuthzError } from '../errors.js'
-import { readManifest, statusesOf } from '../keys/admin.js'
+import { statusesOf } from '../keys/admin.js'
 import { loadKeyset } from '../keys/keyset.js'
 import { keyStates, type KeyState, type Timing } from '../keys/lifecycle.js'
-import type { Manifest } from '../keys/manifest.js'
+import { readManifest, type Manifest } from '../keys/manifest.js'
 import { explainDecision, type DecisionExplanation } from '../policy/explain.js'
 import { decide, parsePolicy, type Policy } from '../policy/policy.js'
 import { PolicyStore } from '../policy/store.js'
 import { tokenRequestSchema } from '../routes/token.js'
 import { httpRequestText, signingKeys, thumbprintOf } from '@authz/sdk'
+import { fetchJwks, type RemoteTls } from './remote-jwks.js'
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, formatDuration, isoOrNull, parse, processIo, toolConfig, type Io } from './args.js'
 
 export const AUTHZ_USAGE = `usage: authz <verb>
@@ -275,28 +275,11 @@ async function readPem(path: string, what: string): Promise<string> {
   }
 }
 
-async function jwksSource(url: URL, tls: { ca?: string; cert?: string; key?: string }): Promise<KeySource> {
+async function jwksSource(url: URL, tls: RemoteTls): Promise<KeySource> {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usage('--jwks must be an http(s) URL')
-  // No keep-alive: a one-shot CLI must not wait for an idle socket to time out.
-  const agent = url.protocol === 'https:' ? new HttpsAgent({ keepAlive: false }) : new HttpAgent({ keepAlive: false })
-  let res
-  try {
-    res = await httpRequestText(url, { headers: { accept: 'application/jwk-set+json, application/json' }, agent, timeoutMs: 5000, tls })
-  } catch (err) {
-    throw new AuthzError('ERR_KEYSET_READ', `cannot fetch ${url.href}: ${(err as NodeJS.ErrnoException).code ?? failure(err)}`)
-  }
-  if (res.status !== 200) throw new AuthzError('ERR_KEYSET_READ', `cannot fetch ${url.href}: HTTP ${res.status}`)
-  let body: unknown
-  try {
-    body = JSON.parse(res.body)
-  } catch {
-    throw new AuthzError('ERR_KEYSET_INVALID', `${url.href} did not answer a JSON JWKS`)
-  }
-  const list = (body as { keys?: unknown }).keys
-  if (!Array.isArray(list)) throw new AuthzError('ERR_KEYSET_INVALID', `${url.href} did not answer a JWKS (no "keys")`)
   const keys = new Map<string, JWK>()
   // The SDK verifier's rule: only RSA signing keys for RS256 count.
-  for (const k of signingKeys(list, ['RS256'])) keys.set(k.kid, k)
+  for (const k of signingKeys(await fetchJwks(url, tls), ['RS256'])) keys.set(k.kid, k)
   return { label: url.href, keys }
 }
 
@@ -329,7 +312,7 @@ function kidCheck(kid: string | undefined, source: KeySource, manifest: Manifest
   }
   const inManifest = manifest?.keys.find((k) => k.kid === kid)
   if (inManifest !== undefined) {
-    const localState = statusesOf(manifest as Manifest, { dir: cfg.keysDir, timing: timingOf(cfg), clock }).find((s) => s.key.kid === kid)?.state
+    const localState = statusesOf(manifest as Manifest, { timing: timingOf(cfg), clock }).find((s) => s.key.kid === kid)?.state
     return { ok: false, kid, status: 'unpublished', state: localState, detail: `${kid}: in the local manifest (${localState}) but not in ${source.label}` }
   }
   return {
@@ -574,7 +557,7 @@ async function status(args: string[], env: NodeJS.ProcessEnv, io: Io, clock: Clo
   let keys: Record<string, unknown>
   try {
     const manifest = await readManifest(cfg.keysDir)
-    const statuses = statusesOf(manifest, { dir: cfg.keysDir, timing: timingOf(cfg), clock })
+    const statuses = statusesOf(manifest, { timing: timingOf(cfg), clock })
     // The server loads every key file the manifest names; so does this check.
     await loadKeyset(cfg.keysDir, { passphrase: cfg.keyPassphrase })
     const next = statuses.find((s) => s.state === 'next')

@@ -3,12 +3,11 @@
  * ≥ 2048, file kid = RFC 7638 thumbprint) and imported once. Loading is all-or-nothing: a corrupt manifest
  * or a missing or bad key file throws, and the server keeps the keyset it had.
  */
-import { createHash } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { CryptoKey } from 'jose'
 import { AuthzError } from '../errors.js'
-import { MANIFEST_FILE, parseManifest, type Manifest, type ManifestKey } from './manifest.js'
+import { MANIFEST_FILE, manifestHash, parseManifest, readManifestText, type Manifest, type ManifestKey } from './manifest.js'
 import { fromPkcs8Pem, kidOf, publicJwkOf, toSigningKey, type PublicJwk } from './material.js'
 
 export interface LoadedKey extends ManifestKey {
@@ -25,16 +24,11 @@ export interface Keyset {
   readonly warnings: readonly string[]
 }
 
-export async function readManifestText(dir: string): Promise<string> {
-  try {
-    return await readFile(join(dir, MANIFEST_FILE), 'utf8')
-  } catch (err) {
-    throw new AuthzError('ERR_KEYSET_READ', `cannot read ${MANIFEST_FILE} in ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
-  }
-}
-
-export function manifestHash(text: string): string {
-  return createHash('sha256').update(text).digest('hex')
+/** The manifest's bytes; a missing manifest is an error here (a server needs a keyset). */
+export async function requireManifestText(dir: string): Promise<string> {
+  const text = await readManifestText(dir)
+  if (text === null) throw new AuthzError('ERR_KEYSET_READ', `cannot read ${MANIFEST_FILE} in ${dir}: ENOENT`)
+  return text
 }
 
 /**
@@ -44,7 +38,7 @@ export async function loadKeyset(
   dir: string,
   options: { passphrase?: string | undefined; previous?: Keyset | undefined; manifestText?: string } = {},
 ): Promise<Keyset> {
-  const text = options.manifestText ?? (await readManifestText(dir))
+  const text = options.manifestText ?? (await requireManifestText(dir))
   const manifest = parseManifest(text)
   const reuse = new Map(options.previous?.keys.map((k) => [k.kid, k]))
   const warnings: string[] = []

@@ -6,6 +6,10 @@
  *   active   the newest key whose activation has passed: the only one that signs
  *   retired  superseded by a newer active key; still published so its tokens verify
  *   expired  retired long enough that no token it signed can still be valid: unpublished, prunable
+ *
+ * A key retires when a newer one activates. Once that has happened the keys CLI records the instant in
+ * the manifest (`retiredAt`), so history stays what happened: removing a key later (a revoke) never
+ * changes when another key retired, and never brings an expired key back into the JWKS.
  */
 
 export type KeyState = 'next' | 'active' | 'retired' | 'expired'
@@ -17,6 +21,8 @@ export interface KeyTimes {
   readonly createdAt: number
   /** ms since epoch */
   readonly activatesAt: number
+  /** ms since epoch: when it stopped signing, once recorded (see recordRetirements). */
+  readonly retiredAt?: number | undefined
 }
 
 export interface Timing {
@@ -58,17 +64,28 @@ export function byActivation(a: KeyTimes, b: KeyTimes): number {
 /** The state of every key at `now`, in activation order. */
 export function keyStates<K extends KeyTimes>(keys: readonly K[], now: number, timing: Timing): KeyStatus<K>[] {
   const ordered = [...keys].sort(byActivation)
+  // The newest activated key that has not been recorded as retired signs.
   let activeIndex = -1
   for (let i = 0; i < ordered.length; i++) {
-    if ((ordered[i] as K).activatesAt <= now) activeIndex = i
+    const key = ordered[i] as K
+    if (key.activatesAt <= now && (key.retiredAt === undefined || key.retiredAt > now)) activeIndex = i
   }
   const retention = retentionMs(timing)
   return ordered.map((key, i) => {
-    if (i > activeIndex) return { key, state: 'next', retiredAt: null, prunableAt: null }
+    if (key.activatesAt > now) return { key, state: 'next', retiredAt: null, prunableAt: null }
     if (i === activeIndex) return { key, state: 'active', retiredAt: null, prunableAt: null }
-    const retiredAt = (ordered[i + 1] as K).activatesAt
+    const retiredAt = key.retiredAt ?? (ordered[i + 1] as K).activatesAt
     const prunableAt = retiredAt + retention
     return { key, state: now >= prunableAt ? 'expired' : 'retired', retiredAt, prunableAt }
+  })
+}
+
+/** The keys with the retirement instant of each retired or expired one written down (what the CLI stores). */
+export function recordRetirements<K extends KeyTimes>(keys: readonly K[], now: number, timing: Timing): K[] {
+  const retiredAt = new Map(keyStates(keys, now, timing).map((s) => [s.key.kid, s.retiredAt]))
+  return keys.map((key) => {
+    const at = retiredAt.get(key.kid)
+    return key.retiredAt !== undefined || at === null || at === undefined ? key : Object.freeze({ ...key, retiredAt: at })
   })
 }
 

@@ -1,9 +1,13 @@
 /**
  * The keys manifest (`<AUTHZ_KEYS_DIR>/manifest.json`): the list every replica reads to agree on which key
- * signs when. It names key files by kid; it holds no key material.
+ * signs when. It names key files by kid; it holds no key material. The one reader and writer of the file.
  */
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { Ajv } from 'ajv'
 import { AuthzError } from '../errors.js'
+import { writeFileAtomic } from '../util/atomic-write.js'
 import type { KeyTimes } from './lifecycle.js'
 
 export const MANIFEST_FILE = 'manifest.json'
@@ -30,7 +34,7 @@ export interface Manifest {
 
 interface ManifestJson {
   version: 1
-  keys: { kid: string; alg: 'RS256'; file: string; createdAt: string; activatesAt: string }[]
+  keys: { kid: string; alg: 'RS256'; file: string; createdAt: string; activatesAt: string; retiredAt?: string }[]
   revoked?: { kid: string; revokedAt: string }[]
 }
 
@@ -53,6 +57,7 @@ const manifestSchema = {
           file: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}\\.pem$' },
           createdAt: { type: 'string', minLength: 1 },
           activatesAt: { type: 'string', minLength: 1 },
+          retiredAt: { type: 'string', minLength: 1 },
         },
       },
     },
@@ -102,6 +107,7 @@ export function parseManifest(text: string): Manifest {
       file: k.file,
       createdAt: instant(k.createdAt, `keys[${i}].createdAt`),
       activatesAt: instant(k.activatesAt, `keys[${i}].activatesAt`),
+      ...(k.retiredAt === undefined ? {} : { retiredAt: instant(k.retiredAt, `keys[${i}].retiredAt`) }),
     })
   })
   const revoked = (json.revoked ?? []).map((r, i) =>
@@ -120,8 +126,37 @@ export function serializeManifest(manifest: Manifest): string {
       file: k.file,
       createdAt: new Date(k.createdAt).toISOString(),
       activatesAt: new Date(k.activatesAt).toISOString(),
+      ...(k.retiredAt === undefined ? {} : { retiredAt: new Date(k.retiredAt).toISOString() }),
     })),
     revoked: manifest.revoked.map((r) => ({ kid: r.kid, revokedAt: new Date(r.revokedAt).toISOString() })),
   }
   return `${JSON.stringify(json, null, 2)}\n`
+}
+
+export const EMPTY_MANIFEST: Manifest = Object.freeze({ version: 1, keys: Object.freeze([]), revoked: Object.freeze([]) })
+
+/** The manifest's bytes, or null when the directory has none. Any other read failure throws `ERR_KEYSET_READ`. */
+export async function readManifestText(dir: string): Promise<string | null> {
+  try {
+    return await readFile(join(dir, MANIFEST_FILE), 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+    throw new AuthzError('ERR_KEYSET_READ', `cannot read ${MANIFEST_FILE} in ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
+  }
+}
+
+/** The manifest of `dir`; an empty one when the directory has none yet (a fresh install). */
+export async function readManifest(dir: string): Promise<Manifest> {
+  const text = await readManifestText(dir)
+  return text === null ? EMPTY_MANIFEST : parseManifest(text)
+}
+
+/** Replaces the manifest atomically (temp + fsync + rename): a reader sees the old one or the new one. */
+export async function writeManifest(dir: string, manifest: Manifest): Promise<void> {
+  await writeFileAtomic(join(dir, MANIFEST_FILE), serializeManifest(manifest), 0o644)
+}
+
+/** Identifies a manifest's content (key files are immutable, named by kid, so this identifies the keyset). */
+export function manifestHash(text: string): string {
+  return createHash('sha256').update(text).digest('hex')
 }

@@ -6,9 +6,9 @@
 import { createHash } from 'node:crypto'
 import type { Clock } from '../clock.js'
 import type { AuthzError } from '../errors.js'
-import { ReportOnce, Serial, type ReloadResult } from '../util/report-once.js'
-import { watchDir, type Watcher } from '../util/watch.js'
-import { loadKeyset, manifestHash, readManifestText, type Keyset, type LoadedKey } from './keyset.js'
+import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
+import { loadKeyset, requireManifestText, type Keyset, type LoadedKey } from './keyset.js'
+import { manifestHash } from './manifest.js'
 import { activeAt, keyStates, nextTransition, published, type KeyStatus, type Timing } from './lifecycle.js'
 
 export interface Jwks {
@@ -39,15 +39,15 @@ export interface KeyStoreOptions {
 const EMPTY_JWKS_BODY = Buffer.from('{"keys":[]}')
 
 export class KeyStore {
-  readonly #serial = new Serial()
   readonly dir: string
   readonly timing: Timing
   readonly #clock: Clock
   readonly #passphrase: string | undefined
   #keyset: Keyset | undefined
   #view: View
-  readonly #seen: ReportOnce
-  #watcher: Watcher | undefined
+  readonly #reloader: Reloader<AuthzError>
+  #unsubscribe: (() => void) | undefined
+  #watching = false
   #timer: NodeJS.Timeout | undefined
   readonly #listeners = new Set<() => void>()
 
@@ -57,7 +57,7 @@ export class KeyStore {
     this.#clock = options.clock
     this.#passphrase = options.passphrase
     this.#keyset = keyset
-    this.#seen = new ReportOnce(keyset?.sha256)
+    this.#reloader = new Reloader({ attempt: () => this.#attempt(), toError: (err) => err as AuthzError, now: () => this.#clock.now() })
     this.#view = this.#compute()
   }
 
@@ -90,46 +90,42 @@ export class KeyStore {
     return () => this.#listeners.delete(listener)
   }
 
-  /**
-   * Re-reads the directory. An unchanged manifest is a no-op; a corrupt manifest or a missing/bad key file
-   * keeps the keyset in force and is reported once per distinct content (`force` reports it again).
-   */
-  /** One reload at a time, in order (see Serial). */
-  reload(force = false): Promise<KeyReloadResult> {
-    return this.#serial.run(() => this.#reload(force))
+  /** Since when (ms) the directory has failed to load, or undefined while the keyset in force is its own. */
+  get failingSince(): number | undefined {
+    return this.#reloader.failingSince
   }
 
-  async #reload(force: boolean): Promise<KeyReloadResult> {
-    let text: string
-    try {
-      text = await readManifestText(this.dir)
-    } catch (err) {
-      if (!this.#seen.isNew(`error:${(err as Error).message}`, force)) return { changed: false }
-      return { changed: false, error: err as AuthzError }
-    }
-    const hash = manifestHash(text)
-    if (!this.#seen.isNew(hash, force)) return { changed: false }
-    if (hash === this.#keyset?.sha256) return { changed: false }
-    try {
-      const keyset = await loadKeyset(this.dir, { passphrase: this.#passphrase, previous: this.#keyset, manifestText: text })
-      this.#keyset = keyset
-      this.#refresh()
-      return { changed: true }
-    } catch (err) {
-      return { changed: false, error: err as AuthzError }
-    }
+  /**
+   * Re-reads the directory. An unchanged manifest is a no-op; a corrupt manifest or a missing/bad key file
+   * keeps the keyset in force, is reported once per distinct failure (`force` reports it again) and is
+   * retried until it loads.
+   */
+  reload(force = false): Promise<KeyReloadResult> {
+    return this.#reloader.reload(force)
+  }
+
+  async #attempt(): Promise<boolean> {
+    const text = await requireManifestText(this.dir)
+    if (manifestHash(text) === this.#keyset?.sha256) return false
+    this.#keyset = await loadKeyset(this.dir, { passphrase: this.#passphrase, previous: this.#keyset, manifestText: text })
+    this.#refresh()
+    return true
   }
 
   /** Reloads on directory changes (events, plus polling) and arms a timer for lifecycle transitions. */
-  watch(onReload: (result: KeyReloadResult) => void, pollMs = 5000): void {
-    this.#watcher?.close()
-    this.#watcher = watchDir(this.dir, () => void this.reload().then(onReload), { pollMs })
+  watch(onEvent: (event: ReloadEvent<AuthzError>) => void, pollMs = 5000): void {
+    this.#unsubscribe?.()
+    this.#unsubscribe = this.#reloader.onEvent(onEvent)
+    this.#reloader.watch([this.dir], pollMs)
+    this.#watching = true
     this.#arm()
   }
 
   close(): void {
-    this.#watcher?.close()
-    this.#watcher = undefined
+    this.#unsubscribe?.()
+    this.#unsubscribe = undefined
+    this.#reloader.close()
+    this.#watching = false
     if (this.#timer !== undefined) clearTimeout(this.#timer)
     this.#timer = undefined
   }
@@ -141,7 +137,7 @@ export class KeyStore {
 
   #refresh(): void {
     this.#view = this.#compute()
-    if (this.#watcher !== undefined) this.#arm()
+    if (this.#watching) this.#arm()
     for (const listener of this.#listeners) listener()
   }
 

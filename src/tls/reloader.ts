@@ -1,19 +1,20 @@
 /**
  * The main listener's TLS material (server certificate and key, client CA bundle, CRLs), reloaded on file
  * change and on SIGHUP with `setSecureContext`: new handshakes use the new material. When the client CA
- * bundle or the CRL changed, `onTrustChange` retires the connections opened before (see
- * retireConnections in app.ts); a new server certificate alone leaves them open. A new set that does not load (bad PEM, a key that does not match the
- * certificate, an unreadable file) is reported and the previous one stays in force.
+ * bundle or the CRL changed, `onTrustChange` receives the new trust, so connections opened before are
+ * checked against it (see connections.ts); a new server certificate alone leaves them as they are. A set
+ * that does not load (bad PEM, a key that does not match the certificate, an unreadable file) is reported,
+ * the previous one stays in force, and the reload is retried until it loads.
  */
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { createSecureContext, type Server as TlsServer } from 'node:tls'
-import { secureContextOptions, type TlsMaterial } from '../app.js'
 import type { TlsFiles } from '../config.js'
 import { ConfigError } from '../errors.js'
-import { ReportOnce, Serial, type ReloadResult } from '../util/report-once.js'
-import { watchDir, type Watcher } from '../util/watch.js'
+import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
+import { secureContextOptions, type TlsMaterial } from './options.js'
+import { ClientTrust } from './trust.js'
 
 async function readNamed(variable: string, path: string): Promise<Buffer> {
   try {
@@ -58,69 +59,68 @@ const trustDigest = (m: TlsMaterial): string => digest([m.clientCa, m.crl])
 export type TlsReloadResult = ReloadResult<ConfigError>
 
 export class TlsReloader {
-  readonly #serial = new Serial()
   readonly #files: TlsFiles
   readonly #server: TlsServer
   #current: string
   #trust: string
-  readonly #onTrustChange: () => void
-  readonly #seen: ReportOnce
-  #watchers: Watcher[] = []
+  readonly #onTrustChange: (trust: ClientTrust) => void
+  readonly #reloader: Reloader<ConfigError>
+  #unsubscribe: (() => void) | undefined
 
-  /** `onTrustChange` runs after a new client CA bundle or CRL is in force (to retire open connections). */
-  constructor(files: TlsFiles, server: TlsServer, loaded: TlsMaterial, onTrustChange: () => void = () => undefined) {
+  /** `onTrustChange` runs after a new client CA bundle or CRL is in force. */
+  constructor(files: TlsFiles, server: TlsServer, loaded: TlsMaterial, onTrustChange: (trust: ClientTrust) => void = () => undefined) {
     this.#files = files
     this.#server = server
     this.#onTrustChange = onTrustChange
     this.#trust = trustDigest(loaded)
     this.#current = materialDigest(loaded)
-    this.#seen = new ReportOnce(this.#current)
+    this.#reloader = new Reloader({ attempt: () => this.#attempt(), toError: (err) => err as ConfigError })
+  }
+
+  /** Since when (ms) the files have failed to load, or undefined while the material in force is theirs. */
+  get failingSince(): number | undefined {
+    return this.#reloader.failingSince
   }
 
   /** Re-reads the files; applies them when they changed and load. `force` reports a still-bad set again. */
-  /** One reload at a time, in order (see Serial). */
   reload(force = false): Promise<TlsReloadResult> {
-    return this.#serial.run(() => this.#reload(force))
+    return this.#reloader.reload(force)
   }
 
-  async #reload(force: boolean): Promise<TlsReloadResult> {
-    let material: TlsMaterial
-    try {
-      material = await readTlsMaterial(this.#files)
-    } catch (err) {
-      if (!this.#seen.isNew(`error:${(err as Error).message}`, force)) return { changed: false }
-      return { changed: false, error: err as ConfigError }
-    }
+  async #attempt(): Promise<boolean> {
+    const material = await readTlsMaterial(this.#files)
     const hash = materialDigest(material)
-    if (!this.#seen.isNew(hash, force)) return { changed: false }
-    if (hash === this.#current) return { changed: false }
-    try {
-      checkTlsMaterial(material)
-      this.#server.setSecureContext(secureContextOptions(material))
-    } catch (err) {
-      return { changed: false, error: err as ConfigError }
-    }
+    if (hash === this.#current) return false
+    checkTlsMaterial(material)
+    const trustHash = trustDigest(material)
+    const trust = trustHash === this.#trust ? undefined : parseTrust(material)
+    this.#server.setSecureContext(secureContextOptions(material))
     this.#current = hash
-    const trust = trustDigest(material)
-    if (trust !== this.#trust) {
-      this.#trust = trust
-      this.#onTrustChange()
+    if (trust !== undefined) {
+      this.#trust = trustHash
+      this.#onTrustChange(trust)
     }
-    return { changed: true }
+    return true
   }
 
-  watch(onReload: (result: TlsReloadResult) => void, pollMs = 5000): void {
-    this.close()
+  watch(onEvent: (event: ReloadEvent<ConfigError>) => void, pollMs = 5000): void {
+    this.#unsubscribe?.()
+    this.#unsubscribe = this.#reloader.onEvent(onEvent)
     const files = [this.#files.cert, this.#files.key, this.#files.clientCa, ...(this.#files.crl === undefined ? [] : [this.#files.crl])]
-    const dirs = [...new Set(files.map((f) => dirname(f)))]
-    // One poll for all, one event watcher per directory.
-    this.#watchers = dirs.map((dir, i) =>
-      watchDir(dir, () => void this.reload().then(onReload), i === 0 ? { pollMs } : {}),
-    )
+    this.#reloader.watch(files.map((f) => dirname(f)), pollMs)
   }
 
   close(): void {
-    for (const w of this.#watchers) w.close()
-    this.#watchers = []
+    this.#unsubscribe?.()
+    this.#unsubscribe = undefined
+    this.#reloader.close()
+  }
+}
+
+function parseTrust(material: TlsMaterial): ClientTrust {
+  try {
+    return ClientTrust.from(material)
+  } catch (err) {
+    throw new ConfigError(material.crl === undefined ? 'AUTHZ_CLIENT_CA' : 'AUTHZ_CRL', `cannot parse the client CA bundle or CRL: ${(err as Error).message}`)
   }
 }

@@ -4,7 +4,8 @@ import t, { type Test } from 'tap'
 import { runKeysCli } from '../../src/cli/keys.js'
 import { ManualClock } from '../../src/clock.js'
 import type * as adminModule from '../../src/keys/admin.js'
-import { readManifest, withLock } from '../../src/keys/admin.js'
+import { withLock } from '../../src/keys/lock.js'
+import { readManifest } from '../../src/keys/manifest.js'
 
 function cli(t: Test, extraEnv: Record<string, string> = {}) {
   const dir = t.testdir({})
@@ -152,17 +153,149 @@ t.test('a write failing mid-rotation leaves the manifest and keys as they were',
   await run('init')
   const before = await readFile(join(dir, 'manifest.json'), 'utf8')
   const filesBefore = (await readdir(dir)).sort()
-  const real = await import('../../src/util/atomic-write.js')
+  const real = await import('../../src/keys/manifest.js')
   // The key file is written, then the manifest write fails half-way (disk full, EIO...).
   const admin = await t.mockImport<typeof adminModule>('../../src/keys/admin.js', {
-    '../../src/util/atomic-write.js': {
-      writeFileAtomic: async (path: string, data: string, mode?: number) => {
-        if (path.endsWith('manifest.json')) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })
-        return real.writeFileAtomic(path, data, mode)
+    '../../src/keys/manifest.js': {
+      ...real,
+      writeManifest: async () => {
+        throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })
       },
     },
   })
   await t.rejects(admin.rotateKeys({ dir, timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock }), { code: 'ENOSPC' })
   t.equal(await readFile(join(dir, 'manifest.json'), 'utf8'), before, 'manifest untouched')
   t.same((await readdir(dir)).sort(), filesBefore, 'no orphan key file, no temp file, lock released')
+})
+
+t.test('revoke never publishes a key again: an expired key stays unpublished (regression)', async (t) => {
+  const { dir, clock, run } = cli(t)
+  const timing = { tokenTtl: 600, jwksMaxAge: 600 }
+  const { KeyStore } = await import('../../src/keys/store.js')
+  const published = async () => (await KeyStore.open({ dir, timing, clock })).jwks().kids
+  await run('init')
+  const [old] = (await readManifest(dir)).keys
+  clock.advance(1000)
+  await run('rotate', '--activate-in', '0s', '--force') // the first key retires now…
+  clock.advance((600 + 600 + 300) * 1000 + 1000) // …and expires: unpublished, not pruned
+  await run('rotate', '--activate-in', '20m')
+  const before = await published()
+  t.notOk(before.includes(old?.kid as string), 'the expired key is not published')
+  const active = JSON.parse((await run('list', '--json')).out).keys.find((k: { state: string }) => k.state === 'active').kid as string
+  t.equal((await run('revoke', active)).code, 0)
+  const after = await published()
+  t.notOk(after.includes(old?.kid as string), 'still unpublished after the active key was revoked (before the fix: published again)')
+  t.ok(after.every((kid) => before.includes(kid)), 'no key is published that was not before')
+  const list = JSON.parse((await run('list', '--json')).out) as { keys: { kid: string; state: string; retiredAt: string }[] }
+  t.match(list.keys.find((k) => k.kid === old?.kid), { state: 'expired', retiredAt: '2026-01-01T00:00:01.000Z' }, 'its retirement is the one that happened')
+})
+
+t.test('a lock left by a killed keys command is taken over; `keys list` shows a held lock', async (t) => {
+  const { spawn } = await import('node:child_process')
+  const { dir, run } = cli(t)
+  await run('init')
+  // A real process takes the lock and is killed with SIGKILL while holding it.
+  const loader = new URL('../../node_modules/@tapjs/typescript/dist/esm/import.mjs', import.meta.url).href
+  const lockModule = new URL('../../src/keys/lock.ts', import.meta.url).pathname
+  const script = `import { withLock } from '${lockModule}'\nsetInterval(() => undefined, 1000)\nawait withLock(process.argv[1], () => { process.stdout.write('locked\\n'); return new Promise(() => undefined) }, 10000, 'rotate')\n`
+  const child = spawn(process.execPath, [`--import=${loader}`, '--input-type=module', '-e', script, dir], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' } })
+  await new Promise<void>((resolve) => child.stdout.on('data', (c: Buffer) => c.toString().includes('locked') && resolve()))
+  const held = await run('list')
+  t.match(held.out, /^lock: .*\.lock is held by keys rotate, pid \d+ on .*, since \d{4}-/m, 'list shows the held lock')
+  t.match(JSON.parse((await run('list', '--json')).out).lock, { command: 'rotate', pid: child.pid, stale: null })
+  const killed = new Promise((resolve) => child.once('exit', resolve))
+  child.kill('SIGKILL')
+  await killed
+  const started = Date.now()
+  const rotated = await run('rotate')
+  t.equal(rotated.code, 0, 'the next command runs: the owner is provably gone')
+  t.ok(Date.now() - started < 5000, 'at once, not after the lock timeout')
+  t.equal((await run('list', '--json')).out.includes('"lock": null'), true, 'and released the lock')
+})
+
+t.test('a lock that cannot be proven stale names its holder and the exact command that clears it', async (t) => {
+  const { execSync } = await import('node:child_process')
+  const dir = t.testdir({ '.lock': '' }) // what a CLI killed between open() and write() used to leave
+  const err = (await withLock(dir, async () => 1, 200).catch((e: unknown) => e)) as { code: string; message: string }
+  t.equal(err.code, 'ERR_KEYSET_LOCKED')
+  const command = /clear the lock with: (rm '.*')$/.exec(err.message)?.[1]
+  t.ok(command, `the message gives a command: ${err.message}`)
+  execSync(command as string, { shell: '/bin/sh' })
+  t.equal(await withLock(dir, async () => 2, 200), 2, 'the command, run as written, clears it')
+})
+
+t.test('leftovers of an interrupted run are removed by the next one and never published', async (t) => {
+  const { dir, clock, run } = cli(t)
+  await run('init')
+  const { generateRsaKey, kidOf, toPkcs8Pem } = await import('../../src/keys/material.js')
+  const orphan = await generateRsaKey()
+  const orphanKid = await kidOf(orphan)
+  await writeFile(join(dir, `${orphanKid}.pem`), toPkcs8Pem(orphan), { mode: 0o600 })
+  await writeFile(join(dir, '.manifest.json.0123456789ab.tmp'), '{"version":1,"keys":[]}')
+  const { KeyStore } = await import('../../src/keys/store.js')
+  const store = await KeyStore.open({ dir, timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock })
+  t.notOk(store.jwks().kids.includes(orphanKid), 'a key file no manifest names is never published')
+  const rotated = await run('rotate')
+  t.equal(rotated.code, 0)
+  t.match(rotated.err, new RegExp(`removed what an interrupted run left: .*manifest\\.json\\.0123456789ab\\.tmp, ${orphanKid}\\.pem`))
+  const names = await readdir(dir)
+  t.notOk(names.includes(`${orphanKid}.pem`), 'the orphan key file is gone')
+  t.notOk(names.some((n) => n.endsWith('.tmp')), 'no temp file is left')
+})
+
+t.test('export --public: the JWKS a server would publish, or SPKI PEM; never a private part', async (t) => {
+  const { dir, clock, run } = cli(t)
+  await run('init')
+  await run('rotate')
+  const jwks = JSON.parse((await run('export', '--public')).out) as { keys: Record<string, unknown>[] }
+  const { KeyStore } = await import('../../src/keys/store.js')
+  const store = await KeyStore.open({ dir, timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock })
+  t.same(jwks, JSON.parse(store.jwks().body.toString()), 'the same JWKS the server serves')
+  for (const k of jwks.keys) t.same(Object.keys(k).sort(), ['alg', 'e', 'kid', 'kty', 'n', 'use'], 'public members only')
+  const pem = (await run('export', '--public', '--format', 'pem')).out
+  t.equal(pem.match(/-----BEGIN PUBLIC KEY-----/g)?.length, 2)
+  t.notMatch(pem, /PRIVATE/)
+  t.equal((await run('export')).code, 2, 'without --public: a usage error')
+})
+
+t.test('check --against: a stale copy that would unpublish the signing key is NOT SAFE', async (t) => {
+  const { createServer } = await import('node:http')
+  const { cp, rm } = await import('node:fs/promises')
+  const { dir, run, env } = cli(t)
+  await run('init')
+  const stale = `${dir}-stale-copy`
+  await cp(dir, stale, { recursive: true })
+  t.teardown(() => rm(stale, { recursive: true, force: true }))
+  // The live directory rotates and its new key signs; the copy never saw that.
+  await run('rotate', '--activate-in', '0s', '--force')
+  const liveJwks = (await run('export', '--public')).out
+  const server = createServer((_req, res) => res.end(liveJwks))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.close())
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/.well-known/jwks.json`
+  const ok = await run('check', '--against', url)
+  t.equal(ok.code, 0, 'the live directory itself is safe')
+  t.match(ok.out, /^safe/m)
+  const out: string[] = []
+  const code = await runKeysCli(['check', '--against', url, '--json'], { ...env, AUTHZ_KEYS_DIR: stale }, { out: (l) => out.push(l), err: () => undefined })
+  t.equal(code, 1, 'the stale copy is refused')
+  t.match(JSON.parse(out.join('\n')), { safe: false, removed: [{ why: 'unknown' }] })
+})
+
+t.test('the lock file is never seen empty or half-written (regression: open, then write)', async (t) => {
+  const dir = t.testdir({})
+  const seen: string[] = []
+  let running = true
+  const reader = (async () => {
+    while (running) {
+      const text = await readFile(join(dir, '.lock'), 'utf8').catch(() => null)
+      if (text !== null) seen.push(text)
+      await new Promise((r) => setImmediate(r))
+    }
+  })()
+  await Promise.all(Array.from({ length: 30 }, (_, i) => withLock(dir, async () => i, 10_000)))
+  running = false
+  await reader
+  t.ok(seen.length > 0, `the reader saw the lock ${seen.length} times`)
+  t.same(seen.filter((text) => { try { return typeof JSON.parse(text).pid !== 'number' } catch { return true } }), [], 'always whole, with its owner')
 })

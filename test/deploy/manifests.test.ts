@@ -397,3 +397,24 @@ t.test('no deployment file carries PEM material', async (t) => {
   for (const f of readdirSync(new URL('examples/compose/', root))) files.push(`examples/compose/${f}`)
   for (const file of files) t.notMatch(read(file), /-----BEGIN/, file)
 })
+
+t.test('grace periods agree with AUTHZ_SHUTDOWN_TIMEOUT: the process exits before anyone sends SIGKILL', async (t) => {
+  const defaultTimeout = configSchema.properties.AUTHZ_SHUTDOWN_TIMEOUT.default
+  const margin = 2
+  // Kubernetes: the grace period counts from the start of preStop.
+  const pod = deployment?.spec.template.spec
+  const container = pod?.containers.find((c) => c.name === 'authz')
+  const k8sTimeout = Number(container?.env?.find((e) => e.name === 'AUTHZ_SHUTDOWN_TIMEOUT')?.value ?? defaultTimeout)
+  const preStopMs = Number(/setTimeout\([^,]+,\s*(\d+)\)/.exec(JSON.stringify(container?.lifecycle?.preStop))?.[1] ?? 0)
+  t.ok(preStopMs > 0, 'the preStop pause is a known length')
+  t.ok((pod?.terminationGracePeriodSeconds ?? 30) >= preStopMs / 1000 + k8sTimeout + margin, `Deployment: ${pod?.terminationGracePeriodSeconds} s ≥ ${preStopMs / 1000} s preStop + ${k8sTimeout} s + ${margin} s`)
+  t.equal(container?.env?.find((e) => e.name === 'AUTHZ_CRL')?.value, '/etc/authz/tls/ca.crl', 'the Deployment checks a CRL')
+  // Compose: stop_grace_period, then SIGKILL (10 s when unset).
+  for (const [name, service] of authzServices) {
+    const grace = (service as ComposeService & { stop_grace_period?: string }).stop_grace_period ?? '10s'
+    const seconds = Number(/^(\d+)s$/.exec(grace)?.[1])
+    const timeout = Number(service.environment?.AUTHZ_SHUTDOWN_TIMEOUT ?? defaultTimeout)
+    t.ok(seconds >= timeout + margin, `compose ${name}: stop_grace_period ${grace} ≥ ${timeout} s + ${margin} s`)
+  }
+  t.ok(defaultTimeout + margin <= 10, `the default (${defaultTimeout} s) fits docker stop's default 10 s`)
+})

@@ -2,6 +2,7 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest, type Agent } from 'node:https'
 import { createServer } from 'node:net'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import type { KeyPairPem } from '../../src/pki/dev-pki.js'
 
 export interface Response {
@@ -70,8 +71,10 @@ export function httpCall(port: number, options: Omit<RequestOptions, 'client' | 
 export function halfSentRequest(
   port: number,
   options: { path?: string; body: string; ca: string | Buffer; client?: KeyPairPem; agent?: Agent },
-): { finish(): void; done: Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> } {
+): { finish(): void; written: Promise<void>; done: Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> } {
   let finish!: () => void
+  let wrote!: () => void
+  const written = new Promise<void>((resolve) => (wrote = resolve))
   const done = new Promise<{ status: number; headers: Record<string, string | string[] | undefined> }>((resolve, reject) => {
     const req = httpsRequest(
       {
@@ -92,10 +95,10 @@ export function halfSentRequest(
     )
     req.on('error', reject)
     const half = Math.floor(options.body.length / 2)
-    req.write(options.body.slice(0, half))
+    req.write(options.body.slice(0, half), () => wrote())
     finish = () => req.end(options.body.slice(half))
   })
-  return { done, finish: () => finish() }
+  return { done, written, finish: () => finish() }
 }
 
 /** A port that was free a moment ago (for a child process whose port 0 cannot be queried). */
@@ -105,4 +108,85 @@ export async function freePort(): Promise<number> {
   const { port } = server.address() as { port: number }
   await new Promise((resolve) => server.close(resolve))
   return port
+}
+
+export interface RawResponse {
+  readonly status: number
+  readonly headers: Record<string, string>
+  readonly body: string
+}
+
+/**
+ * One TLS connection driven by hand: each `send` writes raw HTTP/1.1 bytes and reads one response from
+ * the same connection, so a test knows exactly which connection a request used. `closed` settles when the
+ * server closes it.
+ */
+export async function openTlsConnection(
+  port: number,
+  options: { ca: string | Buffer; client?: KeyPairPem; session?: Buffer },
+): Promise<{ socket: TLSSocket; send(raw: string): Promise<RawResponse>; closed: Promise<void>; end(): void }> {
+  const socket = tlsConnect({
+    host: '127.0.0.1',
+    port,
+    servername: 'localhost',
+    ca: options.ca,
+    ...(options.client === undefined ? {} : { cert: options.client.certPem, key: options.client.keyPem }),
+    ...(options.session === undefined ? {} : { session: options.session }),
+  })
+  await new Promise<void>((resolve, reject) => {
+    socket.once('secureConnect', () => resolve())
+    socket.once('error', reject)
+  })
+  socket.on('error', () => undefined)
+  let buffered = Buffer.alloc(0)
+  let waiting: ((r: RawResponse | Error) => void) | undefined
+  const tryParse = (): void => {
+    if (waiting === undefined) return
+    const end = buffered.indexOf('\r\n\r\n')
+    if (end < 0) return
+    const head = buffered.subarray(0, end).toString('latin1').split('\r\n')
+    const headers: Record<string, string> = {}
+    for (const line of head.slice(1)) {
+      const i = line.indexOf(':')
+      headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim()
+    }
+    const length = Number(headers['content-length'] ?? 0)
+    if (buffered.length < end + 4 + length) return
+    const body = buffered.subarray(end + 4, end + 4 + length).toString('utf8')
+    buffered = buffered.subarray(end + 4 + length)
+    const resolve = waiting
+    waiting = undefined
+    resolve({ status: Number((head[0] ?? '').split(' ')[1]), headers, body })
+  }
+  socket.on('data', (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk])
+    tryParse()
+  })
+  const closed = new Promise<void>((resolve) =>
+    socket.once('close', () => {
+      waiting?.(new Error('connection closed before a response'))
+      waiting = undefined
+      resolve()
+    }),
+  )
+  return {
+    socket,
+    closed,
+    end: () => socket.end(),
+    send: (raw) =>
+      new Promise<RawResponse>((resolve, reject) => {
+        if (socket.destroyed) {
+          reject(new Error('connection closed before a response'))
+          return
+        }
+        waiting = (r) => (r instanceof Error ? reject(r) : resolve(r))
+        socket.write(raw)
+        tryParse()
+      }),
+  }
+}
+
+/** A raw POST /token request for openTlsConnection. */
+export function rawTokenRequest(body = '{"audience":"inventory-service"}'): string {
+  return `POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
 }

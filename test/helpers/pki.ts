@@ -20,6 +20,13 @@ export interface TestPki {
 
 let cached: TestPki | undefined
 
+/**
+ * Client certificates are judged against the test's ManualClock at every request, and harness clocks start
+ * on 2026-01-01: certificates made for tests are valid from well before that (and, as always, until a year
+ * from now for the handshake's real clock).
+ */
+const VALID_FROM = { notBefore: new Date(Math.min(Date.now(), Date.UTC(2025, 0, 1))) }
+
 export function testPki(): TestPki {
   if (cached !== undefined) return cached
   const ca = createCa('authz test CA')
@@ -33,13 +40,13 @@ export function testPki(): TestPki {
     client(name: string): KeyPairPem {
       let pair = clients.get(name)
       if (pair === undefined) {
-        pair = createClientCert(ca, name)
+        pair = createClientCert(ca, name, VALID_FROM)
         clients.set(name, pair)
       }
       return pair
     },
     expired: createClientCert(ca, 'order-service', { notBefore: new Date(Date.now() - 10 * day), notAfter: new Date(Date.now() - day) }),
-    foreign: createClientCert(otherCa, 'order-service'),
+    foreign: createClientCert(otherCa, 'order-service', VALID_FROM),
     twoCns: createCertificate(
       {
         subject: [
@@ -47,13 +54,14 @@ export function testPki(): TestPki {
           { shortName: 'CN', value: 'payment-service' },
         ],
         eku: 'clientAuth',
+        ...VALID_FROM,
       },
       ca,
     ),
-    emptyCn: createCertificate({ subject: [{ shortName: 'CN', value: '' }], eku: 'clientAuth' }, ca),
-    noCn: createCertificate({ subject: [{ shortName: 'O', value: 'order-service' }], eku: 'clientAuth' }, ca),
-    serverAuthOnly: createClientCert(ca, 'order-service', { eku: 'serverAuth' }),
-    noEku: createClientCert(ca, 'order-service', { eku: 'none' }),
+    emptyCn: createCertificate({ subject: [{ shortName: 'CN', value: '' }], eku: 'clientAuth', ...VALID_FROM }, ca),
+    noCn: createCertificate({ subject: [{ shortName: 'O', value: 'order-service' }], eku: 'clientAuth', ...VALID_FROM }, ca),
+    serverAuthOnly: createClientCert(ca, 'order-service', { eku: 'serverAuth', ...VALID_FROM }),
+    noEku: createClientCert(ca, 'order-service', { eku: 'none', ...VALID_FROM }),
   }
   return cached
 }

@@ -127,3 +127,35 @@ t.test('overlapping reloads never leave an older keyset in force (regression)', 
     t.same(store.jwks().kids, [first.kid], `trial ${trial}: the manifest on disk is the one in force`)
   }
 })
+
+t.test('a manifest that names a key file not there yet is retried until it loads (regression: stale for ever)', async (t) => {
+  const { dir, admin, first, store } = await setup(t)
+  // The watcher and retry timers hold no ref on the event loop (the listeners do in a server).
+  const keepAlive = setInterval(() => undefined, 1000)
+  t.teardown(() => clearInterval(keepAlive))
+  const events: string[] = []
+  let recovered!: () => void
+  const failed = new Promise<void>((resolve) =>
+    store.watch((e) => {
+      events.push(e.kind)
+      if (e.kind === 'failed') resolve()
+      if (e.kind === 'recovered') recovered()
+    }, 3_600_000),
+  )
+  const { key: second } = await rotateKeys(admin)
+  // NFS or a kubelet sync shows the new manifest before the key file it names.
+  const pem = await readFile(join(dir, second.file))
+  await rm(join(dir, second.file))
+  await store.reload()
+  await failed
+  t.same(store.jwks().kids, [first.kid], 'the old keyset serves meanwhile')
+  t.ok(store.failingSince !== undefined, 'the store says it is failing')
+  const converged = new Promise<void>((resolve) => (recovered = resolve))
+  // The file arrives; nothing else changes, no poll is due for an hour, nobody sends SIGHUP.
+  await writeFile(join(join(dir, '..'), 'staging.pem'), pem, { mode: 0o600 })
+  await rename(join(join(dir, '..'), 'staging.pem'), join(dir, second.file))
+  await converged
+  t.same(store.jwks().kids, [first.kid, second.kid], 'the retry loaded it by itself')
+  t.equal(store.failingSince, undefined)
+  t.same(events, ['failed', 'recovered'])
+})

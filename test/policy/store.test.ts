@@ -45,7 +45,7 @@ t.test('watch picks up a change by itself', async (t) => {
     clearInterval(keepAlive)
     store.close()
   })
-  const reloaded = new Promise<void>((resolve) => store.watch((r) => r.changed && resolve(), 50))
+  const reloaded = new Promise<void>((resolve) => store.watch((e) => e.kind === 'changed' && resolve(), 50))
   await writeFile(path, JSON.stringify({ audiences: ['x'], grants: {} }))
   await reloaded
   t.same([...store.current.audiences], ['x'])
