@@ -14,11 +14,22 @@ const self = fileURLToPath(import.meta.url)
 if (process.argv[2] === '--child') {
   const [, , , mode, specifier] = process.argv
   const { createRequire, register } = await import('node:module')
-  let port
+  const loaded = new Set()
+  // The hook thread reports every ES module it loads, in order; a last import of a marker module tells
+  // when every report before it has arrived.
+  const marker = `data:text/javascript,export default ${process.pid}`
+  let reported = Promise.resolve()
   if (mode === 'count') {
     const { MessageChannel } = await import('node:worker_threads')
     const channel = new MessageChannel()
-    port = channel.port1
+    reported = new Promise((resolve) =>
+      channel.port1.on('message', (url) => {
+        if (url === marker) {
+          channel.port1.close()
+          resolve()
+        } else if (url.startsWith('file:')) loaded.add(fileURLToPath(url))
+      }),
+    )
     register(new URL('./import-cost-hooks.mjs', import.meta.url), { data: { port: channel.port2 }, transferList: [channel.port2] })
   }
   const target = specifier.startsWith('.') ? pathToFileURL(`${root}/${specifier}`).href : specifier
@@ -31,13 +42,10 @@ if (process.argv[2] === '--child') {
   const ms = performance.now() - t0
   const rss = process.memoryUsage().rss - rss0
   const files = new Set(Object.keys(require.cache).filter((f) => !preloaded.has(f)))
-  if (port !== undefined) {
-    const { receiveMessageOnPort } = await import('node:worker_threads')
-    await new Promise((r) => setTimeout(r, 50)) // the hook thread's last messages
-    for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
-      if (m.message.startsWith('file:')) files.add(fileURLToPath(m.message))
-    }
-    port.close()
+  if (mode === 'count') {
+    await import(marker)
+    await reported
+    for (const f of loaded) files.add(f)
   }
   process.stdout.write(JSON.stringify({ ms, rss, files: [...files].sort() }))
   process.exit(0)

@@ -151,33 +151,21 @@ t.test('SIGTERM with only a held keep-alive connection: exit 0 at once (regressi
 
 t.test('SIGTERM while 100 requests are in flight: all complete, then the process exits 0', async (t) => {
   const { pki, env } = await install(t)
-  const [port, opsPort] = [await freePort(), await freePort()]
-  const loader = new URL('../node_modules/@tapjs/typescript/dist/esm/import.mjs', import.meta.url).href
-  const child = spawn(process.execPath, [`--import=${loader}`, new URL('../src/bin/server.ts', import.meta.url).pathname], {
-    env: { PATH: process.env.PATH, ...env, AUTHZ_PORT: String(port), AUTHZ_OPS_PORT: String(opsPort), AUTHZ_RATE_LIMIT: '0', TS_NODE_TRANSPILE_ONLY: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let output = ''
-  child.stdout.on('data', (c: Buffer) => (output += c.toString()))
-  child.stderr.on('data', (c: Buffer) => (output += c.toString()))
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  t.teardown(() => child.kill('SIGKILL'))
-  for (let i = 0; ; i++) {
-    if ((await httpCall(opsPort, { path: '/readyz' }).catch(() => ({ status: 0 }))).status === 200) break
-    if (i > 300) throw new Error(`server did not start: ${output}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
+  const { child, port, exited, output } = await spawnServer(t, env)
   const client = pki.client('order-service')
   const ca = readFileSync(join(env.AUTHZ_CLIENT_CA))
   // 100 requests with half of their body sent: in flight when the signal arrives.
   const pending = Array.from({ length: 100 }, () => halfSentRequest(port, { body: tokenBody, ca, client }))
-  // Let every connection reach the server (handshake + headers) before the signal.
-  await new Promise((r) => setTimeout(r, 1500))
+  await Promise.all(pending.map((p) => p.written))
   child.kill('SIGTERM')
-  await new Promise((r) => setTimeout(r, 200))
+  // The rest of every body once the server says it is draining.
+  await new Promise<void>((resolve) => {
+    const check = (): void => void (output().includes('shutting down: draining in-flight requests') && resolve())
+    child.stdout.on('data', check)
+    check()
+  })
   for (const p of pending) p.finish()
   const statuses = (await Promise.all(pending.map((p) => p.done))).map((r) => r.status)
   t.same(statuses.filter((s) => s !== 200), [], 'all 100 completed with 200')
-  t.equal(await exited, 0, 'exit code 0')
-  t.match(output, /shutting down: draining in-flight requests/)
+  t.equal((await exited).code, 0, 'exit code 0')
 })

@@ -115,12 +115,10 @@ t.test('shutdown drains: a request in flight when close() starts completes with 
     ca: readFileSyncUtf8(join(pki, 'ca.pem')),
     client: { certPem: readFileSyncUtf8(join(pki, 'clients', 'order-service.pem')), keyPem: readFileSyncUtf8(join(pki, 'clients', 'order-service-key.pem')) },
   })
-  // The rest of the body after shutdown has begun.
-  setTimeout(() => {
-    closed = server.close()
-    setTimeout(() => inFlight.finish(), 100)
-  }, 200)
-  let closed: Promise<void> | undefined
+  // Shutdown begins once the request is in the server; the rest of its body comes after.
+  await new Promise((resolve) => server.main.server.once('request', resolve))
+  const closed = server.close()
+  inFlight.finish()
   t.equal((await inFlight.done).status, 200)
   await closed
   t.pass('closed after the request completed')

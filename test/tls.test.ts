@@ -58,10 +58,10 @@ t.test('TLS material reloads on change without dropping open connections; a bad 
 
   // A request in flight while the CRL changes completes; its answer closes the connection.
   const inFlight = halfSentRequest(port, { body: tokenBody.body, ca: pki.ca.certPem, agent: keepAlive })
-  setTimeout(() => inFlight.finish(), 300)
-  await new Promise((r) => setTimeout(r, 100))
+  await new Promise((resolve) => server.main.server.once('request', resolve))
   await writeFile(join(dir, 'crl.pem'), createCrl(pki.ca, [victim]))
   await server.reload()
+  inFlight.finish()
   t.match(await inFlight.done, { status: 200, headers: { connection: 'close' } }, 'the request in flight was not dropped, and the connection closes after it')
   await t.rejects(call(victim), 'a new connection with the revoked certificate is refused')
   await t.rejects(call(victim, keepAlive), 'the keep-alive client reconnects, and its revoked certificate is refused (regression: no tokens on an old connection)')

@@ -12,6 +12,7 @@ try {
 process.on('SIGHUP', () => void server.reload())
 const stop = (signal: string): void => {
   server.logger.info({ signal, deadline_s: server.config.shutdownTimeout }, 'shutting down: draining in-flight requests')
+  server.logger.flush() // the operator sees it now, not with the next batch
   // The drain destroys what is left at the deadline; this is the backstop should anything else hang.
   setTimeout(() => process.exit(0), server.config.shutdownTimeout * 1000 + 2000).unref()
   server.close().then(

@@ -4,6 +4,7 @@
  * records the retirements that have happened, and replaces the manifest atomically: the manifest never
  * names a missing file and a reader never sees a half-written one.
  */
+import type { KeyObject } from 'node:crypto'
 import { mkdir, readdir, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Clock } from '../clock.js'
@@ -21,6 +22,8 @@ export interface KeysAdminOptions {
   readonly passphrase?: string | undefined
   /** RSA modulus length of new keys (default 2048). */
   readonly bits?: number
+  /** Makes a new private key (default: a fresh RSA key of `bits`); tests hand out pre-made ones. */
+  readonly newKey?: () => Promise<KeyObject>
   /** How long to wait for another CLI run's lock, ms (default 10 s). */
   readonly lockTimeoutMs?: number
 }
@@ -97,7 +100,7 @@ async function change<T>(
 /** Creates a key file (never overwriting one) and returns its manifest entry. */
 async function createKey(options: KeysAdminOptions, activatesAt: number): Promise<ManifestKey> {
   const createdAt = Math.min(options.clock.now(), activatesAt)
-  const key = await generateRsaKey(options.bits)
+  const key = await (options.newKey ?? (() => generateRsaKey(options.bits)))()
   const kid = await kidOf(key)
   const file = `${kid}.pem`
   await writeFileAtomic(join(options.dir, file), toPkcs8Pem(key, options.passphrase), 0o600)

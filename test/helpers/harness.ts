@@ -18,6 +18,7 @@ import { createMetrics, type Metrics } from '../../src/metrics.js'
 import type { KeyPairPem } from '../../src/pki/dev-pki.js'
 import { PolicyStore } from '../../src/policy/store.js'
 import { httpCall, httpsCall, type RequestOptions, type Response } from './http.js'
+import { pooledKey } from './material.js'
 import { testPki, type TestPki } from './pki.js'
 
 export const SAMPLE_POLICY = {
@@ -98,7 +99,7 @@ export async function startHarness(t: Test, options: HarnessOptions = {}): Promi
   const clock = options.clock ?? new ManualClock(options.start ?? Date.UTC(2026, 0, 1, 12))
   const timing = { tokenTtl: config.tokenTtl, jwksMaxAge: config.jwksMaxAge }
   if (options.keysDir === undefined) {
-    if (options.noKey !== true) await initKeys({ dir: config.keysDir, timing, clock })
+    if (options.noKey !== true) await initKeys({ dir: config.keysDir, timing, clock, newKey: pooledKey })
     else writeFileSync(join(config.keysDir, 'manifest.json'), JSON.stringify({ version: 1, keys: [] }))
   }
   const keys = await KeyStore.open({ dir: config.keysDir, timing, clock })

@@ -96,6 +96,8 @@ t.test('a resumed TLS session keeps its verified identity; a rotated ticket key 
   // keepAlive off: every request is a new connection; the agent caches the TLS session between them.
   const agent = new Agent({ keepAlive: false, maxCachedSessions: 10 })
   t.teardown(() => agent.destroy())
+  /** One request on a new connection; `session` settles when the server's session ticket has arrived. */
+  let session: Promise<void> = Promise.resolve()
   const call = () =>
     new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
       const req = request(
@@ -118,16 +120,16 @@ t.test('a resumed TLS session keeps its verified identity; a rotated ticket key 
         },
       )
       req.on('error', reject)
+      req.on('socket', (socket) => (session = new Promise((ticket) => socket.once('session', () => ticket()))))
       req.end('{"audience":"order-service"}')
     })
   t.same(await call(), { status: 200, reused: false })
-  // TLS 1.3 tickets arrive after the handshake: let the agent store the session.
-  await new Promise((r) => setTimeout(r, 50))
+  // TLS 1.3 tickets arrive after the handshake: the agent stores the session when it does.
+  await session
   const second = await call()
   t.same(second, { status: 200, reused: true }, 'resumed, and still order-service-granted payment-service')
   const sub = h.logs.records().filter((r) => r.event === 'token_issued').map((r) => r.sub)
   t.same(sub, ['payment-service', 'payment-service'])
   ;(h.main.server as unknown as TlsServer).setTicketKeys(Buffer.alloc(48, 7))
-  await new Promise((r) => setTimeout(r, 50))
   t.match(await call(), { status: 200, reused: false }, 'old tickets no longer resume')
 })

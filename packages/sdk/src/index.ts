@@ -7,7 +7,7 @@
  */
 
 /** Calling side: fetch, cache and refresh tokens from authz over mTLS. */
-export { TokenClient, type TokenClientOptions } from './token-client.js'
+export { TokenClient, type TokenClientOptions, type RefreshEvent } from './token-client.js'
 /** Receiving side: verify tokens offline against authz's JWKS, or a static key set. */
 export {
   createVerifier,

@@ -33,8 +33,20 @@ export interface TokenClientOptions {
   readonly timeoutMs?: number
   /** Refresh on timers even when nobody asks (default true). Tests turn it off and drive the clock. */
   readonly backgroundRefresh?: boolean
+  /** Called when a request to authz settles (for metrics and logs; never given the token). */
+  readonly onRefresh?: (event: RefreshEvent) => void
   readonly clock?: Clock
   readonly random?: () => number
+}
+
+/** One request to authz for a token, settled. */
+export interface RefreshEvent {
+  readonly audience: string
+  readonly scopes: readonly string[]
+  /** The clock's time when the request started, ms. */
+  readonly startedAt: number
+  readonly ok: boolean
+  readonly error?: TokenClientError
 }
 
 interface CachedToken {
@@ -112,8 +124,13 @@ export class TokenClient {
   }
 
   #refresh(entry: Entry): Promise<CachedToken> {
-    entry.inflight ??= this.#fetch(entry).then(
+    if (entry.inflight !== undefined) return entry.inflight
+    const startedAt = this.#clock.now()
+    const report = (error?: TokenClientError): void =>
+      this.#options.onRefresh?.({ audience: entry.audience, scopes: entry.scopes, startedAt, ok: error === undefined, ...(error === undefined ? {} : { error }) })
+    entry.inflight = this.#fetch(entry).then(
       (token) => {
+        report()
         entry.token = token
         entry.failures = 0
         entry.retryAt = 0
@@ -122,6 +139,7 @@ export class TokenClient {
         return token
       },
       (err: unknown) => {
+        report(err as TokenClientError)
         entry.failures++
         const retry = this.#options.retry ?? {}
         const base = Math.min(retry.maxMs ?? 30_000, (retry.initialMs ?? 1000) * 2 ** (entry.failures - 1))

@@ -1,0 +1,14 @@
+module authz.internal/clients/go
+
+go 1.21
+
+// These are the versions CI builds and tests against: the Debian bookworm (and bookworm-backports)
+// packages of the same libraries. scripts/go.sh checks that every line below matches the installed
+// Debian package, so a bump here is a bump in CI too. With a network, `go mod tidy` adds go.sum and the
+// indirect requirements; no newer API than these versions is used.
+require (
+	github.com/gin-gonic/gin v1.8.1
+	github.com/golang-jwt/jwt/v5 v5.2.2
+	golang.org/x/sync v0.1.0
+	google.golang.org/grpc v1.33.3
+)

@@ -1,0 +1,280 @@
+package authz
+
+import (
+	"crypto"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"sort"
+	"strings"
+)
+
+// Algorithms the kit can verify. Anything else (none, HS*, RS384/512, PS*, ...) is never accepted.
+const (
+	RS256 = "RS256"
+	ES256 = "ES256"
+)
+
+const (
+	minRSABits = 2048
+	maxRSABits = 8192
+)
+
+// verificationKey is one usable key of a key set: its kid, the one algorithm it verifies, the key.
+type verificationKey struct {
+	kid string
+	alg string
+	key crypto.PublicKey
+}
+
+// keySet maps kid to key. A kid that appears more than once is ambiguous and maps to nothing.
+type keySet struct {
+	byKID map[string]*verificationKey
+}
+
+func (s *keySet) kids() []string {
+	if s == nil {
+		return nil
+	}
+	out := make([]string, 0, len(s.byKID))
+	for k := range s.byKID {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+type jwk struct {
+	Kty    string   `json:"kty"`
+	Kid    string   `json:"kid"`
+	Alg    string   `json:"alg"`
+	Use    string   `json:"use"`
+	KeyOps []string `json:"key_ops"`
+	N      string   `json:"n"`
+	E      string   `json:"e"`
+	Crv    string   `json:"crv"`
+	X      string   `json:"x"`
+	Y      string   `json:"y"`
+}
+
+var b64 = base64.RawURLEncoding
+
+// parseKeys reads a JWKS document, or PEM public keys / certificates (kid = RFC 7638 thumbprint).
+// Keys that cannot verify an authz token (encryption keys, other algorithms, weak or malformed keys)
+// are skipped; a set with no usable key at all is an error.
+func parseKeys(data []byte) (*keySet, error) {
+	trimmed := strings.TrimSpace(string(data))
+	if strings.HasPrefix(trimmed, "{") {
+		return parseJWKS(data)
+	}
+	return parsePEMKeys(data)
+}
+
+func parseJWKS(data []byte) (*keySet, error) {
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("JWKS is not valid JSON: %w", err)
+	}
+	if doc.Keys == nil {
+		return nil, errors.New(`JWKS has no "keys" array`)
+	}
+	set := &keySet{byKID: map[string]*verificationKey{}}
+	seen := map[string]int{}
+	for _, raw := range doc.Keys {
+		var k jwk
+		if json.Unmarshal(raw, &k) != nil || k.Kid == "" {
+			continue
+		}
+		seen[k.Kid]++
+		vk, err := k.verificationKey()
+		if err != nil {
+			continue
+		}
+		set.byKID[k.Kid] = vk
+	}
+	for kid, n := range seen {
+		if n > 1 {
+			delete(set.byKID, kid) // two keys under one kid: trust neither
+		}
+	}
+	if len(set.byKID) == 0 {
+		return nil, errors.New("JWKS has no usable signing key")
+	}
+	return set, nil
+}
+
+func (k *jwk) verificationKey() (*verificationKey, error) {
+	if k.Use != "" && k.Use != "sig" {
+		return nil, errors.New("not a signing key")
+	}
+	if k.KeyOps != nil && !contains(k.KeyOps, "verify") {
+		return nil, errors.New("not a verification key")
+	}
+	switch k.Kty {
+	case "RSA":
+		if k.Alg != "" && k.Alg != RS256 {
+			return nil, fmt.Errorf("unsupported alg %q for RSA", k.Alg)
+		}
+		pub, err := rsaFromJWK(k.N, k.E)
+		if err != nil {
+			return nil, err
+		}
+		return &verificationKey{kid: k.Kid, alg: RS256, key: pub}, nil
+	case "EC":
+		if k.Alg != "" && k.Alg != ES256 {
+			return nil, fmt.Errorf("unsupported alg %q for EC", k.Alg)
+		}
+		if k.Crv != "P-256" {
+			return nil, fmt.Errorf("unsupported curve %q", k.Crv)
+		}
+		pub, err := p256FromJWK(k.X, k.Y)
+		if err != nil {
+			return nil, err
+		}
+		return &verificationKey{kid: k.Kid, alg: ES256, key: pub}, nil
+	default:
+		return nil, fmt.Errorf("unsupported kty %q", k.Kty)
+	}
+}
+
+func rsaFromJWK(n64, e64 string) (*rsa.PublicKey, error) {
+	nb, err := b64.Strict().DecodeString(n64)
+	if err != nil || len(nb) == 0 || nb[0] == 0 {
+		return nil, errors.New("bad RSA modulus")
+	}
+	eb, err := b64.Strict().DecodeString(e64)
+	if err != nil || len(eb) == 0 || len(eb) > 4 || eb[0] == 0 {
+		return nil, errors.New("bad RSA exponent")
+	}
+	e := 0
+	for _, b := range eb {
+		e = e<<8 | int(b)
+	}
+	pub := &rsa.PublicKey{N: new(big.Int).SetBytes(nb), E: e}
+	return pub, checkRSA(pub)
+}
+
+func checkRSA(pub *rsa.PublicKey) error {
+	if bits := pub.N.BitLen(); bits < minRSABits || bits > maxRSABits {
+		return fmt.Errorf("RSA key of %d bits (allowed %d-%d)", bits, minRSABits, maxRSABits)
+	}
+	if pub.E < 3 || pub.E%2 == 0 {
+		return errors.New("bad RSA exponent")
+	}
+	return nil
+}
+
+func p256FromJWK(x64, y64 string) (*ecdsa.PublicKey, error) {
+	x, errX := b64.Strict().DecodeString(x64)
+	y, errY := b64.Strict().DecodeString(y64)
+	if errX != nil || errY != nil || len(x) != 32 || len(y) != 32 {
+		return nil, errors.New("bad P-256 coordinates")
+	}
+	point := append(append([]byte{4}, x...), y...)
+	if _, err := ecdh.P256().NewPublicKey(point); err != nil { // rejects points off the curve
+		return nil, errors.New("P-256 point not on the curve")
+	}
+	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}, nil
+}
+
+func parsePEMKeys(data []byte) (*keySet, error) {
+	set := &keySet{byKID: map[string]*verificationKey{}}
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		var pub crypto.PublicKey
+		var err error
+		switch block.Type {
+		case "PUBLIC KEY":
+			pub, err = x509.ParsePKIXPublicKey(block.Bytes)
+		case "RSA PUBLIC KEY":
+			pub, err = x509.ParsePKCS1PublicKey(block.Bytes)
+		case "CERTIFICATE":
+			var cert *x509.Certificate
+			if cert, err = x509.ParseCertificate(block.Bytes); err == nil {
+				pub = cert.PublicKey
+			}
+		default:
+			continue // never a private key, never anything else
+		}
+		if err != nil {
+			return nil, fmt.Errorf("PEM %s: %w", block.Type, err)
+		}
+		vk, err := keyFromPublic(pub)
+		if err != nil {
+			return nil, fmt.Errorf("PEM %s: %w", block.Type, err)
+		}
+		set.byKID[vk.kid] = vk
+	}
+	if len(set.byKID) == 0 {
+		return nil, errors.New("no JWKS and no PEM public key found")
+	}
+	return set, nil
+}
+
+func keyFromPublic(pub crypto.PublicKey) (*verificationKey, error) {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if err := checkRSA(k); err != nil {
+			return nil, err
+		}
+		return &verificationKey{kid: Thumbprint(k), alg: RS256, key: k}, nil
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return nil, errors.New("only P-256 EC keys are supported")
+		}
+		return &verificationKey{kid: Thumbprint(k), alg: ES256, key: k}, nil
+	default:
+		return nil, fmt.Errorf("unsupported public key type %T", pub)
+	}
+}
+
+// Thumbprint is the RFC 7638 JWK thumbprint (SHA-256, base64url) of an RSA or P-256 public key: the
+// kid authz gives its keys. It is "" for any other key type.
+func Thumbprint(pub crypto.PublicKey) string {
+	var canonical string
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		e := big.NewInt(int64(k.E)).Bytes()
+		canonical = fmt.Sprintf(`{"e":%q,"kty":"RSA","n":%q}`, b64.EncodeToString(e), b64.EncodeToString(k.N.Bytes()))
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return ""
+		}
+		canonical = fmt.Sprintf(`{"crv":"P-256","kty":"EC","x":%q,"y":%q}`, b64.EncodeToString(k.X.FillBytes(make([]byte, 32))), b64.EncodeToString(k.Y.FillBytes(make([]byte, 32))))
+	default:
+		return ""
+	}
+	sum := sha256.Sum256([]byte(canonical))
+	return b64.EncodeToString(sum[:])
+}
+
+// CertificateThumbprint is what cnf.x5t#S256 holds: base64url SHA-256 of the certificate's DER.
+func CertificateThumbprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return b64.EncodeToString(sum[:])
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,279 @@
+package authz_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authz "authz.internal/clients/go"
+	"authz.internal/clients/go/internal/testissuer"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+type fetchEvent struct {
+	kids []string
+	err  error
+}
+
+// proxied is a verifier that reads the JWKS through a counting proxy, on a fake clock, and reports
+// every fetch on a channel.
+func proxied(t *testing.T, proxy *testissuer.JWKSProxy, clock *testissuer.FakeClock, mod func(*authz.VerifierConfig)) (*authz.Verifier, chan fetchEvent, error) {
+	t.Helper()
+	fetches := make(chan fetchEvent, 256)
+	cfg := authz.VerifierConfig{
+		Issuer: testissuer.IssuerName, Audience: "inventory-service", JWKSURL: proxy.URL(), Clock: clock,
+		OnJWKSFetch: func(kids []string, err error) { fetches <- fetchEvent{kids, err} },
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	v, err := authz.NewVerifier(ctxT(t), cfg)
+	if err == nil {
+		t.Cleanup(v.Close)
+	}
+	return v, fetches, err
+}
+
+func nextFetch(t *testing.T, ch chan fetchEvent) fetchEvent {
+	t.Helper()
+	select {
+	case ev := <-ch:
+		return ev
+	case <-time.After(20 * time.Second):
+		t.Fatal("no JWKS fetch")
+		return fetchEvent{}
+	}
+}
+
+func drainArmed(c *testissuer.FakeClock) time.Duration {
+	var last time.Duration
+	for {
+		select {
+		case d := <-c.Armed:
+			last = d
+		default:
+			return last
+		}
+	}
+}
+
+func TestKeyRotationOnAuthzCostsOneJWKSRefetch(t *testing.T) {
+	rot, err := testissuer.Start(testissuer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rot.Close)
+	proxy := testissuer.NewJWKSProxy(rot.JWKSURL)
+	defer proxy.Close()
+	clock := testissuer.NewFakeClock()
+	v, fetches, err := proxied(t, proxy, clock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextFetch(t, fetches)
+	peer := leaf(rot.ClientCert("order-service"))
+	oldToken, err := rot.RawToken("order-service", "inventory-service", "stock:read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKids := v.KIDs()
+
+	newKid, err := rot.Rotate(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newToken, err := rot.RawToken("order-service", "inventory-service", "stock:read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := testissuer.Segments(newToken); h["kid"] != newKid {
+		t.Fatalf("the new token's kid is %v, want %s", h["kid"], newKid)
+	}
+	clock.Advance(authz.DefaultUnknownKIDCooldown) // the cooldown since the first load has passed
+	for i := 0; i < 5; i++ {
+		if _, err := v.Verify(ctxT(t), newToken, peer); err != nil {
+			t.Fatalf("token with the new kid: %v", err)
+		}
+	}
+	if got := proxy.Requests.Load(); got != 2 {
+		t.Fatalf("%d JWKS requests, want 2 (the first load and one refetch for the new kid)", got)
+	}
+	if _, err := v.Verify(ctxT(t), oldToken, peer); err != nil {
+		t.Fatalf("a token of the retired key still verifies while it is published: %v", err)
+	}
+	if len(v.KIDs()) != len(oldKids)+1 {
+		t.Fatalf("kids %v, want the old ones and %s", v.KIDs(), newKid)
+	}
+}
+
+func TestUnknownKIDFloodCausesAtMostOneFetchPerCooldown(t *testing.T) {
+	proxy := testissuer.NewJWKSProxy(iss.JWKSURL)
+	defer proxy.Close()
+	clock := testissuer.NewFakeClock()
+	v, fetches, err := proxied(t, proxy, clock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextFetch(t, fetches)
+	s := newStaticSet()
+	forged := func(i int) string {
+		return testissuer.Sign(jwt.SigningMethodRS256, s.rsa, "forged-"+string(rune('a'+i%26)), s.claims(), nil)
+	}
+	// Within the cooldown of the first load: no fetch at all.
+	for i := 0; i < 50; i++ {
+		_, err := v.Verify(ctxT(t), forged(i), s.cert)
+		wantCode(t, err, authz.ErrCodeTokenUnknownKID)
+	}
+	if got := proxy.Requests.Load(); got != 1 {
+		t.Fatalf("%d JWKS requests within the cooldown, want 1 (the first load)", got)
+	}
+	// After it: 100 concurrent forgeries share one refetch.
+	clock.Advance(authz.DefaultUnknownKIDCooldown)
+	var wg sync.WaitGroup
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, _ = v.Verify(context.Background(), forged(i), s.cert)
+		}(i)
+	}
+	wg.Wait()
+	if got := proxy.Requests.Load(); got != 2 {
+		t.Fatalf("%d JWKS requests, want 2", got)
+	}
+}
+
+func TestJWKSDownBeforeTheFirstLoad(t *testing.T) {
+	proxy := testissuer.NewJWKSProxy(iss.JWKSURL)
+	defer proxy.Close()
+	proxy.Mode.Store("down")
+	clock := testissuer.NewFakeClock()
+	if _, _, err := proxied(t, proxy, clock, nil); err == nil {
+		t.Fatal("NewVerifier must fail when the first load fails")
+	} else {
+		var ve *authz.VerifyError
+		if !errors.As(err, &ve) || ve.Code != authz.ErrCodeJWKSUnavailable {
+			t.Fatalf("want ERR_JWKS_UNAVAILABLE, got %v", err)
+		}
+	}
+
+	proxy.Requests.Store(0)
+	v, fetches, err := proxied(t, proxy, clock, func(c *authz.VerifierConfig) { c.StartWithoutKeys = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextFetch(t, fetches); ev.err == nil {
+		t.Fatal("the first load should have failed")
+	}
+	if retry := drainArmed(clock); retry != time.Second {
+		t.Fatalf("first retry in %v, want 1s", retry)
+	}
+	token, _ := iss.RawToken("order-service", "inventory-service", "stock:read")
+	peer := leaf(iss.ClientCert("order-service"))
+	for i := 0; i < 100; i++ { // the cooldown holds before the first load too
+		_, err := v.Verify(ctxT(t), token, peer)
+		wantCode(t, err, authz.ErrCodeJWKSUnavailable)
+	}
+	if got := proxy.Requests.Load(); got != 1 {
+		t.Fatalf("%d JWKS requests, want 1: tokens must not cause fetches within the cooldown", got)
+	}
+	clock.Advance(time.Second) // the background retry, still down: backs off to 2 s
+	nextFetch(t, fetches)
+	if retry := drainArmed(clock); retry != 2*time.Second {
+		t.Fatalf("second retry in %v, want 2s", retry)
+	}
+	proxy.Mode.Store("")
+	clock.Advance(2 * time.Second)
+	if ev := nextFetch(t, fetches); ev.err != nil || len(ev.kids) == 0 {
+		t.Fatalf("the retry after the JWKS came back should load it: %+v", ev)
+	}
+	if _, err := v.Verify(ctxT(t), token, peer); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAFailingOrGarbageJWKSKeepsTheLastGoodSet(t *testing.T) {
+	proxy := testissuer.NewJWKSProxy(iss.JWKSURL)
+	defer proxy.Close()
+	clock := testissuer.NewFakeClock()
+	logger, logs := jsonLogger()
+	v, fetches, err := proxied(t, proxy, clock, func(c *authz.VerifierConfig) { c.Logger = logger })
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextFetch(t, fetches)
+	kids := strings.Join(v.KIDs(), ",")
+	token, _ := iss.RawToken("order-service", "inventory-service", "stock:read")
+	peer := leaf(iss.ClientCert("order-service"))
+	for _, mode := range []string{"garbage", "empty", "down"} {
+		proxy.Mode.Store(mode)
+		if err := v.Refresh(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		if ev := nextFetch(t, fetches); ev.err == nil {
+			t.Fatalf("%s: the fetch should have failed", mode)
+		}
+		if got := strings.Join(v.KIDs(), ","); got != kids {
+			t.Fatalf("%s: kids %s, want the last good %s", mode, got, kids)
+		}
+		if _, err := v.Verify(ctxT(t), token, peer); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+	}
+	if !strings.Contains(logs.String(), `"event":"jwks_fetch_failed"`) {
+		t.Fatal("a failed fetch should be logged")
+	}
+}
+
+func TestJWKSRefreshHonoursMaxAgeWithinBounds(t *testing.T) {
+	cases := []struct {
+		cacheControl string
+		want         time.Duration
+	}{
+		{"public, max-age=120", 120 * time.Second},
+		{"max-age=5", authz.MinJWKSRefresh},
+		{"public, max-age=86400", authz.MaxJWKSRefresh},
+		{"no-store", authz.MinJWKSRefresh},
+		{"public", authz.DefaultJWKSRefresh},
+	}
+	for _, c := range cases {
+		proxy := testissuer.NewJWKSProxy(iss.JWKSURL)
+		proxy.CacheControl.Store(c.cacheControl)
+		clock := testissuer.NewFakeClock()
+		_, fetches, err := proxied(t, proxy, clock, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nextFetch(t, fetches)
+		if got := drainArmed(clock); got != c.want {
+			t.Errorf("Cache-Control %q: next refresh in %v, want %v", c.cacheControl, got, c.want)
+		}
+		if c.cacheControl == "public, max-age=120" { // and the timer really refetches
+			clock.Advance(120 * time.Second)
+			if ev := nextFetch(t, fetches); ev.err != nil {
+				t.Errorf("periodic refresh: %v", ev.err)
+			}
+			if proxy.Requests.Load() != 2 {
+				t.Errorf("%d requests, want 2", proxy.Requests.Load())
+			}
+		}
+		proxy.Close()
+	}
+}
+
+func TestTheDefaultIssuerMaxAgeIsHonoured(t *testing.T) {
+	clock := testissuer.NewFakeClock()
+	proxy := testissuer.NewJWKSProxy(iss.JWKSURL) // passes authz's own Cache-Control through
+	defer proxy.Close()
+	_, fetches, err := proxied(t, proxy, clock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextFetch(t, fetches)
+	if got := drainArmed(clock); got != 600*time.Second {
+		t.Fatalf("next refresh in %v, want authz's AUTHZ_JWKS_MAX_AGE default (600 s)", got)
+	}
+}

@@ -1,0 +1,194 @@
+package authz_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authz "authz.internal/clients/go"
+	"authz.internal/clients/go/internal/testissuer"
+)
+
+func writeAtomic(t *testing.T, path, text string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var (
+	reader  = &authz.Caller{Service: "order-service", Scopes: []string{"stock:read"}}
+	deducer = &authz.Caller{Service: "order-service", Scopes: []string{"stock:deduct"}}
+	payer   = &authz.Caller{Service: "payment-service", Scopes: []string{"stock:read", "stock:deduct"}}
+)
+
+func TestCalleePolicyReadsTheTypeScriptSDKsFile(t *testing.T) {
+	root, err := testissuer.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := authz.LoadCalleePolicyWith(filepath.Join(root, "examples", "inventory-policy.json"), authz.WithPollInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Service() != "inventory-service" {
+		t.Fatalf("service %q", p.Service())
+	}
+	checks := []struct {
+		got, want authz.Decision
+	}{
+		{p.DecideHTTP("GET", "/stock/sku-1", reader), authz.Allow},
+		{p.DecideRoute("GET", "/stock/:sku", reader), authz.Allow},
+		{p.DecideHTTP("GET", "/stock/sku-1", deducer), authz.Forbidden},
+		{p.DecideMethod("/demo.Inventory/Deduct", deducer), authz.Allow},
+		{p.DecideMethod("/demo.Inventory/Deduct", payer), authz.Forbidden}, // callers: order-service only
+		{p.DecideMethod("/demo.Inventory/Unknown", reader), authz.Unlisted},
+		{p.DecideHTTP("DELETE", "/stock/sku-1", payer), authz.Unlisted},
+	}
+	for i, c := range checks {
+		if c.got != c.want {
+			t.Errorf("check %d: %v, want %v", i, c.got, c.want)
+		}
+	}
+}
+
+func TestCalleePolicyMatchesPathsLikeTheRouter(t *testing.T) {
+	p, err := authz.ParseCalleePolicy([]byte(`{"routes": {
+		"GET /stock/:sku":           {"scopes": ["stock:read"]},
+		"GET /stock/special":        {"scopes": ["stock:deduct"]},
+		"GET /stock/:sku/history":   {"scopes": ["stock:read"], "callers": ["order-service"]},
+		"HEAD /stock/:sku":          {"scopes": []},
+		"GET /":                     {"scopes": []}
+	}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		method, path string
+		caller       *authz.Caller
+		want         authz.Decision
+	}{
+		{"GET", "/stock/sku-1", reader, authz.Allow},
+		{"GET", "/stock/special", reader, authz.Forbidden}, // the literal rule wins over :sku
+		{"GET", "/stock/special", deducer, authz.Allow},
+		{"GET", "/stock/a%2Fb", reader, authz.Allow}, // one segment, as ServeMux sees it
+		{"GET", "/stock/sku-1/history", reader, authz.Allow},
+		{"GET", "/stock/sku-1/history", payer, authz.Forbidden},
+		{"GET", "/stock/", reader, authz.Unlisted},       // :sku needs a non-empty segment
+		{"GET", "/stock/sku-1/", reader, authz.Unlisted}, // a trailing slash is another route
+		{"GET", "//stock/sku-1", reader, authz.Unlisted},
+		{"GET", "/stock/../stock/sku-1", reader, authz.Unlisted},
+		{"GET", "/stock/%2e%2e", reader, authz.Unlisted},
+		{"GET", "/stock/%zz", reader, authz.Unlisted},
+		{"GET", "/", reader, authz.Allow},
+		{"POST", "/stock/sku-1", payer, authz.Unlisted},
+		// HEAD: the GET rule governs, whatever a looser HEAD rule says.
+		{"HEAD", "/stock/sku-1", reader, authz.Allow},
+		{"HEAD", "/stock/sku-1", deducer, authz.Forbidden},
+		{"HEAD", "/stock/special", reader, authz.Forbidden},
+		{"HEAD", "/stock/sku-1/history", payer, authz.Forbidden},
+	}
+	for _, c := range cases {
+		if got := p.DecideHTTP(c.method, c.path, c.caller); got != c.want {
+			t.Errorf("%s %s as %v: %v, want %v", c.method, c.path, c.caller.Scopes, got, c.want)
+		}
+	}
+	if got := p.DecideRoute("HEAD", "/stock/:sku", deducer); got != authz.Forbidden {
+		t.Errorf("DecideRoute HEAD: %v, want forbidden (GET rule)", got)
+	}
+	if got := p.DecideRoute("GET", "", reader); got != authz.Unlisted {
+		t.Errorf("no route: %v, want unlisted", got)
+	}
+	var none *authz.CalleePolicy
+	if none.DecideHTTP("DELETE", "/anything", reader) != authz.Allow || none.DecideMethod("/x/Y", reader) != authz.Allow {
+		t.Error("a nil policy allows any verified caller")
+	}
+}
+
+func TestCalleePolicyRefusesBadFilesNamingTheEntry(t *testing.T) {
+	cases := map[string]string{
+		`not json`: "not valid JSON",
+		`{"routes": {"FETCH /x": {"scopes": []}}}`:               `"FETCH /x"`,
+		`{"routes": {"GET x": {"scopes": []}}}`:                  `"GET x"`,
+		`{"routes": {"GET /x": {"scopes": ["a b"]}}}`:            `routes["GET /x"].scopes`,
+		`{"routes": {"GET /x": {"scopes": ["a", "a"]}}}`:         "twice",
+		`{"routes": {"GET /x": {}}}`:                             `routes["GET /x"]: scopes is required`,
+		`{"routes": {"GET /x": {"scopes": [], "scope": []}}}`:    `unknown member "scope"`,
+		`{"routes": {"GET /x": {"scopes": [], "callers": "a"}}}`: "callers",
+		`{"routes": {}, "Routes": {}}`:                           `unknown member "Routes"`,
+		`{"service": "inventory-service"}`:                       "routes is required",
+		`{"routes": {"GET /x": {"Scopes": ["a"]}}}`:              `unknown member "Scopes"`,
+		`{"routes": {"GET /x": {"scopes": ["a\"b"]}}}`:           `routes["GET /x"].scopes`,
+	}
+	for text, want := range cases {
+		_, err := authz.ParseCalleePolicy([]byte(text))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: want an error naming %s, got %v", text, want, err)
+		}
+	}
+}
+
+func TestCalleePolicyReloadsOnChangeAndKeepsTheOldRulesOnABadFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.json")
+	writeAtomic(t, path, `{"routes": {"GET /stock/:sku": {"scopes": ["stock:read"]}}}`)
+	reloads := make(chan error, 16)
+	logger, logs := jsonLogger()
+	p, err := authz.LoadCalleePolicyWith(path, authz.WithPollInterval(5*time.Millisecond), authz.WithReloadHook(func(err error) { reloads <- err }), authz.WithPolicyLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	wait := func() error {
+		t.Helper()
+		select {
+		case err := <-reloads:
+			return err
+		case <-time.After(20 * time.Second):
+			t.Fatal("no reload")
+			return nil
+		}
+	}
+	if p.DecideHTTP("GET", "/stock/1", deducer) != authz.Forbidden {
+		t.Fatal("initial rules")
+	}
+	writeAtomic(t, path, `{"routes": {"GET /stock/:sku": {"scopes": ["stock:deduct"]}}}`)
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if p.DecideHTTP("GET", "/stock/1", deducer) != authz.Allow {
+		t.Fatal("the new rules should be in force")
+	}
+	writeAtomic(t, path, `{"routes": {"GET /stock/:sku": {"scopes": "oops"}}}`)
+	if err := wait(); err == nil {
+		t.Fatal("want the reload error")
+	}
+	if p.DecideHTTP("GET", "/stock/1", deducer) != authz.Allow {
+		t.Fatal("a bad file must keep the rules in force")
+	}
+	if !strings.Contains(logs.String(), "policy_reload_failed") {
+		t.Fatal("a failed reload should be logged")
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); err == nil { // a missing file is a failed reload too, the rules stay
+		t.Fatal("want the reload error for a missing file")
+	}
+	if p.DecideHTTP("GET", "/stock/1", deducer) != authz.Allow {
+		t.Fatal("a missing file must keep the rules in force")
+	}
+	writeAtomic(t, path, `{"routes": {"GET /stock/:sku": {"scopes": ["stock:read"]}}}`)
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if p.DecideHTTP("GET", "/stock/1", reader) != authz.Allow || p.DecideHTTP("GET", "/stock/1", deducer) != authz.Forbidden {
+		t.Fatal("the fixed file should be in force")
+	}
+}

@@ -1,0 +1,17 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestTheGoDemoRunsEndToEnd(t *testing.T) {
+	var out strings.Builder
+	ok, err := run(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok || !strings.Contains(out.String(), "10 of 10 calls went as expected") {
+		t.Fatalf("the demo went otherwise than expected:\n%s", out.String())
+	}
+}

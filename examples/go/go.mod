@@ -1,0 +1,11 @@
+module authz.internal/examples/go
+
+go 1.21
+
+require (
+	authz.internal/clients/go v0.0.0
+	github.com/gin-gonic/gin v1.8.1
+	google.golang.org/grpc v1.33.3
+)
+
+replace authz.internal/clients/go => ../../clients/go
