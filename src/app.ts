@@ -87,7 +87,7 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
   const stopTickets = rotateTicketKeys(server, deps.ticketKeyRotationMs)
   app.addHook('onClose', async () => stopTickets())
   app.removeContentTypeParser('text/plain')
-  installErrorHandling(app)
+  installErrorHandling(app, deps.metrics)
   const rateLimiter = new RateLimiter(config.rateLimit, deps.clock)
   await app.register(tokenRoutes, { config, rateLimiter, connections, ...deps })
   await app.register(jwksRoutes, { keys: deps.keys, maxAge: config.jwksMaxAge })
@@ -103,7 +103,7 @@ export async function buildOpsApp(config: Config, deps: AppDeps): Promise<Fastif
     loggerInstance: deps.logger.child({ listener: 'ops' }),
   })
   app.removeAllContentTypeParsers()
-  installErrorHandling(app)
+  installErrorHandling(app, deps.metrics)
   await app.register(opsRoutes, deps)
   await app.register(jwksRoutes, { keys: deps.keys, maxAge: config.jwksMaxAge })
   return app

@@ -5,6 +5,7 @@
  */
 import { resolve } from 'node:path'
 import envSchema from 'env-schema'
+import type { FromSchema } from 'json-schema-to-ts'
 import { ConfigError } from './errors.js'
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -80,28 +81,8 @@ export interface Config {
   readonly keyPassphrase: string | undefined
 }
 
-interface RawEnv {
-  AUTHZ_ISSUER: string
-  AUTHZ_HOST: string
-  AUTHZ_PORT: number
-  AUTHZ_TLS_CERT?: string
-  AUTHZ_TLS_KEY?: string
-  AUTHZ_CLIENT_CA?: string
-  AUTHZ_CRL?: string
-  AUTHZ_KEYS_DIR: string
-  AUTHZ_POLICY: string
-  AUTHZ_TOKEN_TTL: number
-  AUTHZ_JWKS_MAX_AGE: number
-  AUTHZ_OPS_HOST: string
-  AUTHZ_OPS_PORT: number
-  AUTHZ_LOG_LEVEL: LogLevel
-  AUTHZ_RATE_LIMIT: number
-  AUTHZ_MAX_CONNECTIONS: number
-  AUTHZ_SHUTDOWN_TIMEOUT: number
-  AUTHZ_MAX_CONNECTION_AGE: number
-  AUTHZ_DEV: boolean
-  AUTHZ_KEY_PASSPHRASE?: string
-}
+/** The environment as the schema validates it (defaults applied): derived from the schema, never restated. */
+type RawEnv = FromSchema<typeof configSchema>
 
 interface AjvErrorLike {
   instancePath: string

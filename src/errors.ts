@@ -15,63 +15,70 @@ export type OAuthErrorCode =
   | 'temporarily_unavailable'
   | 'server_error'
 
-/** Base class of the errors a token request can end with. */
-export class OAuthError extends Error {
-  readonly code: OAuthErrorCode
-  readonly statusCode: number
-  /** A generic, caller-safe description; never says which internal check failed. */
-  readonly description: string | undefined
+/** Every `error` member a response body can carry: the OAuth codes, and `not_found` for an unserved path. */
+export type WireErrorCode = OAuthErrorCode | 'not_found'
 
-  constructor(code: OAuthErrorCode, statusCode: number, message: string, description?: string) {
+/** An error with an answer: its wire code and HTTP status. `routes/errors.ts` turns it into a response. */
+export class WireError extends Error {
+  readonly code: WireErrorCode
+  readonly statusCode: number
+
+  constructor(code: WireErrorCode, statusCode: number, message: string) {
     super(message)
     this.name = new.target.name
     this.code = code
     this.statusCode = statusCode
-    this.description = description
   }
 }
 
-export class InvalidRequest extends OAuthError {
-  constructor(message = 'invalid request', statusCode = 400) {
-    super('invalid_request', statusCode, message)
+/** The HTTP status of each wire code: the one table (the CLI's `explain` reads it too). */
+export const STATUS_OF: Readonly<Record<WireErrorCode, number>> = Object.freeze({
+  invalid_request: 400,
+  invalid_client: 401,
+  unsupported_grant_type: 400,
+  invalid_target: 400,
+  invalid_scope: 400,
+  slow_down: 429,
+  temporarily_unavailable: 503,
+  server_error: 500,
+  not_found: 404,
+})
+
+/** Base class of the errors a token request can end with. The message is for the log, never the wire. */
+export class OAuthError extends WireError {
+  declare readonly code: OAuthErrorCode
+  constructor(code: OAuthErrorCode, message: string) {
+    super(code, STATUS_OF[code], message)
   }
 }
 
-export class InvalidClient extends OAuthError {
-  constructor(message = 'client authentication failed') {
-    super('invalid_client', 401, message)
+/** A subclass of OAuthError for one code, with a default log message. */
+const oauthError = (code: OAuthErrorCode, defaultMessage: string) =>
+  class extends OAuthError {
+    constructor(message = defaultMessage) {
+      super(code, message)
+    }
+  }
+
+/** A method or path the listener does not serve. */
+export class NotFound extends WireError {
+  constructor() {
+    super('not_found', STATUS_OF.not_found, 'not found')
   }
 }
 
-export class UnsupportedGrantType extends OAuthError {
-  constructor(message = 'unsupported grant type') {
-    super('unsupported_grant_type', 400, message)
-  }
-}
-
-export class InvalidTarget extends OAuthError {
-  constructor(message = 'invalid target') {
-    super('invalid_target', 400, message)
-  }
-}
-
-export class InvalidScope extends OAuthError {
-  constructor(message = 'invalid scope') {
-    super('invalid_scope', 400, message)
-  }
-}
+export class InvalidRequest extends oauthError('invalid_request', 'invalid request') {}
+export class InvalidClient extends oauthError('invalid_client', 'client authentication failed') {}
+export class UnsupportedGrantType extends oauthError('unsupported_grant_type', 'unsupported grant type') {}
+export class InvalidTarget extends oauthError('invalid_target', 'invalid target') {}
+export class InvalidScope extends oauthError('invalid_scope', 'invalid scope') {}
+export class TemporarilyUnavailable extends oauthError('temporarily_unavailable', 'no usable signing key') {}
 
 export class SlowDown extends OAuthError {
   readonly retryAfterSeconds: number
   constructor(retryAfterSeconds: number) {
-    super('slow_down', 429, 'rate limit exceeded')
+    super('slow_down', 'rate limit exceeded')
     this.retryAfterSeconds = retryAfterSeconds
-  }
-}
-
-export class TemporarilyUnavailable extends OAuthError {
-  constructor(message = 'no usable signing key') {
-    super('temporarily_unavailable', 503, message)
   }
 }
 
@@ -87,13 +94,21 @@ export type AuthzErrorCode =
   | 'ERR_ROTATION_REFUSED'
   | 'ERR_USAGE'
 
+/**
+ * Why a keyset failed, finer than its code (tests and tools assert on it, never on the message): a key
+ * file that is not a usable key, and why.
+ */
+export type AuthzErrorReason = 'passphrase_missing' | 'passphrase_wrong' | 'not_a_key' | 'key_type' | 'key_too_weak' | 'key_mismatch'
+
 /** Operator-facing error: bad configuration, policy or keys. Its message is meant for the operator's eyes. */
 export class AuthzError extends Error {
   readonly code: AuthzErrorCode
-  constructor(code: AuthzErrorCode, message: string, options?: { cause?: unknown }) {
+  readonly reason: AuthzErrorReason | undefined
+  constructor(code: AuthzErrorCode, message: string, options?: { cause?: unknown; reason?: AuthzErrorReason }) {
     super(message, options)
     this.name = new.target.name
     this.code = code
+    this.reason = options?.reason
   }
 }
 

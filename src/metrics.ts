@@ -8,6 +8,7 @@ export interface Metrics {
   readonly registry: Registry
   readonly tokensIssued: Counter<'audience'>
   readonly tokenDenied: Counter<'error'>
+  readonly requestsDenied: Counter<'route' | 'error'>
   readonly signingSeconds: Histogram
   readonly policyReloads: Counter<'result'>
   readonly keysetReloads: Counter<'result'>
@@ -33,6 +34,12 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
       name: 'authz_token_requests_denied_total',
       help: 'Token requests refused, by OAuth error code',
       labelNames: ['error'],
+      registers: [registry],
+    }),
+    requestsDenied: new Counter({
+      name: 'authz_requests_denied_total',
+      help: 'Requests answered with an error on either listener, by route pattern ("unserved" for 404s) and error code',
+      labelNames: ['route', 'error'],
       registers: [registry],
     }),
     signingSeconds: new Histogram({

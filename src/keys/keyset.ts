@@ -58,7 +58,7 @@ export async function loadKeyset(
       if (known !== undefined) return { ...entry, privateKey: known.privateKey, publicJwk: known.publicJwk }
       const keyObject = fromPkcs8Pem(pem, options.passphrase, `key ${entry.kid}`)
       if ((await kidOf(keyObject)) !== entry.kid) {
-        throw new AuthzError('ERR_KEYSET_INVALID', `key ${entry.kid}: ${entry.file} holds a different key (thumbprint mismatch)`)
+        throw new AuthzError('ERR_KEYSET_INVALID', `key ${entry.kid}: ${entry.file} holds a different key (thumbprint mismatch)`, { reason: 'key_mismatch' })
       }
       return Object.freeze({
         ...entry,

@@ -2,11 +2,11 @@
  * The keys manifest (`<AUTHZ_KEYS_DIR>/manifest.json`): the list every replica reads to agree on which key
  * signs when. It names key files by kid; it holds no key material. The one reader and writer of the file.
  */
-import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Ajv } from 'ajv'
 import { AuthzError } from '../errors.js'
+import { sha256Hex } from '../util/digest.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
 import type { KeyTimes } from './lifecycle.js'
 
@@ -158,5 +158,5 @@ export async function writeManifest(dir: string, manifest: Manifest): Promise<vo
 
 /** Identifies a manifest's content (key files are immutable, named by kid, so this identifies the keyset). */
 export function manifestHash(text: string): string {
-  return createHash('sha256').update(text).digest('hex')
+  return sha256Hex(text)
 }

@@ -58,20 +58,25 @@ export const PKCS8_ENCRYPTED_LABEL = `ENCRYPTED ${PKCS8_LABEL}`
 export function fromPkcs8Pem(pem: string, passphrase: string | undefined, where: string): KeyObject {
   const encrypted = pem.includes(pemHeader(PKCS8_ENCRYPTED_LABEL))
   if (!encrypted && !pem.includes(pemHeader(PKCS8_LABEL))) {
-    throw new AuthzError('ERR_KEYSET_INVALID', `${where}: not a PKCS#8 PEM private key`)
+    throw new AuthzError('ERR_KEYSET_INVALID', `${where}: not a PKCS#8 PEM private key`, { reason: 'not_a_key' })
   }
   if (encrypted && passphrase === undefined) {
-    throw new AuthzError('ERR_KEYSET_INVALID', `${where}: key is encrypted and AUTHZ_KEY_PASSPHRASE is not set`)
+    throw new AuthzError('ERR_KEYSET_INVALID', `${where}: key is encrypted and AUTHZ_KEY_PASSPHRASE is not set`, { reason: 'passphrase_missing' })
   }
   let key: KeyObject
   try {
     key = createPrivateKey({ key: pem, format: 'pem', ...(passphrase === undefined ? {} : { passphrase }) })
   } catch {
     // Never echo the underlying error: OpenSSL messages may quote key bytes.
-    throw new AuthzError('ERR_KEYSET_INVALID', `${where}: unreadable private key (corrupt, or wrong passphrase)`)
+    throw new AuthzError('ERR_KEYSET_INVALID', `${where}: unreadable private key (corrupt, or wrong passphrase)`, {
+      reason: encrypted ? 'passphrase_wrong' : 'not_a_key',
+    })
   }
-  if (key.asymmetricKeyType !== 'rsa' || (key.asymmetricKeyDetails?.modulusLength ?? 0) < MIN_RSA_BITS) {
-    throw new AuthzError('ERR_KEYSET_INVALID', `${where}: must be an RSA key of at least ${MIN_RSA_BITS} bits`)
+  if (key.asymmetricKeyType !== 'rsa') {
+    throw new AuthzError('ERR_KEYSET_INVALID', `${where}: must be an RSA key of at least ${MIN_RSA_BITS} bits`, { reason: 'key_type' })
+  }
+  if ((key.asymmetricKeyDetails?.modulusLength ?? 0) < MIN_RSA_BITS) {
+    throw new AuthzError('ERR_KEYSET_INVALID', `${where}: must be an RSA key of at least ${MIN_RSA_BITS} bits`, { reason: 'key_too_weak' })
   }
   return key
 }

@@ -3,7 +3,7 @@
  * The view is recomputed when the keyset changes and when the clock passes the next lifecycle transition
  * (checked on every read, so a switch happens at the exact instant even if a timer fires late).
  */
-import { createHash } from 'node:crypto'
+import { sha256Base64url } from '../util/digest.js'
 import type { Clock } from '../clock.js'
 import type { AuthzError } from '../errors.js'
 import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
@@ -160,7 +160,7 @@ export class KeyStore {
     const statuses = keyStates(this.#keyset?.keys ?? [], now, this.timing)
     const keys = published(statuses)
     const body = keys.length === 0 ? EMPTY_JWKS_BODY : Buffer.from(JSON.stringify({ keys: keys.map((k) => k.publicJwk) }))
-    const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`
+    const etag = `"${sha256Base64url(body).slice(0, 27)}"`
     return {
       statuses,
       active: activeAt(statuses),

@@ -3,8 +3,8 @@
  * default. `decide()` is the one function that answers that question, for /token and for the operator
  * tools alike.
  */
-import { createHash } from 'node:crypto'
 import { isScopeToken, SCOPE_TOKEN, SERVICE_NAME, splitScopes } from '@authz/sdk'
+import { sha256Hex } from '../util/digest.js'
 import { Ajv, type ErrorObject } from 'ajv'
 import { AuthzError } from '../errors.js'
 
@@ -121,7 +121,7 @@ export function parsePolicy(text: string, source = 'policy'): Policy {
   return Object.freeze({
     audiences,
     grants,
-    sha256: createHash('sha256').update(text).digest('hex'),
+    sha256: sha256Hex(text),
   })
 }
 

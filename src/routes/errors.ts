@@ -1,46 +1,51 @@
 /**
- * The one place that turns an error into an HTTP answer. OAuth errors go out as `{"error": code}`; any
- * parser or framework 4xx is `invalid_request` (413 keeps its status); everything else is a bare 500
- * `server_error` whose details only reach the log.
+ * The one place that turns an error into an HTTP answer, for every route of both listeners. A WireError
+ * goes out as `{"error": code}` with its status; any parser or framework 4xx is `invalid_request` (413
+ * keeps its status); everything else is a bare 500 `server_error` whose details only reach the log. Every
+ * denial is logged and counted the same way.
  */
 import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { OAuthError, SlowDown, type OAuthErrorCode } from '../errors.js'
+import { NotFound, SlowDown, WireError, type WireErrorCode } from '../errors.js'
+import type { PeerIdentity } from '../identity/peer.js'
 import type { Metrics } from '../metrics.js'
 
-export interface WireError {
-  readonly statusCode: number
-  readonly code: OAuthErrorCode
+/** The caller, once its certificate was judged usable (set by /token's identity hook). */
+declare module 'fastify' {
+  interface FastifyRequest {
+    peer?: PeerIdentity
+  }
 }
 
-/** Maps any thrown value to the status and OAuth code a caller sees. */
-export function toWireError(err: unknown): WireError {
-  if (err instanceof OAuthError) return { statusCode: err.statusCode, code: err.code }
+/** Maps any thrown value to the status and wire code a caller sees. */
+export function toWireError(err: unknown): { readonly statusCode: number; readonly code: WireErrorCode } {
+  if (err instanceof WireError) return { statusCode: err.statusCode, code: err.code }
   const status = (err as Partial<FastifyError> | undefined)?.statusCode
   if (status === 413) return { statusCode: 413, code: 'invalid_request' }
   if (typeof status === 'number' && status >= 400 && status < 500) return { statusCode: 400, code: 'invalid_request' }
   return { statusCode: 500, code: 'server_error' }
 }
 
-/** What a denial log line knows about the caller (set by the identity hook). */
-declare module 'fastify' {
-  interface FastifyRequest {
-    callerName?: string
-  }
-}
+/** The route a metric label may name: the registered pattern, never a caller-chosen URL. */
+const routeOf = (request: FastifyRequest): string => request.routeOptions.url ?? 'unserved'
 
-export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, metrics?: Metrics): FastifyReply {
+export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, metrics: Metrics | undefined): FastifyReply {
   const wire = toWireError(err)
+  const route = routeOf(request)
   if (wire.statusCode >= 500) {
-    request.log.error({ err, path: request.routeOptions.url ?? request.url }, 'request failed')
+    request.log.error({ err, path: route }, 'request failed')
+  } else if (wire.code === 'not_found') {
+    // Scanners probe paths all day: not worth a line at info.
+    request.log.debug({ event: 'request_denied', error: wire.code, method: request.method }, 'not found')
   } else {
     request.log.info(
-      { event: 'token_denied', error: wire.code, path: request.routeOptions.url ?? request.url, sub: request.callerName },
+      { event: route === '/token' ? 'token_denied' : 'request_denied', error: wire.code, path: route, sub: request.peer?.subject },
       'request denied',
     )
   }
-  metrics?.tokenDenied.inc({ error: wire.code })
+  metrics?.requestsDenied.inc({ route, error: wire.code })
+  if (route === '/token') metrics?.tokenDenied.inc({ error: wire.code })
   if (err instanceof SlowDown) void reply.header('retry-after', String(err.retryAfterSeconds))
   return reply
     .code(wire.statusCode)
@@ -48,9 +53,6 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, err: unk
     .header('content-type', 'application/json; charset=utf-8')
     .send(`{"error":"${wire.code}"}`)
 }
-
-const notFound = (reply: FastifyReply): FastifyReply =>
-  reply.code(404).header('cache-control', 'no-store').header('content-type', 'application/json; charset=utf-8').send('{"error":"not_found"}')
 
 const CLIENT_ERROR_BODY = '{"error":"invalid_request"}'
 
@@ -74,12 +76,12 @@ export function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoExcep
 }
 
 /** Installs the error and not-found handlers on an app. */
-export function installErrorHandling(app: FastifyInstance): void {
-  app.setErrorHandler((err, request, reply) => sendError(request, reply, err))
+export function installErrorHandling(app: FastifyInstance, metrics: Metrics): void {
+  app.setErrorHandler((err, request, reply) => sendError(request, reply, err, metrics))
   // A method or path the app does not serve is 404 before anything else runs: whatever its body (an
   // OPTIONS or DELETE with an empty JSON body must not reach the body parser and its 400).
   app.addHook('onRequest', async (request, reply) => {
-    if (request.is404) return notFound(reply)
+    if (request.is404) return sendError(request, reply, new NotFound(), metrics)
   })
-  app.setNotFoundHandler((_request, reply) => notFound(reply))
+  app.setNotFoundHandler((request, reply) => sendError(request, reply, new NotFound(), metrics))
 }

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto'
 import type { TLSSocket } from 'node:tls'
 import { Ajv } from 'ajv'
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
+import type { FromSchema } from 'json-schema-to-ts'
 import type { Config } from '../config.js'
 import type { Clock } from '../clock.js'
 import {
@@ -29,7 +30,7 @@ import type { RateLimiter } from '../rate-limit.js'
 import type { ConnectionLifetimes } from '../tls/connections.js'
 import { buildClaims } from '../tokens/claims.js'
 import { signAccessToken } from '../tokens/signer.js'
-import { sendError } from './errors.js'
+import './errors.js' // FastifyRequest.peer
 
 export const TOKEN_BODY_LIMIT = 8 * 1024
 
@@ -63,23 +64,12 @@ export const tokenResponseSchema = {
   },
 } as const
 
-interface TokenRequestBody {
-  grant_type?: string
-  audience?: string
-  resource?: string
-  scope?: string | string[]
-  client_id?: string
-}
+/** The body after parsing and validation: derived from the schema. */
+type TokenRequestBody = FromSchema<typeof tokenRequestSchema>
 
 const validateBody = new Ajv({ strict: true, coerceTypes: false, useDefaults: false }).compile<TokenRequestBody>(
   tokenRequestSchema,
 )
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    peer?: PeerIdentity
-  }
-}
 
 export interface TokenRouteDeps {
   readonly config: Config
@@ -161,7 +151,6 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
     url: '/token',
     bodyLimit: TOKEN_BODY_LIMIT,
     schema: { response: { 200: tokenResponseSchema } },
-    errorHandler: (err, request, reply) => sendError(request, reply, err, metrics),
     // Identity and rate limit come before the body is even read.
     onRequest: async (request) => {
       const socket = request.raw.socket as TLSSocket
@@ -176,7 +165,7 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
         connections.closeAfterAnswer(socket)
         throw new InvalidClient('certificate no longer trusted')
       }
-      request.callerName = result.identity.subject
+      request.peer = result.identity
       if (!isKnownCaller(policy.current, result.identity.subject)) {
         // The explanation is built only when someone reads it: unknown callers must stay cheap to refuse.
         if (debugEnabled(request.log)) {
@@ -185,7 +174,6 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
         }
         throw new InvalidClient('unknown caller')
       }
-      request.peer = result.identity
       const rate = rateLimiter.take(result.identity.subject)
       if (!rate.allowed) throw new SlowDown(rate.retryAfter)
     },

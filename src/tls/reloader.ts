@@ -6,12 +6,12 @@
  * that does not load (bad PEM, a key that does not match the certificate, an unreadable file) is reported,
  * the previous one stays in force, and the reload is retried until it loads.
  */
-import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { createSecureContext, type Server as TlsServer } from 'node:tls'
 import type { TlsFiles } from '../config.js'
 import { ConfigError } from '../errors.js'
+import { sha256Hex } from '../util/digest.js'
 import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
 import { secureContextOptions, type TlsMaterial } from './options.js'
 import { ClientTrust } from './trust.js'
@@ -46,15 +46,9 @@ export function checkTlsMaterial(material: TlsMaterial): void {
   }
 }
 
-function digest(parts: readonly (string | Buffer | undefined)[]): string {
-  const hash = createHash('sha256')
-  for (const part of parts) hash.update(part ?? '').update('\0')
-  return hash.digest('hex')
-}
-
-const materialDigest = (m: TlsMaterial): string => digest([m.cert, m.key, m.clientCa, m.crl])
+const materialDigest = (m: TlsMaterial): string => sha256Hex(m.cert, m.key, m.clientCa, m.crl)
 /** What decides who may connect: a change here retires the connections already open. */
-const trustDigest = (m: TlsMaterial): string => digest([m.clientCa, m.crl])
+const trustDigest = (m: TlsMaterial): string => sha256Hex(m.clientCa, m.crl)
 
 export type TlsReloadResult = ReloadResult<ConfigError>
 
