@@ -12,6 +12,25 @@ export interface RemoteTls {
   readonly key?: string
 }
 
+/** The options that name that material (`token inspect --jwks`, `keys check --against`). */
+export const REMOTE_TLS_OPTIONS = {
+  ca: { type: 'string' },
+  'client-cert': { type: 'string' },
+  'client-key': { type: 'string' },
+} as const
+
+/** The files those options name, each read with `read(path, what)`. */
+export async function readRemoteTls(
+  values: { readonly ca?: string | undefined; readonly 'client-cert'?: string | undefined; readonly 'client-key'?: string | undefined },
+  read: (path: string, what: string) => Promise<string>,
+): Promise<RemoteTls> {
+  return {
+    ...(values.ca === undefined ? {} : { ca: await read(values.ca, 'CA bundle') }),
+    ...(values['client-cert'] === undefined ? {} : { cert: await read(values['client-cert'], 'client certificate') }),
+    ...(values['client-key'] === undefined ? {} : { key: await read(values['client-key'], 'client key') }),
+  }
+}
+
 /** Every key of the JWKS at `url` (http or https), unfiltered. Throws AuthzError naming the URL. */
 export async function fetchJwks(url: URL, tls: RemoteTls = {}): Promise<JWK[]> {
   // No keep-alive: a one-shot CLI must not wait for an idle socket to time out.

@@ -12,8 +12,8 @@ import { AuthzError } from '../errors.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
 import { keyStates, recordRetirements, safeActivationDelayMs, type KeyStatus, type Timing } from './lifecycle.js'
 import { LOCK_FILE, LOCK_MAX_AGE_MS, withLock } from './lock.js'
-import { readManifest, writeManifest, type Manifest, type ManifestKey } from './manifest.js'
-import { generateRsaKey, kidOf, toPkcs8Pem } from './material.js'
+import { readManifest, writeManifest, type FileKey, type KeyStoreKind, type Manifest, type ManifestKey } from './manifest.js'
+import { DEFAULT_ALG, generateKey, kidOf, toPkcs8Pem, type Alg } from './material.js'
 
 export interface KeysAdminOptions {
   readonly dir: string
@@ -22,10 +22,26 @@ export interface KeysAdminOptions {
   readonly passphrase?: string | undefined
   /** RSA modulus length of new keys (default 2048). */
   readonly bits?: number
-  /** Makes a new private key (default: a fresh RSA key of `bits`); tests hand out pre-made ones. */
-  readonly newKey?: () => Promise<KeyObject>
+  /** Makes a new private key for a file key (default: a fresh one); tests hand out pre-made ones. */
+  readonly newKey?: (alg: Alg) => Promise<KeyObject>
+  /** The PKCS#11 token, for keys whose store is `pkcs11`. */
+  readonly token?: TokenAdmin | undefined
   /** How long to wait for another CLI run's lock, ms (default 10 s). */
   readonly lockTimeoutMs?: number
+}
+
+/** What the keys CLI does in a PKCS#11 token (keys/pkcs11/). */
+export interface TokenAdmin {
+  /** Generates a non-extractable key pair for `alg` inside the token; returns its kid and label. */
+  generate(alg: Alg): Promise<{ readonly kid: string; readonly label: string }>
+  /** Destroys the key pair with this label (revoke, prune); a key already gone is not an error. */
+  destroy(label: string): Promise<void>
+}
+
+/** Where and how a new key is made (`--alg`, `--store`). */
+export interface NewKeyRequest {
+  readonly alg?: Alg
+  readonly store?: KeyStoreKind
 }
 
 /** What every change reports besides its result: files an interrupted run left behind, now removed. */
@@ -45,7 +61,7 @@ const LOCK_STAGING = new RegExp(`^${LOCK_FILE.replace('.', '\\.')}\\.[0-9a-f]{24
  * loads what the manifest names); they are removed so no private key lingers. Call holding the lock.
  */
 async function removeLeftovers(dir: string, manifest: Manifest): Promise<string[]> {
-  const named = new Set(manifest.keys.map((k) => k.file))
+  const named = new Set(manifest.keys.map((k) => (k.store === 'file' ? k.file : '')))
   const removed: string[] = []
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     let leftover = ATOMIC_TEMP.test(name) || (KEY_FILE.test(name) && !named.has(name))
@@ -97,19 +113,28 @@ async function change<T>(
   )
 }
 
-/** Creates a key file (never overwriting one) and returns its manifest entry. */
-async function createKey(options: KeysAdminOptions, activatesAt: number): Promise<ManifestKey> {
+/** Creates a key where `request.store` says (a PKCS#8 file by default) and returns its manifest entry. */
+async function createKey(options: KeysAdminOptions, activatesAt: number, request: NewKeyRequest = {}): Promise<ManifestKey> {
   const createdAt = Math.min(options.clock.now(), activatesAt)
-  const key = await (options.newKey ?? (() => generateRsaKey(options.bits)))()
+  const alg = request.alg ?? DEFAULT_ALG
+  if (request.store === 'pkcs11') {
+    if (options.token === undefined) throw new AuthzError('ERR_USAGE', '--store pkcs11 needs AUTHZ_PKCS11_MODULE, AUTHZ_PKCS11_TOKEN and a PIN')
+    const { kid, label } = await options.token.generate(alg)
+    return Object.freeze({ kid, alg, store: 'pkcs11', label, createdAt, activatesAt })
+  }
+  const key = await (options.newKey ?? ((a: Alg) => generateKey(a, options.bits)))(alg)
   const kid = await kidOf(key)
   const file = `${kid}.pem`
   await writeFileAtomic(join(options.dir, file), toPkcs8Pem(key, options.passphrase), 0o600)
-  return Object.freeze({ kid, alg: 'RS256', file, createdAt, activatesAt })
+  return Object.freeze({ kid, alg, store: 'file', file, createdAt, activatesAt })
 }
 
-/** Removes key files (after the manifest stopped naming them, or when it could not be written). */
-const removeFiles = (options: KeysAdminOptions, keys: readonly ManifestKey[]) => async (): Promise<void> => {
-  for (const key of keys) await unlink(join(options.dir, key.file)).catch(() => undefined)
+/** Removes keys for good: their files, or their objects in the token (after the manifest stopped naming them, or when it could not be written). */
+const removeKeys = (options: KeysAdminOptions, keys: readonly ManifestKey[]) => async (): Promise<void> => {
+  for (const key of keys) {
+    if (key.store === 'file') await unlink(join(options.dir, key.file)).catch(() => undefined)
+    else await options.token?.destroy(key.label)
+  }
 }
 
 export function statusesOf(manifest: Manifest, options: Pick<KeysAdminOptions, 'clock' | 'timing'>): KeyStatus<ManifestKey>[] {
@@ -117,18 +142,20 @@ export function statusesOf(manifest: Manifest, options: Pick<KeysAdminOptions, '
 }
 
 /** `init`: the first key, active at once. Refuses when the directory already has keys. */
-export async function initKeys(options: KeysAdminOptions): Promise<ManifestKey & Cleaned> {
+export async function initKeys(options: KeysAdminOptions, request?: NewKeyRequest & { readonly store?: 'file' }): Promise<FileKey & Cleaned>
+export async function initKeys(options: KeysAdminOptions, request: NewKeyRequest): Promise<ManifestKey & Cleaned>
+export async function initKeys(options: KeysAdminOptions, request: NewKeyRequest = {}): Promise<ManifestKey & Cleaned> {
   return change(options, 'init', async (manifest) => {
     if (manifest.keys.length > 0) {
       throw new AuthzError('ERR_ROTATION_REFUSED', `${options.dir} already has ${manifest.keys.length} key(s): use rotate`)
     }
-    const key = await createKey(options, options.clock.now())
-    return { manifest: { ...manifest, keys: [key] }, result: key, onWriteFailure: removeFiles(options, [key]) }
+    const key = await createKey(options, options.clock.now(), request)
+    return { manifest: { ...manifest, keys: [key] }, result: key, onWriteFailure: removeKeys(options, [key]) }
   })
 }
 
-export interface RotateResult {
-  readonly key: ManifestKey
+export interface RotateResult<K extends ManifestKey = ManifestKey> {
+  readonly key: K
   /** Set when the delay is shorter than the safe default: what verifiers may reject. */
   readonly unsafe: boolean
 }
@@ -137,7 +164,14 @@ export interface RotateResult {
  * `rotate`: a new key, published now, signing from `now + activateInMs` (default: the safe delay, twice
  * the JWKS max-age). A shorter delay is refused unless `force`.
  */
-export async function rotateKeys(options: KeysAdminOptions, request: { activateInMs?: number; force?: boolean } = {}): Promise<RotateResult & Cleaned> {
+export interface RotateRequest extends NewKeyRequest {
+  readonly activateInMs?: number
+  readonly force?: boolean
+}
+
+export async function rotateKeys(options: KeysAdminOptions, request?: RotateRequest & { readonly store?: 'file' }): Promise<RotateResult<FileKey> & Cleaned>
+export async function rotateKeys(options: KeysAdminOptions, request: RotateRequest): Promise<RotateResult & Cleaned>
+export async function rotateKeys(options: KeysAdminOptions, request: RotateRequest = {}): Promise<RotateResult & Cleaned> {
   const safe = safeActivationDelayMs(options.timing)
   const delay = request.activateInMs ?? safe
   if (delay < 0) throw new AuthzError('ERR_USAGE', 'activation delay must not be negative')
@@ -149,8 +183,8 @@ export async function rotateKeys(options: KeysAdminOptions, request: { activateI
     )
   }
   return change(options, 'rotate', async (manifest) => {
-    const key = await createKey(options, options.clock.now() + delay)
-    return { manifest: { ...manifest, keys: [...manifest.keys, key] }, result: { key, unsafe }, onWriteFailure: removeFiles(options, [key]) }
+    const key = await createKey(options, options.clock.now() + delay, request)
+    return { manifest: { ...manifest, keys: [...manifest.keys, key] }, result: { key, unsafe }, onWriteFailure: removeKeys(options, [key]) }
   })
 }
 
@@ -167,7 +201,7 @@ export async function pruneKeys(options: KeysAdminOptions): Promise<{ readonly p
     return {
       manifest: { ...manifest, keys: manifest.keys.filter((k) => !gone.has(k.kid)) },
       result: { pruned: [...gone] },
-      afterWrite: removeFiles(options, expired),
+      afterWrite: removeKeys(options, expired),
     }
   })
 }
@@ -203,7 +237,8 @@ export async function revokeKey(options: KeysAdminOptions, kid: string): Promise
         nowActive = Object.freeze({ ...next, activatesAt: now })
         keys = keys.map((k) => (k.kid === next.kid ? (nowActive as ManifestKey) : k))
       } else {
-        nowActive = await createKey(options, now)
+        // The replacement is made like the key it replaces: same algorithm, same store.
+        nowActive = await createKey(options, now, { alg: target.key.alg, store: target.key.store })
         keys = [...keys, nowActive]
         created = true
       }
@@ -211,8 +246,8 @@ export async function revokeKey(options: KeysAdminOptions, kid: string): Promise
     return {
       manifest: { ...manifest, keys, revoked: [...manifest.revoked, { kid, revokedAt: now }] },
       result: { revoked: target.key, wasActive: target.state === 'active', created, ...(nowActive === undefined ? {} : { nowActive }) },
-      afterWrite: removeFiles(options, [target.key]),
-      ...(created && nowActive !== undefined ? { onWriteFailure: removeFiles(options, [nowActive]) } : {}),
+      afterWrite: removeKeys(options, [target.key]),
+      ...(created && nowActive !== undefined ? { onWriteFailure: removeKeys(options, [nowActive]) } : {}),
     }
   })
 }

@@ -1,18 +1,25 @@
 /**
- * A keyset read from the keys directory: the manifest plus every key it names, each checked (PKCS#8, RSA
- * ≥ 2048, file kid = RFC 7638 thumbprint) and imported once. Loading is all-or-nothing: a corrupt manifest
- * or a missing or bad key file throws, and the server keeps the keyset it had.
+ * A keyset read from the keys directory: the manifest plus every key it names, each checked (usable for
+ * its algorithm, kid = RFC 7638 thumbprint of its public key) and made ready to sign once: a PKCS#8 file
+ * is read and imported, a PKCS#11 key is found in its token. Loading is all-or-nothing: a corrupt manifest
+ * or a missing or bad key throws, and the server keeps the keyset it had.
  */
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { CryptoKey } from 'jose'
 import { AuthzError } from '../errors.js'
-import { MANIFEST_FILE, manifestHash, parseManifest, readManifestText, type Manifest, type ManifestKey } from './manifest.js'
-import { fromPkcs8Pem, kidOf, publicJwkOf, toSigningKey, type PublicJwk } from './material.js'
+import { MANIFEST_FILE, manifestHash, parseManifest, readManifestText, type FileKey, type Manifest, type ManifestKey, type Pkcs11Key } from './manifest.js'
+import { fromPkcs8Pem, kidOf, publicJwkOf, type PublicJwk } from './material.js'
+import { fileSigner, type KeySigner } from './signing.js'
 
-export interface LoadedKey extends ManifestKey {
-  readonly privateKey: CryptoKey
+/** A key ready to sign: its manifest entry, its signer and its public JWK. */
+export type LoadedKey = ManifestKey & {
+  readonly signer: KeySigner
   readonly publicJwk: PublicJwk
+}
+
+/** The keys of a PKCS#11 token (keys/pkcs11/): finds a key by its label and checks its kid. */
+export interface TokenKeys {
+  load(entry: Pkcs11Key): Promise<{ readonly signer: KeySigner; readonly publicJwk: PublicJwk }>
 }
 
 export interface Keyset {
@@ -34,38 +41,51 @@ export async function requireManifestText(dir: string): Promise<string> {
 /**
  * Loads the keyset. `previous` lets already-imported keys be reused (a reload re-imports only new kids).
  */
-export async function loadKeyset(
-  dir: string,
-  options: { passphrase?: string | undefined; previous?: Keyset | undefined; manifestText?: string } = {},
-): Promise<Keyset> {
+export interface LoadOptions {
+  readonly passphrase?: string | undefined
+  /** The keyset in force: keys already loaded are reused (a reload loads only new kids). */
+  readonly previous?: Keyset | undefined
+  readonly manifestText?: string
+  /** The PKCS#11 token, when one is configured. */
+  readonly token?: TokenKeys | undefined
+}
+
+/** Loads the keyset. */
+export async function loadKeyset(dir: string, options: LoadOptions = {}): Promise<Keyset> {
   const text = options.manifestText ?? (await requireManifestText(dir))
   const manifest = parseManifest(text)
   const reuse = new Map(options.previous?.keys.map((k) => [k.kid, k]))
   const warnings: string[] = []
   const keys = await Promise.all(
     manifest.keys.map(async (entry): Promise<LoadedKey> => {
-      const path = join(dir, entry.file)
-      let pem: string
-      try {
-        pem = await readFile(path, 'utf8')
-        const mode = (await stat(path)).mode & 0o777
-        // Group read is how Kubernetes hands Secret files to a non-root pod (0440 + fsGroup); world read is a leak.
-        if ((mode & 0o007) !== 0) warnings.push(`${entry.file}: mode ${mode.toString(8)} lets any user read a private key (want 600 or 400)`)
-      } catch (err) {
-        throw new AuthzError('ERR_KEYSET_READ', `key ${entry.kid}: cannot read ${entry.file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
-      }
       const known = reuse.get(entry.kid)
-      if (known !== undefined) return { ...entry, privateKey: known.privateKey, publicJwk: known.publicJwk }
-      const keyObject = fromPkcs8Pem(pem, options.passphrase, `key ${entry.kid}`)
-      if ((await kidOf(keyObject)) !== entry.kid) {
-        throw new AuthzError('ERR_KEYSET_INVALID', `key ${entry.kid}: ${entry.file} holds a different key (thumbprint mismatch)`, { reason: 'key_mismatch' })
+      if (known !== undefined && known.alg === entry.alg && known.store === entry.store) return Object.freeze({ ...entry, signer: known.signer, publicJwk: known.publicJwk })
+      if (entry.store === 'pkcs11') {
+        if (options.token === undefined) {
+          throw new AuthzError('ERR_KEYSET_INVALID', `key ${entry.kid} lives in a PKCS#11 token, and AUTHZ_PKCS11_MODULE is not set`)
+        }
+        return Object.freeze({ ...entry, ...(await options.token.load(entry)) })
       }
-      return Object.freeze({
-        ...entry,
-        privateKey: await toSigningKey(keyObject),
-        publicJwk: publicJwkOf(keyObject, entry.kid),
-      })
+      return loadFileKey(dir, entry, options.passphrase, warnings)
     }),
   )
   return Object.freeze({ manifest, keys: Object.freeze(keys), sha256: manifestHash(text), warnings: Object.freeze(warnings) })
+}
+
+async function loadFileKey(dir: string, entry: FileKey, passphrase: string | undefined, warnings: string[]): Promise<LoadedKey> {
+  const path = join(dir, entry.file)
+  let pem: string
+  try {
+    pem = await readFile(path, 'utf8')
+    const mode = (await stat(path)).mode & 0o777
+    // Group read is how Kubernetes hands Secret files to a non-root pod (0440 + fsGroup); world read is a leak.
+    if ((mode & 0o007) !== 0) warnings.push(`${entry.file}: mode ${mode.toString(8)} lets any user read a private key (want 600 or 400)`)
+  } catch (err) {
+    throw new AuthzError('ERR_KEYSET_READ', `key ${entry.kid}: cannot read ${entry.file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
+  }
+  const keyObject = fromPkcs8Pem(pem, passphrase, `key ${entry.kid}`, entry.alg)
+  if ((await kidOf(keyObject)) !== entry.kid) {
+    throw new AuthzError('ERR_KEYSET_INVALID', `key ${entry.kid}: ${entry.file} holds a different key (thumbprint mismatch)`, { reason: 'key_mismatch' })
+  }
+  return Object.freeze({ ...entry, signer: fileSigner(keyObject, entry.alg), publicJwk: publicJwkOf(keyObject, entry.kid, entry.alg) })
 }

@@ -9,16 +9,32 @@ import { AuthzError } from '../errors.js'
 import { sha256Hex } from '../util/digest.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
 import type { KeyTimes } from './lifecycle.js'
+import { ALGORITHMS, type Alg } from './material.js'
 
 export const MANIFEST_FILE = 'manifest.json'
 /** base64url SHA-256: an RFC 7638 thumbprint. */
 const KID = '^[A-Za-z0-9_-]{43}$'
 
-export interface ManifestKey extends KeyTimes {
-  readonly alg: 'RS256'
-  /** File name inside the keys directory. */
+/** Where a private key lives: a PKCS#8 file in the keys directory, or a PKCS#11 token it never leaves. */
+export type KeyStoreKind = 'file' | 'pkcs11'
+
+interface ManifestKeyBase extends KeyTimes {
+  readonly alg: Alg
+}
+
+export interface FileKey extends ManifestKeyBase {
+  readonly store: 'file'
+  /** File name inside the keys directory: `<kid>.pem`. */
   readonly file: string
 }
+
+export interface Pkcs11Key extends ManifestKeyBase {
+  readonly store: 'pkcs11'
+  /** CKA_LABEL of the key pair in the token. */
+  readonly label: string
+}
+
+export type ManifestKey = FileKey | Pkcs11Key
 
 export interface RevokedKey {
   readonly kid: string
@@ -34,7 +50,7 @@ export interface Manifest {
 
 interface ManifestJson {
   version: 1
-  keys: { kid: string; alg: 'RS256'; file: string; createdAt: string; activatesAt: string; retiredAt?: string }[]
+  keys: { kid: string; alg: Alg; store?: 'pkcs11'; file?: string; label?: string; createdAt: string; activatesAt: string; retiredAt?: string }[]
   revoked?: { kid: string; revokedAt: string }[]
 }
 
@@ -50,11 +66,14 @@ const manifestSchema = {
       items: {
         type: 'object',
         additionalProperties: false,
-        required: ['kid', 'alg', 'file', 'createdAt', 'activatesAt'],
+        required: ['kid', 'alg', 'createdAt', 'activatesAt'],
         properties: {
           kid: { type: 'string', pattern: KID },
-          alg: { const: 'RS256' },
+          alg: { enum: [...ALGORITHMS] },
+          // Absent for the default, a file: manifests written before PKCS#11 support stay valid.
+          store: { const: 'pkcs11' },
           file: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}\\.pem$' },
+          label: { type: 'string', pattern: '^[\\x20-\\x7E]{1,64}$' },
           createdAt: { type: 'string', minLength: 1 },
           activatesAt: { type: 'string', minLength: 1 },
           retiredAt: { type: 'string', minLength: 1 },
@@ -99,16 +118,20 @@ export function parseManifest(text: string): Manifest {
   const seen = new Set<string>()
   const keys = json.keys.map((k, i): ManifestKey => {
     if (seen.has(k.kid)) throw new AuthzError('ERR_KEYSET_INVALID', `manifest: keys[${i}]: duplicate kid`)
-    if (k.file !== `${k.kid}.pem`) throw new AuthzError('ERR_KEYSET_INVALID', `manifest: keys[${i}]: file must be <kid>.pem`)
     seen.add(k.kid)
-    return Object.freeze({
+    const times = {
       kid: k.kid,
       alg: k.alg,
-      file: k.file,
       createdAt: instant(k.createdAt, `keys[${i}].createdAt`),
       activatesAt: instant(k.activatesAt, `keys[${i}].activatesAt`),
       ...(k.retiredAt === undefined ? {} : { retiredAt: instant(k.retiredAt, `keys[${i}].retiredAt`) }),
-    })
+    }
+    if (k.store === 'pkcs11') {
+      if (k.label === undefined || k.file !== undefined) throw new AuthzError('ERR_KEYSET_INVALID', `manifest: keys[${i}]: a pkcs11 key has a label and no file`)
+      return Object.freeze({ ...times, store: 'pkcs11', label: k.label })
+    }
+    if (k.file !== `${k.kid}.pem` || k.label !== undefined) throw new AuthzError('ERR_KEYSET_INVALID', `manifest: keys[${i}]: file must be <kid>.pem`)
+    return Object.freeze({ ...times, store: 'file', file: k.file })
   })
   const revoked = (json.revoked ?? []).map((r, i) =>
     Object.freeze({ kid: r.kid, revokedAt: instant(r.revokedAt, `revoked[${i}].revokedAt`) }),
@@ -123,7 +146,7 @@ export function serializeManifest(manifest: Manifest): string {
     keys: manifest.keys.map((k) => ({
       kid: k.kid,
       alg: k.alg,
-      file: k.file,
+      ...(k.store === 'pkcs11' ? { store: 'pkcs11' as const, label: k.label } : { file: k.file }),
       createdAt: new Date(k.createdAt).toISOString(),
       activatesAt: new Date(k.activatesAt).toISOString(),
       ...(k.retiredAt === undefined ? {} : { retiredAt: new Date(k.retiredAt).toISOString() }),

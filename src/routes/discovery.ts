@@ -5,10 +5,15 @@
  */
 import type { FastifyInstance } from 'fastify'
 import type { Policy } from '../policy/policy.js'
+import type { Jwks, KeyStore } from '../keys/store.js'
 import type { PolicyStore } from '../policy/store.js'
 import { JWKS_PATH } from './jwks.js'
 
-export function metadata(issuer: string, policy: Policy): Record<string, unknown> {
+/**
+ * `algorithms`: the `alg` of every published key, so a verifier configured from this document allows
+ * exactly what it may meet (RS256 by default; ES256 once an ES256 key is published).
+ */
+export function metadata(issuer: string, policy: Policy, algorithms: readonly string[] = ['RS256']): Record<string, unknown> {
   const base = issuer.replace(/\/+$/, '')
   const scopes = new Set<string>()
   for (const byAudience of policy.grants.values()) for (const list of byAudience.values()) for (const s of list) scopes.add(s)
@@ -23,17 +28,18 @@ export function metadata(issuer: string, policy: Policy): Record<string, unknown
     tls_client_certificate_bound_access_tokens: true,
     mtls_endpoint_aliases: { token_endpoint: `${base}/token` },
     scopes_supported: [...scopes].sort(),
-    access_token_signing_alg_values_supported: ['RS256'],
+    access_token_signing_alg_values_supported: algorithms.length === 0 ? ['RS256'] : [...algorithms],
   }
 }
 
-export async function discoveryRoutes(app: FastifyInstance, deps: { issuer: string; policy: PolicyStore }): Promise<void> {
-  let cachedFor: Policy | undefined
+export async function discoveryRoutes(app: FastifyInstance, deps: { issuer: string; policy: PolicyStore; keys: KeyStore }): Promise<void> {
+  let cachedFor: { policy: Policy; jwks: Jwks } | undefined
   let body = ''
   const handler = async (): Promise<string> => {
-    const current = deps.policy.current
-    if (current !== cachedFor) {
-      body = JSON.stringify(metadata(deps.issuer, current))
+    const current = { policy: deps.policy.current, jwks: deps.keys.jwks() }
+    if (current.policy !== cachedFor?.policy || current.jwks !== cachedFor.jwks) {
+      const algorithms = [...new Set(deps.keys.statuses().filter((s) => s.state !== 'expired').map((s) => s.key.alg))].sort().reverse()
+      body = JSON.stringify(metadata(deps.issuer, current.policy, algorithms))
       cachedFor = current
     }
     return body

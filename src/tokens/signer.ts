@@ -1,36 +1,38 @@
 /**
- * Signs access tokens with the key that is active now. The private key was imported once when the keyset
- * loaded; signing runs through WebCrypto (jose), off the event loop. The protected header of each key is
- * encoded once; the payload is encoded per token (it differs every time).
+ * Signs access tokens (JWS compact serialization, RFC 7515 §7.1) with the key that is active now, in the
+ * key's own algorithm (RS256 or ES256). The protected header of each key is encoded once; the payload is
+ * encoded per token; the signature comes from the key's signer (node:crypto on the thread pool for a file
+ * key, the token for a PKCS#11 key), never from the event loop.
  */
-import { CompactSign } from 'jose'
 import type { LoadedKey } from '../keys/keyset.js'
+import type { Alg } from '../keys/material.js'
 import type { AccessTokenClaims } from './claims.js'
 
 export const TOKEN_TYPE = 'at+jwt'
 
 export type ProtectedHeader = {
-  readonly alg: 'RS256'
+  readonly alg: Alg
   readonly typ: typeof TOKEN_TYPE
   readonly kid: string
-  readonly [parameter: string]: unknown
 }
 
-const headers = new WeakMap<LoadedKey, ProtectedHeader>()
+const encodedHeaders = new WeakMap<LoadedKey, string>()
 
-function headerOf(key: LoadedKey): ProtectedHeader {
-  let header = headers.get(key)
-  if (header === undefined) {
-    header = Object.freeze({ alg: 'RS256', typ: TOKEN_TYPE, kid: key.kid })
-    headers.set(key, header)
+const base64url = (bytes: Uint8Array | string): string => Buffer.from(bytes).toString('base64url')
+
+function encodedHeaderOf(key: LoadedKey): string {
+  let encoded = encodedHeaders.get(key)
+  if (encoded === undefined) {
+    const header: ProtectedHeader = { alg: key.alg, typ: TOKEN_TYPE, kid: key.kid }
+    encoded = base64url(JSON.stringify(header))
+    encodedHeaders.set(key, encoded)
   }
-  return header
+  return encoded
 }
-
-const encoder = new TextEncoder()
 
 export async function signAccessToken(claims: AccessTokenClaims, key: LoadedKey): Promise<string> {
-  // CompactSign, not SignJWT: the claims are built and checked by buildClaims already, so the JWT
-  // builder's per-call copying and re-validation is pure overhead on the hot path.
-  return new CompactSign(encoder.encode(JSON.stringify(claims))).setProtectedHeader(headerOf(key)).sign(key.privateKey)
+  // The claims are built and checked by buildClaims: no JWT builder's per-call copying and re-validation.
+  const signingInput = `${encodedHeaderOf(key)}.${base64url(JSON.stringify(claims))}`
+  const signature = await key.signer.sign(Buffer.from(signingInput, 'ascii'))
+  return `${signingInput}.${base64url(signature)}`
 }

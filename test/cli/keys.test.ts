@@ -5,7 +5,7 @@ import { runKeysCli } from '../../src/cli/keys.js'
 import { ManualClock } from '../../src/clock.js'
 import type * as adminModule from '../../src/keys/admin.js'
 import { withLock } from '../../src/keys/lock.js'
-import { readManifest } from '../../src/keys/manifest.js'
+import { readManifest, type FileKey } from '../../src/keys/manifest.js'
 
 function cli(t: Test, extraEnv: Record<string, string> = {}) {
   const dir = t.testdir({})
@@ -70,7 +70,7 @@ t.test('prune removes only expired keys, manifest first, then files', async (t) 
   t.match(pruned.out, /^pruned [A-Za-z0-9_-]{43}$/)
   const manifest = await readManifest(dir)
   t.equal(manifest.keys.length, 1)
-  t.same((await readdir(dir)).filter((f) => f.endsWith('.pem')), [manifest.keys[0]?.file])
+  t.same((await readdir(dir)).filter((f) => f.endsWith('.pem')), [(manifest.keys[0] as FileKey | undefined)?.file])
 })
 
 t.test('revoke: the active key is replaced by the next one at once, or by a new one', async (t) => {
@@ -118,7 +118,7 @@ t.test('two concurrent CLI runs never interleave: both rotations land', async (t
   t.same(results.map((r) => r.code), [0, 0, 0])
   const manifest = await readManifest(dir)
   t.equal(manifest.keys.length, 4, 'no lost update')
-  for (const k of manifest.keys) t.ok((await stat(join(dir, k.file))).isFile(), `${k.kid} file exists`)
+  for (const k of manifest.keys as FileKey[]) t.ok((await stat(join(dir, k.file))).isFile(), `${k.kid} file exists`)
 })
 
 t.test('the lock: held by a live process it times out; left by a dead one it is taken over', async (t) => {

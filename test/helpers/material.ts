@@ -9,7 +9,7 @@ import { createPrivateKey, type KeyObject } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { generateRsaKey, toPkcs8Pem } from '../../src/keys/material.js'
+import { generateKey, generateRsaKey, toPkcs8Pem, type Alg } from '../../src/keys/material.js'
 import { createCa, createCertificate, createClientCert, createServerCert, type KeyPairPem } from '../../src/pki/dev-pki.js'
 
 export const MATERIAL_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../.tap/test-material')
@@ -99,7 +99,8 @@ let next = 0
  * A signing key from the run's pool, a different one per call within a test process (the pool is shared
  * by all test files; when it runs out, fresh keys are made).
  */
-export async function pooledKey(): Promise<KeyObject> {
+export async function pooledKey(alg: Alg = 'RS256'): Promise<KeyObject> {
+  if (alg !== 'RS256') return generateKey(alg) // P-256 keys are made in a millisecond
   pool ??= existsSync(KEYS_FILE) ? (JSON.parse(readFileSync(KEYS_FILE, 'utf8')) as string[]) : []
   const pem = pool[next++]
   return pem === undefined ? generateRsaKey() : createPrivateKey(pem)

@@ -160,3 +160,18 @@ t.test('JWKS over mTLS from the main listener', async (t) => {
   const v = await harnessVerifier(t, h, { jwksUrl: `https://localhost:${h.port}/.well-known/jwks.json`, ca: h.pki.ca.certPem, cert: pair.certPem, key: pair.keyPem })
   t.equal(await codeOf(v.verify(await issue(h))), 'accepted')
 })
+
+t.test('the issuer signs ES256: its JWKS entry carries the alg, and the verifier takes it when allowed', async (t) => {
+  const h = await startHarness(t)
+  const both = await harnessVerifier(t, h, { algorithms: ['RS256', 'ES256'] })
+  const rsOnly = await harnessVerifier(t, h)
+  const rsToken = await issue(h)
+  h.clock.advance(31_000) // past the unknown-kid cooldown of both verifiers' start fetch
+  const { key } = await rotateKeys({ dir: h.config.keysDir, timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: h.clock }, { activateInMs: 0, force: true, alg: 'ES256' })
+  await h.keys.reload()
+  const esToken = await issue(h)
+  t.match(decodeProtectedHeader(esToken), { alg: 'ES256', kid: key.kid })
+  t.equal(await codeOf(both.verify(esToken, { peerCertificate: h.pki.client('order-service').certPem })), 'accepted', 'a real ES256 token, after one refetch')
+  t.equal(await codeOf(both.verify(rsToken)), 'accepted', 'the retired RS256 key still verifies its tokens')
+  t.equal(await codeOf(rsOnly.verify(esToken)), 'ERR_TOKEN_ALG', 'an RS256-only verifier refuses it')
+})

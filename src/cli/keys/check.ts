@@ -1,0 +1,59 @@
+/**
+ * `keys check --against <jwks-url>`: is publishing this directory safe for the live JWKS? Exit 1 when it
+ * would unpublish a key this directory does not know (a stale copy: that key may sign now).
+ */
+import { readFile } from 'node:fs/promises'
+import { statusesOf } from '../../keys/admin.js'
+import { readManifest } from '../../keys/manifest.js'
+import { publicationChange, type PublicationChange } from '../../keys/publication.js'
+import { fetchJwks, readRemoteTls, REMOTE_TLS_OPTIONS } from '../remote-jwks.js'
+import { EXIT_FAILURE, EXIT_OK, json, parse, usageError, type CliContext, type Io } from '../runner.js'
+import { keysOptions, toolConfig } from '../tool-config.js'
+
+/** `check --json`: what publishing the directory would change, against which JWKS. */
+export interface CheckReport extends PublicationChange {
+  /** The live JWKS URL. */
+  readonly against: string
+}
+
+const WHY = {
+  revoked: 'revoked in this directory: intended',
+  expired: 'expired: no valid token needs it',
+  unknown: 'NOT KNOWN to this directory: it may sign tokens now',
+} as const
+
+function printCheck(report: CheckReport, dir: string, io: Io): void {
+  io.out(`comparing ${dir} with ${report.against}`)
+  for (const kid of report.kept) io.out(`  keeps     ${kid}`)
+  for (const kid of report.added) io.out(`  publishes ${kid} (new to verifiers)`)
+  for (const r of report.removed) io.out(`  removes   ${r.kid} (${WHY[r.why]})`)
+  if (report.active !== null && !report.active.published) {
+    io.out(`  note: ${report.active.kid} signs from now on but verifiers have not seen it yet: they fetch it on its first token (one refetch per unknown kid)`)
+  }
+  io.out(
+    report.safe
+      ? 'safe: publishing this directory unpublishes no key that may sign now'
+      : 'NOT SAFE: this copy is older than what is live; publishing it would unpublish a key that may be signing now. Start again from the live keys.',
+  )
+}
+
+export async function check(args: string[], { env, io, clock }: CliContext): Promise<number> {
+  const options = keysOptions(toolConfig(env), clock)
+  const { values } = parse({ args, options: { against: { type: 'string' }, ...REMOTE_TLS_OPTIONS, json: { type: 'boolean' } }, strict: true })
+  if (values.against === undefined) throw usageError('check needs --against <jwks-url>')
+  let url: URL
+  try {
+    url = new URL(values.against)
+  } catch {
+    throw usageError('--against must be an http(s) URL')
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usageError('--against must be an http(s) URL')
+  const tls = await readRemoteTls(values, (path) => readFile(path, 'utf8'))
+  const live = (await fetchJwks(url, tls)).map((k) => k.kid).filter((k): k is string => typeof k === 'string')
+  const manifest = await readManifest(options.dir)
+  const { safe, ...change } = publicationChange(live, manifest, statusesOf(manifest, options))
+  const report: CheckReport = { safe, against: url.href, ...change }
+  if (values.json === true) io.out(json(report))
+  else printCheck(report, options.dir, io)
+  return report.safe ? EXIT_OK : EXIT_FAILURE
+}

@@ -1,0 +1,15 @@
+/** `keys init`: the first key, active at once (a fresh install must be able to sign). */
+import { initKeys } from '../../keys/admin.js'
+import { EXIT_OK, parse, type CliContext } from '../runner.js'
+import { iso } from '../time.js'
+import { keysOptions, toolConfig } from '../tool-config.js'
+import { reportLeftovers } from './leftovers.js'
+
+export async function init(args: string[], { env, io, clock }: CliContext): Promise<number> {
+  const options = keysOptions(toolConfig(env), clock)
+  parse({ args, options: {}, strict: true })
+  const key = await initKeys(options)
+  reportLeftovers(key.leftovers, io)
+  io.out(`created key ${key.kid}, active now (${iso(key.activatesAt)})`)
+  return EXIT_OK
+}

@@ -1,0 +1,66 @@
+/** `keys list`: every key with its state and instants, the revoked kids, and a held lock. */
+import { statusesOf } from '../../keys/admin.js'
+import type { KeyState } from '../../keys/lifecycle.js'
+import { describeLock, lockStatus, type LockOwner, type LockStatus } from '../../keys/lock.js'
+import { readManifest } from '../../keys/manifest.js'
+import { EXIT_OK, json, parse, type CliContext } from '../runner.js'
+import { iso, isoOrNull } from '../time.js'
+import { keysOptions, toolConfig } from '../tool-config.js'
+
+/** `list --json`. */
+export interface KeysListReport {
+  readonly now: string
+  readonly keys: readonly {
+    readonly kid: string
+    readonly state: KeyState
+    readonly createdAt: string
+    readonly activatesAt: string
+    readonly retiredAt: string | null
+    readonly prunableAt: string | null
+  }[]
+  readonly revoked: readonly { readonly kid: string; readonly revokedAt: string }[]
+  /** The directory's lock while a keys command holds it (or a killed one left it). */
+  readonly lock: (Partial<LockOwner> & { readonly path: string; readonly ageSeconds: number; readonly stale: LockStatus['stale'] }) | null
+}
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? []
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd())
+}
+
+const cell = (ms: number | null): string => (ms === null ? '-' : iso(ms))
+
+export async function list(args: string[], { env, io, clock }: CliContext): Promise<number> {
+  const options = keysOptions(toolConfig(env), clock)
+  const { values } = parse({ args, options: { json: { type: 'boolean' } }, strict: true })
+  const manifest = await readManifest(options.dir)
+  const statuses = statusesOf(manifest, options)
+  const lock = await lockStatus(options.dir)
+  if (values.json === true) {
+    const report: KeysListReport = {
+      now: iso(clock.now()),
+      keys: statuses.map((s) => ({
+        kid: s.key.kid,
+        state: s.state,
+        createdAt: iso(s.key.createdAt),
+        activatesAt: iso(s.key.activatesAt),
+        retiredAt: isoOrNull(s.retiredAt),
+        prunableAt: isoOrNull(s.prunableAt),
+      })),
+      revoked: manifest.revoked.map((r) => ({ kid: r.kid, revokedAt: iso(r.revokedAt) })),
+      lock: lock === null ? null : { ...(lock.owner ?? {}), path: lock.path, ageSeconds: Math.round(lock.ageMs / 1000), stale: lock.stale },
+    }
+    io.out(json(report))
+    return EXIT_OK
+  }
+  if (lock !== null) io.out(`lock: ${describeLock(lock)}${lock.stale === null ? '' : ' (stale: the next keys command takes it over)'}`)
+  if (statuses.length === 0) {
+    io.out(`no keys in ${options.dir} (run: npm run keys -- init)`)
+    return EXIT_OK
+  }
+  const rows = [['KID', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRES', 'PRUNABLE AT']]
+  for (const s of statuses) rows.push([s.key.kid, s.state, iso(s.key.createdAt), iso(s.key.activatesAt), cell(s.retiredAt), cell(s.prunableAt)])
+  for (const line of table(rows)) io.out(line)
+  for (const r of manifest.revoked) io.out(`revoked ${r.kid} at ${iso(r.revokedAt)}`)
+  return EXIT_OK
+}

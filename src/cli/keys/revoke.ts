@@ -1,0 +1,28 @@
+/** `keys revoke <kid>`: emergency: unpublish a key now (never republishes another one). */
+import { revokeKey } from '../../keys/admin.js'
+import { EXIT_OK, parse, usageError, type CliContext } from '../runner.js'
+import { formatDuration } from '../time.js'
+import { keysOptions, toolConfig } from '../tool-config.js'
+import { reportLeftovers } from './leftovers.js'
+
+/** An RFC 7638 thumbprint: 43 base64url characters. */
+const KID_RE = /^[A-Za-z0-9_-]{43}$/
+
+export async function revoke(args: string[], { env, io, clock }: CliContext): Promise<number> {
+  const options = keysOptions(toolConfig(env), clock)
+  // A kid is base64url and may start with '-': take kids out before option parsing reads one as a flag.
+  const kids = args.filter((a) => KID_RE.test(a))
+  const { positionals } = parse({ args: args.filter((a) => !KID_RE.test(a)), options: {}, strict: true, allowPositionals: true })
+  positionals.push(...kids)
+  if (positionals.length !== 1) throw usageError('revoke takes exactly one kid')
+  const result = await revokeKey(options, positionals[0] as string)
+  reportLeftovers(result.leftovers, io)
+  io.out(`revoked ${result.revoked.kid}: removed from the manifest; every replica unpublishes it on its next reload`)
+  io.out(
+    `tokens signed by ${result.revoked.kid} in the last ${formatDuration(options.timing.tokenTtl * 1000)} (the unexpired ones) now fail at every verifier once it refetches the JWKS (at most ${formatDuration(options.timing.jwksMaxAge * 1000)}, its max-age)`,
+  )
+  if (result.wasActive && result.nowActive !== undefined) {
+    io.out(`${result.revoked.kid} was the active key: ${result.nowActive.kid} ${result.created ? '(new)' : '(was next)'} signs from now on`)
+  }
+  return EXIT_OK
+}

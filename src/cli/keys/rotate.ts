@@ -1,0 +1,26 @@
+/** `keys rotate`: publish a new key now that signs after a delay (default 2 × JWKS max-age; shorter needs --force). */
+import { rotateKeys } from '../../keys/admin.js'
+import { safeActivationDelayMs } from '../../keys/lifecycle.js'
+import { EXIT_OK, parse, type CliContext } from '../runner.js'
+import { formatDuration, iso, parseDuration } from '../time.js'
+import { keysOptions, toolConfig } from '../tool-config.js'
+import { reportLeftovers } from './leftovers.js'
+
+export async function rotate(args: string[], { env, io, clock }: CliContext): Promise<number> {
+  const options = keysOptions(toolConfig(env), clock)
+  const { values } = parse({ args, options: { 'activate-in': { type: 'string' }, force: { type: 'boolean' } }, strict: true })
+  const activateInMs = values['activate-in'] === undefined ? undefined : parseDuration(values['activate-in'])
+  const { key, unsafe, leftovers } = await rotateKeys(options, {
+    ...(activateInMs === undefined ? {} : { activateInMs }),
+    force: values.force === true,
+  })
+  reportLeftovers(leftovers, io)
+  io.out(`created key ${key.kid}: published now, signs from ${iso(key.activatesAt)} (in ${formatDuration(key.activatesAt - clock.now())})`)
+  if (unsafe) {
+    io.err(
+      `warning: --force: verifiers that fetched the JWKS less than ${formatDuration(safeActivationDelayMs(options.timing) / 2)} before ${iso(key.activatesAt)} ` +
+        `do not know ${key.kid} yet and will reject its tokens until they refetch (on an unknown kid, or when their cache expires)`,
+    )
+  }
+  return EXIT_OK
+}

@@ -1,0 +1,39 @@
+/**
+ * What publishing a keys directory now would do to the JWKS verifiers already have. Removing a revoked or
+ * expired key is intended; removing a kid the directory does not know at all means the directory is a stale
+ * copy, and the key it would unpublish may sign now: every token it signed would fail at every verifier.
+ */
+import { activeAt, published, type KeyStatus } from './lifecycle.js'
+import type { Manifest, ManifestKey } from './manifest.js'
+
+export interface PublicationChange {
+  /** False when a key the directory does not know would be unpublished. */
+  readonly safe: boolean
+  /** Kids the live JWKS has and the directory would keep publishing. */
+  readonly kept: string[]
+  /** Kids the directory would add to the JWKS. */
+  readonly added: string[]
+  /** Kids the live JWKS has that the directory would unpublish, and why that is or is not expected. */
+  readonly removed: { kid: string; why: 'revoked' | 'expired' | 'unknown' }[]
+  /** The key the directory makes sign now, and whether verifiers already know it. */
+  readonly active: { kid: string; published: boolean } | null
+}
+
+/** Compares what `manifest` (in `statuses` at now) would publish with the kids of a live JWKS. */
+export function publicationChange(liveKids: Iterable<string>, manifest: Manifest, statuses: readonly KeyStatus<ManifestKey>[]): PublicationChange {
+  const live = new Set(liveKids)
+  const publishing = new Set(published(statuses).map((k) => k.kid))
+  const revoked = new Set(manifest.revoked.map((r) => r.kid))
+  const expired = new Set(statuses.filter((s) => s.state === 'expired').map((s) => s.key.kid))
+  const removed = [...live]
+    .filter((kid) => !publishing.has(kid))
+    .map((kid) => ({ kid, why: revoked.has(kid) ? ('revoked' as const) : expired.has(kid) ? ('expired' as const) : ('unknown' as const) }))
+  const active = activeAt(statuses)?.kid
+  return {
+    safe: removed.every((r) => r.why !== 'unknown'),
+    kept: [...publishing].filter((kid) => live.has(kid)),
+    added: [...publishing].filter((kid) => !live.has(kid)),
+    removed,
+    active: active === undefined ? null : { kid: active, published: live.has(active) },
+  }
+}
