@@ -18,7 +18,7 @@ import { isJwks, KeySet, type Algorithm, type VerificationKey } from './key-set.
 
 /** Bounds of the refresh interval taken from the JWKS response's `max-age`, seconds. */
 export interface JwksMaxAgeBounds {
-  /** Never refresh more often than this (default 10 s; also the delay for `max-age=0` or `no-cache`). */
+  /** Never refresh more often than this (default 30 s; also the delay for `max-age=0` or `no-cache`). */
   readonly min?: number
   /** Never keep a set longer than this (default 3600 s). */
   readonly max?: number
@@ -72,7 +72,7 @@ export function maxAgeOf(header: string | string[] | undefined): number | undefi
 
 export function remoteJwksSource(options: RemoteJwksOptions): KeySource & { readonly loaded: Promise<boolean> } {
   const { url, clock, cooldownMs } = options
-  const bounds = { min: options.maxAge?.min ?? 10, max: options.maxAge?.max ?? 3600, fallback: options.maxAge?.fallback ?? 300 }
+  const bounds = { min: options.maxAge?.min ?? 30, max: options.maxAge?.max ?? 3600, fallback: options.maxAge?.fallback ?? 300 }
   if (!(bounds.min > 0 && bounds.min <= bounds.max)) throw new TypeError('jwksMaxAge: need 0 < min <= max')
   const agent = url.protocol === 'https:' ? new HttpsAgent({ keepAlive: true, ...options.tls }) : new HttpAgent({ keepAlive: true })
   const listeners: (() => void)[] = []
