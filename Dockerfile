@@ -17,8 +17,12 @@ ARG NODE_IMAGE=node:24-bookworm-slim
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
+# The SDK workspace (packages/sdk): the issuer imports the scope grammar and the thumbprint from it.
+COPY packages/sdk/package.json ./packages/sdk/
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json tsconfig.examples.json ./
+COPY packages/sdk/tsconfig.json ./packages/sdk/
+COPY packages/sdk/src ./packages/sdk/src
 COPY src ./src
 RUN npm run build
 
@@ -31,6 +35,7 @@ RUN npx tsc -p tsconfig.examples.json
 FROM ${NODE_IMAGE} AS prod-deps
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY packages/sdk/package.json ./packages/sdk/
 RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
 # --- runtime: what runs in production -------------------------------------------------------------------
@@ -50,6 +55,9 @@ RUN groupadd --system --gid 10001 authz \
 # Code and dependencies belong to root: the service user can read them, not change them.
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
+# node_modules/@authz/sdk links to the workspace: its manifest and built dist/.
+COPY --from=build /src/packages/sdk/dist ./packages/sdk/dist
+COPY packages/sdk/package.json ./packages/sdk/package.json
 COPY package.json ./
 # A sample only (the compose init copies it to the policy volume); production mounts its own policy.
 COPY config/service-policy.json ./config/service-policy.json

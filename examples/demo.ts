@@ -8,16 +8,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import grpc from '@grpc/grpc-js'
 import { Writable } from 'node:stream'
-import {
-  CalleePolicy,
-  createServerCert,
-  createVerifier,
-  serviceChannelCredentials,
-  startServer,
-  TokenClient,
-  TokenClientError,
-  type KeyPairPem,
-} from '../src/index.js'
+import { CalleePolicy, createVerifier, TokenClient, TokenClientError } from '@authz/sdk'
+import { serviceChannelCredentials } from '@authz/sdk/grpc'
+import { createServerCert, startServer, type KeyPairPem } from '../src/index.js'
 import { inventoryDefinition, startInventoryService } from './inventory-service.js'
 
 /** A file of the repository, whether this runs from examples/ (ts) or dist-examples/examples/ (js). */

@@ -5,7 +5,9 @@
  */
 import grpc from '@grpc/grpc-js'
 import Fastify, { type FastifyInstance } from 'fastify'
-import { authorizeUnary, serviceAuth, type CalleePolicy, type Verifier } from '../src/index.js'
+import type { CalleePolicy, Verifier } from '@authz/sdk'
+import { serviceAuth } from '@authz/sdk/fastify'
+import { authorizeUnary } from '@authz/sdk/grpc'
 
 export interface Tls {
   readonly ca: Buffer

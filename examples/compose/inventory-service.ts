@@ -8,7 +8,8 @@
  */
 import { readFileSync } from 'node:fs'
 import Fastify from 'fastify'
-import { CalleePolicy, createVerifier, serviceAuth } from '../../src/index.js'
+import { CalleePolicy, createVerifier } from '@authz/sdk'
+import { serviceAuth } from '@authz/sdk/fastify'
 import { required as requiredEnv } from './env.js'
 
 const required = (name: string): string => requiredEnv('inventory-service', name)

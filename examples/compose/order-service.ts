@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { request } from 'node:https'
-import { TokenClient } from '../../src/index.js'
+import { TokenClient } from '@authz/sdk'
 import { required as requiredEnv } from './env.js'
 
 const required = (name: string): string => requiredEnv('order-service', name)

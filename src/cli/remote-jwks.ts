@@ -3,7 +3,7 @@ import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import type { JWK } from 'jose'
 import { AuthzError } from '../errors.js'
-import { httpRequestText } from '../sdk/http.js'
+import { httpRequestText } from '@authz/sdk'
 
 /** PEM material for an https JWKS (the main listener asks for a client certificate). */
 export interface RemoteTls {

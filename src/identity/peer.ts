@@ -4,8 +4,8 @@
  * connection's certificate cannot change); its validity period is checked again at every request, against
  * the injected clock, because a keep-alive connection or a resumed session outlives the handshake.
  */
-import { sha256Base64url } from '../util/digest.js'
 import type { PeerCertificate, TLSSocket } from 'node:tls'
+import { thumbprintOf } from '@authz/sdk'
 
 /** id-kp-clientAuth (RFC 5280 §4.2.1.12). */
 export const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2'
@@ -37,11 +37,6 @@ interface Validity {
 
 type Judged = { readonly result: PeerResult; readonly validity: Validity | undefined }
 
-/** base64url SHA-256 of a certificate's DER (RFC 8705 §3.1). */
-export function certificateThumbprint(der: Uint8Array): string {
-  return sha256Base64url(der)
-}
-
 /**
  * Judges a peer certificate as Node reports it, at `now` (ms) when given. Pure: exported for tests and the
  * operator tools.
@@ -72,7 +67,7 @@ function judge(cert: PeerCertificate | undefined | null): Judged {
   const notBefore = Date.parse(cert.valid_from)
   const notAfter = Date.parse(cert.valid_to)
   return {
-    result: { ok: true, identity: Object.freeze({ subject: cn, thumbprint: certificateThumbprint(cert.raw) }) },
+    result: { ok: true, identity: Object.freeze({ subject: cn, thumbprint: thumbprintOf(cert.raw) }) },
     // Unknown dates fail every check against a clock.
     validity: Number.isFinite(notBefore) && Number.isFinite(notAfter) ? { notBefore, notAfter } : undefined,
   }

@@ -3,7 +3,8 @@
  * operator CLI (`authz explain`) prints it and /token logs it at debug level on every policy denial, so
  * the two always tell the same story. Never sent to a caller: the wire only ever gets the error code.
  */
-import { SCOPE_TOKEN, type Decision, type DenialReason } from './policy.js'
+import { isScopeToken, splitScopes } from '@authz/sdk'
+import type { Decision, DenialReason } from './policy.js'
 
 export interface DecisionExplanation {
   readonly allowed: boolean
@@ -22,7 +23,6 @@ export interface DecisionExplanation {
   readonly detail: string
 }
 
-const SCOPE_RE = new RegExp(SCOPE_TOKEN)
 // The requested scope is the caller's input: what reaches a log line is bounded.
 const MAX_MALFORMED = 5
 const MAX_SHOWN_CHARS = 64
@@ -30,9 +30,9 @@ const MAX_SHOWN_CHARS = 64
 /** The requested scopes that fail the scope-token syntax, split the way `parseScopes` splits them. */
 function malformedScopes(requested: string | readonly string[] | undefined): string[] {
   if (requested === undefined) return []
-  const tokens = typeof requested === 'string' ? requested.split(' ').filter((s) => s !== '') : requested
+  const tokens = typeof requested === 'string' ? splitScopes(requested) : requested
   return tokens
-    .filter((s) => !SCOPE_RE.test(s))
+    .filter((s) => !isScopeToken(s))
     .slice(0, MAX_MALFORMED)
     .map((s) => (s.length > MAX_SHOWN_CHARS ? `${s.slice(0, MAX_SHOWN_CHARS)}…` : s))
 }

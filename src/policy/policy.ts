@@ -3,14 +3,10 @@
  * default. `decide()` is the one function that answers that question, for /token and for the operator
  * tools alike.
  */
+import { isScopeToken, SCOPE_TOKEN, SERVICE_NAME, splitScopes } from '@authz/sdk'
 import { sha256Hex } from '../util/digest.js'
 import { Ajv, type ErrorObject } from 'ajv'
 import { AuthzError } from '../errors.js'
-
-/** RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`. */
-export const SCOPE_TOKEN = '^[\\x21\\x23-\\x5B\\x5D-\\x7E]{1,128}$'
-/** A service name (a caller's certificate CN, an audience): printable ASCII, no space, 1–255 characters. */
-export const SERVICE_NAME = '^[\\x21-\\x7E]{1,255}$'
 
 export const policySchema = {
   $id: 'https://authz.internal/schemas/service-policy.json',
@@ -144,19 +140,17 @@ export type Decision =
       readonly granted?: readonly string[]
     }
 
-const SCOPE_RE = new RegExp(SCOPE_TOKEN)
-
 /**
  * Splits a requested scope (a space-separated string or an array of scope-tokens) into distinct tokens, in
  * order. Returns null when a token is malformed.
  */
 export function parseScopes(requested: string | readonly string[] | undefined): string[] | null {
   if (requested === undefined) return []
-  const tokens = typeof requested === 'string' ? requested.split(' ').filter((s) => s !== '') : requested
+  const tokens = typeof requested === 'string' ? splitScopes(requested) : requested
   // A Set keeps this linear in the number of tokens (a 4 KiB scope string holds ~2,000 of them).
   const out = new Set<string>()
   for (const token of tokens) {
-    if (!SCOPE_RE.test(token)) return null
+    if (!isScopeToken(token)) return null
     out.add(token)
   }
   return [...out]

@@ -3,11 +3,12 @@
  * production dependencies only (`npm ci --omit=dev --ignore-scripts`) in a clean directory, and run
  * `node dist/bin/server.js` with AUTHZ_DEV=false and mounted-style material (TLS files, keys directory,
  * policy, each in its own directory). It must become ready, issue a token over mTLS, and exit 0 on
- * SIGTERM. Slow (it reaches the npm registry): not part of `npm test`; `npm run test:pack` runs it, and so
- * does .ci/run.
+ * SIGTERM. And the SDK's own tarball (`npm pack -w @authz/sdk`) installs on its own into a fresh service
+ * directory, pulling in jose and nothing else, and verifies a token there. Slow (it reaches the npm
+ * registry): not part of `npm test`; `npm run test:pack` runs it, and so does .ci/run.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
-import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -65,11 +66,13 @@ t.test('the packed package installs with production dependencies only and serves
   t.ok(info, 'npm pack reports the tarball')
   if (info === undefined) return
   const files = info.files.map((f) => f.path)
-  for (const needed of ['package.json', 'dist/bin/server.js', 'dist/bin/keys.js', 'dist/bin/pki.js', 'config/service-policy.json', 'openapi.yaml']) {
+  // The issuer depends on the SDK (the scope grammar, the thumbprint, the clock): it ships the built
+  // workspace package beside it, which `npm ci` links as node_modules/@authz/sdk.
+  for (const needed of ['package.json', 'dist/bin/server.js', 'dist/bin/keys.js', 'dist/bin/pki.js', 'config/service-policy.json', 'openapi.yaml', 'packages/sdk/package.json', 'packages/sdk/dist/index.js']) {
     t.ok(files.includes(needed), `packed: ${needed}`)
   }
   t.same(
-    files.filter((f) => /^(keys|src|test|examples|node_modules)\//.test(f) || /\.pem$/.test(f)),
+    files.filter((f) => /^(keys|src|test|examples|node_modules|packages\/sdk\/src)\//.test(f) || /\.pem$/.test(f)),
     [],
     'no keys, sources, tests or PEM files in the package',
   )
@@ -159,4 +162,53 @@ t.test('the packed package installs with production dependencies only and serves
   t.same(await exit, { code: 0, signal: null }, 'exit code 0 after SIGTERM')
   t.match(output, /shutting down/, 'it said it was draining')
   t.notMatch(output, /DEV MODE/, 'never dev mode')
+})
+
+t.test('the SDK tarball installs on its own into a fresh service, with jose as its only dependency', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'authz-sdk-pack-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  // npm pack runs the package's prepack: it builds dist/ with its declarations.
+  const packed = await run('npm', ['pack', '-w', '@authz/sdk', '--json', '--pack-destination', dir], { cwd: repo, env: cleanEnv(), timeout: 120_000 })
+  const [info] = JSON.parse(packed.stdout) as { filename: string; files: { path: string }[] }[]
+  if (info === undefined) return t.fail('npm pack reports no tarball')
+  const files = info.files.map((f) => f.path).sort()
+  for (const needed of ['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/fastify.js', 'dist/fastify.d.ts', 'dist/grpc.js', 'dist/grpc.d.ts']) {
+    t.ok(files.includes(needed), `packed: ${needed}`)
+  }
+  t.same(files.filter((f) => !/^(package\.json|README\.md|dist\/[a-z-]+\.(js|d\.ts))$/.test(f)), [], 'nothing but the manifest, the README and dist')
+
+  const service = join(dir, 'service')
+  await mkdir(service)
+  await writeFile(join(service, 'package.json'), JSON.stringify({ name: 'some-service', version: '1.0.0', private: true, type: 'module' }))
+  await run('npm', ['install', '--no-audit', '--no-fund', join(dir, info.filename)], { cwd: service, env: cleanEnv(), timeout: 180_000 })
+  const installed = JSON.parse(await readFile(join(service, 'node_modules', '.package-lock.json'), 'utf8')) as { packages: Record<string, unknown> }
+  t.same(Object.keys(installed.packages).sort(), ['node_modules/@authz/sdk', 'node_modules/jose'], 'the SDK and jose, nothing else (the peers are optional)')
+
+  // A service that verifies a token with a static key set, and what the optional peers mean.
+  await writeFile(
+    join(service, 'check.mjs'),
+    `import { createVerifier, VerifyError } from '@authz/sdk'
+import { serviceAuth } from '@authz/sdk/fastify'
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose'
+const { privateKey, publicKey } = await generateKeyPair('RS256')
+const jwk = await exportJWK(publicKey)
+const kid = await calculateJwkThumbprint(jwk)
+const now = Math.floor(Date.now() / 1000)
+const token = await new SignJWT({ iss: 'https://authz.internal', sub: 'order-service', aud: 'inventory-service', iat: now, nbf: now, exp: now + 600, jti: 'j', scope: 'stock:read' })
+  .setProtectedHeader({ alg: 'RS256', typ: 'at+jwt', kid }).sign(privateKey)
+const verifier = await createVerifier({ issuer: 'https://authz.internal', audience: 'inventory-service', keys: JSON.stringify({ keys: [{ ...jwk, kid, alg: 'RS256' }] }) })
+const caller = await verifier.verify(token)
+const refused = await verifier.verify(token.slice(0, -4) + 'AAAA').catch((e) => e instanceof VerifyError && e.code)
+const grpc = await import('@authz/sdk/grpc').then(() => 'loaded', (e) => e.code)
+console.log(JSON.stringify({ service: caller.service, scopes: caller.scopes, refused, plugin: typeof serviceAuth, grpc }))
+`,
+  )
+  const out = await run(process.execPath, ['check.mjs'], { cwd: service, env: cleanEnv(), timeout: 30_000 })
+  t.same(JSON.parse(out.stdout), {
+    service: 'order-service',
+    scopes: ['stock:read'],
+    refused: 'ERR_TOKEN_SIGNATURE',
+    plugin: 'function',
+    grpc: 'ERR_MODULE_NOT_FOUND',
+  }, 'verifies on its own; @authz/sdk/grpc needs its optional peer')
 })

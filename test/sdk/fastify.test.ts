@@ -2,9 +2,10 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import Fastify from 'fastify'
 import t, { type Test } from 'tap'
-import { CalleePolicy, parseCalleePolicy } from '../../src/sdk/callee-policy.js'
-import { serviceAuth } from '../../src/sdk/fastify.js'
-import { createVerifier } from '../../src/sdk/verifier.js'
+import { CalleePolicy, parseCalleePolicy } from '../../packages/sdk/src/callee-policy.js'
+import { CalleePolicyError } from '../../packages/sdk/src/errors.js'
+import { serviceAuth } from '../../packages/sdk/src/fastify.js'
+import { createVerifier } from '../../packages/sdk/src/verifier.js'
 import { createServerCert } from '../../src/pki/dev-pki.js'
 import { LogCapture, startHarness, type Harness } from '../helpers/harness.js'
 import { httpsCall } from '../helpers/http.js'
@@ -27,7 +28,11 @@ async function receiving(t: Test, h: Harness, policy?: CalleePolicy, allowUnlist
   app.get('/open', { config: { serviceAuth: false } }, async () => 'open')
   app.get('/stock/:sku', { config: { scope: 'stock:read' } }, async (request) => request.caller)
   app.post('/deduct', { config: { scope: ['stock:deduct'], callers: ['order-service'] } }, async (request) => request.caller)
-  app.get('/from-policy', async (request) => request.caller)
+  const handled = { count: 0 }
+  app.get('/from-policy', async (request) => {
+    handled.count++
+    return request.caller
+  })
   app.get('/unlisted', async () => 'unlisted')
   await app.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(async () => {
@@ -37,7 +42,7 @@ async function receiving(t: Test, h: Harness, policy?: CalleePolicy, allowUnlist
   const port = (app.server.address() as { port: number }).port
   const call = (method: string, path: string, token?: string, client = h.pki.client('order-service')) =>
     httpsCall(port, { method, path, client, ca: h.pki.ca.certPem, headers: token === undefined ? {} : { 'x-service-token': token } })
-  return { call, logs }
+  return { call, logs, handled }
 }
 
 const tokenOf = async (h: Harness, body: unknown, client = h.pki.client('order-service')) =>
@@ -85,19 +90,87 @@ t.test('serviceAuth: rules from the callee policy file, reloaded on change; allo
   t.equal(await policy.reload(), undefined)
   t.equal((await call('GET', '/from-policy', read)).status, 200)
   await writeFile(join(dir, 'policy.json'), '{"routes": {"GET /from-policy": {"scopes": "nope"}}}')
-  t.match(await policy.reload(), Error)
+  t.match(await policy.reload(), { code: 'ERR_POLICY_INVALID' })
+  await t.rejects(CalleePolicy.load(join(dir, 'missing.json')), { code: 'ERR_POLICY_READ' })
   t.equal((await call('GET', '/from-policy', read)).status, 200, 'a bad file keeps the rules in force')
 })
 
-t.test('callee policy: validation and decisions', async (t) => {
-  t.throws(() => parseCalleePolicy('{'), /not valid JSON/)
-  t.throws(() => parseCalleePolicy('{"routes": {"GET stock": {"scopes": []}}}'), /GET stock/)
-  t.throws(() => parseCalleePolicy('{"routes": {"GET /x": {"scopes": ["a b"]}}}'))
+const policyCode = (text: string): string => {
+  try {
+    parseCalleePolicy(text)
+    return 'accepted'
+  } catch (err) {
+    return err instanceof CalleePolicyError ? err.code : `not a CalleePolicyError: ${String(err)}`
+  }
+}
+
+t.test('callee policy: validation (typed errors with codes) and decisions', async (t) => {
+  const routes = (r: unknown) => JSON.stringify({ routes: r })
+  for (const [name, text, code] of [
+    ['not JSON', '{', 'ERR_POLICY_JSON'],
+    ['not an object', '[]', 'ERR_POLICY_INVALID'],
+    ['unknown top-level property', '{"routes": {}, "extra": 1}', 'ERR_POLICY_INVALID'],
+    ['no routes', '{}', 'ERR_POLICY_INVALID'],
+    ['a route key without a method (it would never match)', routes({ '/stock/:sku': { scopes: [] } }), 'ERR_POLICY_ROUTE_KEY'],
+    ['a path without a slash', routes({ 'GET stock': { scopes: [] } }), 'ERR_POLICY_ROUTE_KEY'],
+    ['a HEAD key (GET governs HEAD)', routes({ 'HEAD /x': { scopes: [] } }), 'ERR_POLICY_ROUTE_KEY'],
+    ['a gRPC method without a package', routes({ '/Inventory/Deduct': { scopes: [] } }), 'ERR_POLICY_ROUTE_KEY'],
+    ['a scope with a space', routes({ 'GET /x': { scopes: ['a b'] } }), 'ERR_POLICY_INVALID'],
+    ['scopes not an array', routes({ 'GET /x': { scopes: 'a' } }), 'ERR_POLICY_INVALID'],
+    ['a repeated scope', routes({ 'GET /x': { scopes: ['a', 'a'] } }), 'ERR_POLICY_INVALID'],
+    ['a caller with a space', routes({ 'GET /x': { scopes: [], callers: ['a b'] } }), 'ERR_POLICY_INVALID'],
+    ['an unknown rule property', routes({ 'GET /x': { scopes: [], scope: 'a' } }), 'ERR_POLICY_INVALID'],
+    ['a bad service name', '{"service": "a b", "routes": {}}', 'ERR_POLICY_INVALID'],
+    ['HTTP and gRPC keys', routes({ 'GET /stock/:sku': { scopes: ['stock:read'] }, '/demo.Inventory/Deduct': { scopes: [] } }), 'accepted'],
+  ] as const) {
+    t.equal(policyCode(text), code, name)
+  }
+  const err = (() => {
+    try {
+      parseCalleePolicy('{"routes": {"GET /x": {"scopes": ["a b"]}}}', 'policy.json')
+    } catch (e) {
+      return e as CalleePolicyError
+    }
+  })()
+  t.match(err, { source: 'policy.json', entry: '/routes/GET ~1x/scopes/0' }, 'the error names the file and the entry')
+
   const policy = new CalleePolicy(parseCalleePolicy('{"routes": {"GET /x": {"scopes": ["a:b"], "callers": ["svc"]}}}'))
   const caller = (service: string, scopes: string[]) => ({ service, scopes, audience: 'x', tokenId: 'j', expiresAt: 0, claims: {} })
   t.equal(policy.decide('GET /x', caller('svc', ['a:b'])), 'allow')
+  t.equal(policy.decide('HEAD /x', caller('svc', ['a:b'])), 'allow', 'HEAD follows the GET rule')
+  t.equal(policy.decide('HEAD /x', caller('svc', [])), 'forbidden', 'HEAD follows the GET rule, both ways')
   t.equal(policy.decide('GET /x', caller('other', ['a:b'])), 'forbidden')
   t.equal(policy.decide('GET /x', caller('svc', [])), 'forbidden')
   t.equal(policy.decide('GET /y', caller('svc', ['a:b'])), 'unlisted')
+  t.equal(policy.decide('GET /y', caller('svc', ['a:b']), { allowUnlisted: true }), 'allow')
+  t.equal(policy.decide('GET /y', caller('svc', []), { rule: { scopes: ['a:b'] } }), 'forbidden', 'a route rule wins')
   t.equal(policy.decide('constructor', caller('svc', [])), 'unlisted')
+})
+
+t.test('serviceAuth: the GET rule governs the automatic HEAD route', async (t) => {
+  const h = await startHarness(t)
+  const dir = t.testdir({ 'policy.json': JSON.stringify({ routes: { 'GET /from-policy': { scopes: ['stock:deduct'] } } }) })
+  const read = await tokenOf(h, { audience: 'inventory-service', scope: 'stock:read' })
+  const deduct = await tokenOf(h, { audience: 'inventory-service', scope: 'stock:deduct' })
+
+  // allowUnlisted: HEAD used to miss the GET rule and pass as unlisted, running the handler.
+  const open = await receiving(t, h, await CalleePolicy.load(join(dir, 'policy.json')), true)
+  t.equal((await open.call('GET', '/from-policy', read)).status, 403)
+  t.equal((await open.call('HEAD', '/from-policy', read)).status, 403, 'HEAD without the GET scope: 403, as GET')
+  t.equal(open.handled.count, 0, 'the handler never ran')
+  t.equal((await open.call('HEAD', '/from-policy', deduct)).status, 200, 'HEAD with the GET scope')
+  t.equal((await open.call('HEAD', '/stock/sku-1', deduct)).status, 403, 'a route-config scope governs HEAD too')
+  t.equal((await open.call('HEAD', '/stock/sku-1', read)).status, 200)
+
+  // Deny by default: HEAD used to be unlisted and refused to allowed callers.
+  const closed = await receiving(t, h, await CalleePolicy.load(join(dir, 'policy.json')), false)
+  t.equal((await closed.call('HEAD', '/from-policy', deduct)).status, 200, 'an allowed caller gets HEAD')
+  t.equal((await closed.call('HEAD', '/from-policy', read)).status, 403)
+  t.equal((await closed.call('HEAD', '/from-policy')).status, 401, 'no token')
+  for (const [method, path] of [['OPTIONS', '/from-policy'], ['GET', '/no-such-route'], ['DELETE', '/stock/sku-1']]) {
+    const res = await closed.call(method as string, path as string, deduct)
+    t.equal(res.status, 403, `${method} ${path} with a valid token: unlisted, 403`)
+    t.equal(res.text, '', 'empty body')
+    t.equal((await closed.call(method as string, path as string)).status, 401, `${method} ${path} without a token: 401`)
+  }
 })

@@ -1,8 +1,10 @@
+import { createServer } from 'node:https'
 import { decodeJwt } from 'jose'
 import t, { type Test } from 'tap'
-import { TokenClient } from '../../src/sdk/token-client.js'
-import { TokenClientError } from '../../src/sdk/errors.js'
+import { TokenClient, type RefreshEvent } from '../../packages/sdk/src/token-client.js'
+import { TokenClientError } from '../../packages/sdk/src/errors.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
+import { testPki } from '../helpers/pki.js'
 
 function clientFor(t: Test, h: Harness, name = 'order-service', extra: Partial<ConstructorParameters<typeof TokenClient>[0]> = {}) {
   const pair = h.pki.client(name)
@@ -40,49 +42,82 @@ t.test('100 concurrent callers share one request', async (t) => {
   t.equal(issued(h), 1)
 })
 
+/** The refreshes a client reports, and a promise for the next one. */
+function refreshes() {
+  const events: RefreshEvent[] = []
+  let waiting: ((e: RefreshEvent) => void) | undefined
+  return {
+    events,
+    onRefresh: (e: RefreshEvent) => {
+      events.push(e)
+      waiting?.(e)
+      waiting = undefined
+    },
+    next: () => new Promise<RefreshEvent>((resolve) => (waiting = resolve)),
+  }
+}
+
 t.test('refresh timing: at about half the lifetime, in the background, never later than exp − 60 s', async (t) => {
   const h = await startHarness(t)
-  const client = clientFor(t, h)
+  const seen = refreshes()
+  const client = clientFor(t, h, 'order-service', { onRefresh: seen.onRefresh })
   const first = await client.getToken('inventory-service')
+  const start = h.clock.now()
   h.clock.advance(299_000) // 600 s lifetime × 0.5, jitter 0 with random()=0.5
   t.equal(await client.getToken('inventory-service'), first, 'before the refresh instant: cached')
-  t.equal(issued(h), 1)
   h.clock.advance(1_000)
+  const refreshed = seen.next()
   t.equal(await client.getToken('inventory-service'), first, 'at the refresh instant: still served from cache...')
-  for (let i = 0; i < 50 && issued(h) < 2; i++) await new Promise((r) => setTimeout(r, 10))
-  t.equal(issued(h), 2, '...while one refresh runs in the background')
+  t.match(await refreshed, { ok: true, startedAt: start + 300_000 }, '...while one refresh runs in the background, started then')
+  t.same(seen.events.map((e) => e.startedAt - start), [0, 300_000], 'not before')
+  t.equal(issued(h), 2)
   const second = await client.getToken('inventory-service')
   t.not(second, first, 'then the fresh token')
 
   // Jitter bounds and the exp − 60 s cap.
-  const capped = clientFor(t, h, 'order-service', { refreshRatio: 0.95, random: () => 1 })
+  const late = refreshes()
+  const capped = clientFor(t, h, 'order-service', { refreshRatio: 0.95, random: () => 1, onRefresh: late.onRefresh })
   await capped.getToken('inventory-service', 'stock:read')
-  const before = issued(h)
+  const issuedAt = h.clock.now()
   h.clock.advance(539_000)
-  await capped.getToken('inventory-service', 'stock:read')
-  await new Promise((r) => setTimeout(r, 30))
-  t.equal(issued(h), before, 'not yet at exp − 61 s')
+  await capped.getToken('inventory-service', 'stock:read') // exp − 61 s: not yet
   h.clock.advance(1_000)
+  const capRefresh = late.next()
   await capped.getToken('inventory-service', 'stock:read')
-  for (let i = 0; i < 50 && issued(h) === before; i++) await new Promise((r) => setTimeout(r, 10))
-  t.equal(issued(h), before + 1, 'refreshed at exp − 60 s although 95 % + 10 % jitter would be later')
+  await capRefresh
+  t.same(
+    late.events.map((e) => e.startedAt - issuedAt),
+    [0, 540_000],
+    'refreshed at exp − 60 s (not at exp − 61 s) although 95 % + 10 % jitter would be later',
+  )
 })
 
 t.test('when authz is down: the cached token is served until it expires, with backoff; then a typed error', async (t) => {
   const h = await startHarness(t)
-  let now = 0
-  const client = clientFor(t, h, 'order-service', { retry: { initialMs: 1000, maxMs: 8000 } })
+  const seen = refreshes()
+  const client = clientFor(t, h, 'order-service', { retry: { initialMs: 1000, maxMs: 8000 }, onRefresh: seen.onRefresh })
   const token = await client.getToken('inventory-service')
+  const start = h.clock.now()
   await h.main.close()
   h.clock.advance(300_000)
-  now = h.clock.now()
+  const failed = seen.next()
   t.equal(await client.getToken('inventory-service'), token, 'refresh fails, cached token still served')
-  await new Promise((r) => setTimeout(r, 50))
-  t.equal(await client.getToken('inventory-service'), token, 'within the backoff: no new attempt, cached token')
-  h.clock.advance(300_000 - (h.clock.now() - now))
+  t.match(await failed, { ok: false, error: { code: 'ERR_TOKEN_NETWORK' } }, 'the background refresh failed')
+  h.clock.advance(400) // within the backoff (0.5–1 s after the first failure)
+  t.equal(await client.getToken('inventory-service'), token, 'within the backoff: cached token')
+  h.clock.set(start + 600_000) // the token's exp
   const err = await client.getToken('inventory-service').catch((e: unknown) => e)
   t.ok(err instanceof TokenClientError)
   t.equal((err as TokenClientError).code, 'ERR_TOKEN_NETWORK', 'expired and unreachable')
+  t.same(
+    seen.events.map((e) => [e.startedAt - start, e.ok]),
+    [
+      [0, true],
+      [300_000, false],
+      [600_000, false],
+    ],
+    'no attempt within the backoff',
+  )
 })
 
 t.test('a refusal is ERR_TOKEN_DENIED with the OAuth error', async (t) => {
@@ -101,4 +136,42 @@ t.test('a refusal is ERR_TOKEN_DENIED with the OAuth error', async (t) => {
 t.test('options are checked', async (t) => {
   t.throws(() => new TokenClient({ tokenUrl: 'http://x/token', ca: '', cert: '', key: '' }), TypeError)
   t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', refreshRatio: 1 }), TypeError)
+})
+
+/**
+ * An mTLS token endpoint that destroys the connection of the first `resets` requests (as authz does with
+ * old keep-alive connections after a CA or CRL update), then answers a token.
+ */
+async function resettingEndpoint(t: Test, resets: number) {
+  const pki = testPki()
+  const seen = { requests: 0, connections: 0 }
+  const server = createServer({ ca: pki.ca.certPem, cert: pki.server.certPem, key: pki.server.keyPem, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+    seen.requests++
+    if (seen.requests <= resets) {
+      req.socket.destroy()
+      return
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: `token-${seen.requests}`, token_type: 'Bearer', expires_in: 600 }))
+  })
+  server.on('secureConnection', () => seen.connections++)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const pair = pki.client('order-service')
+  const client = new TokenClient({ tokenUrl: `https://localhost:${(server.address() as { port: number }).port}/token`, ca: pki.ca.certPem, cert: pair.certPem, key: pair.keyPem, backgroundRefresh: false })
+  t.teardown(() => client.close())
+  return { client, seen }
+}
+
+t.test('a first getToken that meets a reset connection retries once, on a fresh connection', async (t) => {
+  const { client, seen } = await resettingEndpoint(t, 1)
+  t.equal(await client.getToken('inventory-service'), 'token-2', 'the caller never sees the reset')
+  t.same(seen, { requests: 2, connections: 2 }, 'the retry came on a new connection')
+})
+
+t.test('only once: a second reset is a typed network error', async (t) => {
+  const { client, seen } = await resettingEndpoint(t, 2)
+  const err = (await client.getToken('inventory-service').catch((e: unknown) => e)) as TokenClientError
+  t.equal(err.code, 'ERR_TOKEN_NETWORK')
+  t.equal(seen.requests, 2, 'two attempts, no more')
+  t.equal(await client.getToken('inventory-service'), 'token-3', 'the next call asks again')
 })

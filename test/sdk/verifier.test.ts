@@ -2,23 +2,12 @@ import { createPrivateKey, createPublicKey, randomUUID } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { SignJWT, decodeProtectedHeader, type JWTPayload } from 'jose'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { rotateKeys } from '../../src/keys/admin.js'
-import { VerifyError } from '../../src/sdk/errors.js'
-import { createVerifier, type Verifier, type VerifierOptions } from '../../src/sdk/verifier.js'
+import { createVerifier } from '../../packages/sdk/src/verifier.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
+import { codeOf, harnessVerifier } from '../helpers/verify.js'
 
-async function verifierFor(t: Test, h: Harness, extra: Partial<VerifierOptions> = {}): Promise<Verifier> {
-  const v = await createVerifier({
-    issuer: 'https://authz.internal',
-    audience: 'inventory-service',
-    jwksUrl: `http://127.0.0.1:${h.opsPort}/.well-known/jwks.json`,
-    clock: h.clock,
-    ...extra,
-  })
-  t.teardown(() => v.close())
-  return v
-}
 
 async function issue(h: Harness, body: unknown = { audience: 'inventory-service' }, client = h.pki.client('order-service')): Promise<string> {
   return (await h.token(body, client)).json<{ access_token: string }>().access_token
@@ -56,15 +45,10 @@ function countRequests(h: Harness): { readonly count: number } {
   return counter
 }
 
-const codeOf = async (p: Promise<unknown>): Promise<string> =>
-  p.then(
-    () => 'accepted',
-    (e: unknown) => (e instanceof VerifyError ? e.code : `not a VerifyError: ${String(e)}`),
-  )
 
 t.test('a real token verifies, with its certificate binding', async (t) => {
   const h = await startHarness(t)
-  const v = await verifierFor(t, h)
+  const v = await harnessVerifier(t, h)
   const token = await issue(h, { audience: 'inventory-service', scope: 'stock:read' })
   const caller = await v.verify(token, { peerCertificate: h.pki.client('order-service').certPem })
   t.match(caller, { service: 'order-service', audience: 'inventory-service', scopes: ['stock:read'], tokenId: String })
@@ -74,10 +58,10 @@ t.test('a real token verifies, with its certificate binding', async (t) => {
 
 t.test('rejections, each with its code', async (t) => {
   const h = await startHarness(t)
-  const v = await verifierFor(t, h)
+  const v = await harnessVerifier(t, h)
   const good = await issue(h)
-  const other = await verifierFor(t, h, { audience: 'order-service' })
-  const otherIssuer = await verifierFor(t, h, { issuer: 'https://other.internal' })
+  const other = await harnessVerifier(t, h, { audience: 'order-service' })
+  const otherIssuer = await harnessVerifier(t, h, { issuer: 'https://other.internal' })
   const [encHeader, encPayload] = good.split('.') as [string, string]
   const publicPem = createPublicKey((await signingKey(h)).key).export({ type: 'spki', format: 'pem' }) as string
   const noneHeader = Buffer.from(JSON.stringify({ alg: 'none', typ: 'at+jwt', kid: decodeProtectedHeader(good).kid })).toString('base64url')
@@ -106,7 +90,7 @@ t.test('rejections, each with its code', async (t) => {
 
 t.test('expiry and not-before, inside and outside the leeway', async (t) => {
   const h = await startHarness(t)
-  const v = await verifierFor(t, h, { leeway: 30 })
+  const v = await harnessVerifier(t, h, { leeway: 30 })
   const token = await issue(h)
   h.clock.advance(600_000 + 29_000)
   t.equal(await codeOf(v.verify(token)), 'accepted', 'expired 29 s ago: inside a 30 s leeway')
@@ -120,7 +104,7 @@ t.test('expiry and not-before, inside and outside the leeway', async (t) => {
 
 t.test('requireBinding: no peer certificate, no entry', async (t) => {
   const h = await startHarness(t)
-  const v = await verifierFor(t, h, { requireBinding: true })
+  const v = await harnessVerifier(t, h, { requireBinding: true })
   const token = await issue(h)
   t.equal(await codeOf(v.verify(token)), 'ERR_BINDING_REQUIRED')
   t.equal(await codeOf(v.verify(token, { peerCertificate: h.pki.client('order-service').certPem })), 'accepted')
@@ -128,7 +112,7 @@ t.test('requireBinding: no peer certificate, no entry', async (t) => {
 
 t.test('a rotation on the issuer: the new kid verifies after exactly one JWKS refetch', async (t) => {
   const h = await startHarness(t)
-  const v = await verifierFor(t, h, { unknownKidCooldownMs: 30_000 })
+  const v = await harnessVerifier(t, h, { unknownKidCooldownMs: 30_000 })
   const jwksFetches = countRequests(h)
   const before = v.kids
   // Later than the cooldown after the verifier's start fetch (a refetch never comes sooner than that).
@@ -146,7 +130,7 @@ t.test('a rotation on the issuer: the new kid verifies after exactly one JWKS re
 
 t.test('an unknown kid refetches at most once per cooldown', async (t) => {
   const h = await startHarness(t)
-  const v = await verifierFor(t, h, { unknownKidCooldownMs: 30_000 })
+  const v = await harnessVerifier(t, h, { unknownKidCooldownMs: 30_000 })
   const jwksFetches = countRequests(h)
   for (let i = 0; i < 5; i++) t.equal(await codeOf(v.verify(await forge(h, {}, { kid: `forged-${i}` }))), 'ERR_TOKEN_UNKNOWN_KID')
   t.equal(jwksFetches.count, 0, 'the start fetch counts: within the cooldown, no refetch at all')
@@ -158,7 +142,7 @@ t.test('an unknown kid refetches at most once per cooldown', async (t) => {
 
 t.test('JWKS endpoint down: the last good set stays; down at start: start fails unless told to wait', async (t) => {
   const h = await startHarness(t)
-  const v = await verifierFor(t, h)
+  const v = await harnessVerifier(t, h)
   const token = await issue(h)
   await h.ops.close()
   t.equal(await v.refresh(), false, 'refresh failed')
@@ -173,6 +157,21 @@ t.test('JWKS endpoint down: the last good set stays; down at start: start fails 
 t.test('JWKS over mTLS from the main listener', async (t) => {
   const h = await startHarness(t)
   const pair = h.pki.client('inventory-service')
-  const v = await verifierFor(t, h, { jwksUrl: `https://localhost:${h.port}/.well-known/jwks.json`, ca: h.pki.ca.certPem, cert: pair.certPem, key: pair.keyPem })
+  const v = await harnessVerifier(t, h, { jwksUrl: `https://localhost:${h.port}/.well-known/jwks.json`, ca: h.pki.ca.certPem, cert: pair.certPem, key: pair.keyPem })
   t.equal(await codeOf(v.verify(await issue(h))), 'accepted')
+})
+
+t.test('the issuer signs ES256: its JWKS entry carries the alg, and the verifier takes it when allowed', async (t) => {
+  const h = await startHarness(t)
+  const both = await harnessVerifier(t, h, { algorithms: ['RS256', 'ES256'] })
+  const rsOnly = await harnessVerifier(t, h)
+  const rsToken = await issue(h)
+  h.clock.advance(31_000) // past the unknown-kid cooldown of both verifiers' start fetch
+  const { key } = await rotateKeys({ dir: h.config.keysDir, timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: h.clock }, { activateInMs: 0, force: true, alg: 'ES256' })
+  await h.keys.reload()
+  const esToken = await issue(h)
+  t.match(decodeProtectedHeader(esToken), { alg: 'ES256', kid: key.kid })
+  t.equal(await codeOf(both.verify(esToken, { peerCertificate: h.pki.client('order-service').certPem })), 'accepted', 'a real ES256 token, after one refetch')
+  t.equal(await codeOf(both.verify(rsToken)), 'accepted', 'the retired RS256 key still verifies its tokens')
+  t.equal(await codeOf(rsOnly.verify(esToken)), 'ERR_TOKEN_ALG', 'an RS256-only verifier refuses it')
 })

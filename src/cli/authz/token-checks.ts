@@ -9,7 +9,7 @@ import { statusesOf, type KeysAdminOptions } from '../../keys/admin.js'
 import { loadKeyset } from '../../keys/keyset.js'
 import { keyStates, type KeyState } from '../../keys/lifecycle.js'
 import { readManifest, type Manifest } from '../../keys/manifest.js'
-import { rs256SigningKeys, thumbprintOf } from '../../sdk/verifier.js'
+import { signingKeys, thumbprintOf } from '@authz/sdk'
 import { fetchJwks, type RemoteTls } from '../remote-jwks.js'
 import { formatDuration, iso } from '../time.js'
 
@@ -74,8 +74,8 @@ export async function localKeys(options: KeysAdminOptions): Promise<KeySource> {
 /** The keys of a live JWKS that a verifier would use. */
 export async function jwksKeys(url: URL, tls: RemoteTls): Promise<KeySource> {
   const keys = new Map<string, JWK>()
-  // The SDK verifier's rule: only RSA signing keys for RS256 count.
-  for (const k of rs256SigningKeys(await fetchJwks(url, tls))) if (typeof k.kid === 'string') keys.set(k.kid, k)
+  // The SDK verifier's rule (its key filter), for the one algorithm this check verifies.
+  for (const k of signingKeys(await fetchJwks(url, tls), ['RS256'])) keys.set(k.kid, k)
   return { label: url.href, keys }
 }
 

@@ -28,7 +28,8 @@ export function httpRequestText(
       {
         method: options.method ?? 'GET',
         headers: options.headers,
-        ...(options.agent === undefined ? {} : { agent: options.agent }),
+        // No agent given: a connection of its own, never one from the global keep-alive pool.
+        agent: options.agent ?? false,
         ...(url.protocol === 'https:' ? (options.tls ?? {}) : {}),
         timeout: options.timeoutMs ?? 5000,
       },

@@ -38,10 +38,17 @@ export type VerifyErrorCode =
   | 'ERR_TOKEN_AUDIENCE'
   | 'ERR_TOKEN_EXPIRED'
   | 'ERR_TOKEN_NOT_YET_VALID'
+  /** `iat` later than now + leeway. */
+  | 'ERR_TOKEN_ISSUED_IN_FUTURE'
+  /** `exp − iat` longer than the verifier's `maxLifetime`. */
+  | 'ERR_TOKEN_LIFETIME'
   | 'ERR_TOKEN_CLAIMS'
   | 'ERR_BINDING_MISMATCH'
   | 'ERR_BINDING_REQUIRED'
+  /** No key set loaded yet (the JWKS could not be fetched). */
   | 'ERR_JWKS_UNAVAILABLE'
+  /** A static key set (`keys`) that holds no usable public key, or private key material. */
+  | 'ERR_JWKS_INVALID'
 
 /** Why a token was rejected. The caller only ever sees a bare 401; this is for logs and tests. */
 export class VerifyError extends Error {
@@ -50,5 +57,30 @@ export class VerifyError extends Error {
     super(message, options)
     this.name = 'VerifyError'
     this.code = code
+  }
+}
+
+/** Codes of CalleePolicyError. */
+export type CalleePolicyErrorCode =
+  /** The file cannot be read (missing, unreadable). */
+  | 'ERR_POLICY_READ'
+  /** The file is not JSON. */
+  | 'ERR_POLICY_JSON'
+  /** A route key is not `METHOD /path` or a gRPC `/pkg.Service/Method`. */
+  | 'ERR_POLICY_ROUTE_KEY'
+  /** Any other entry breaks the schema (`entry` says which). */
+  | 'ERR_POLICY_INVALID'
+
+/** A callee policy that cannot be used; `entry` names the bad part (a JSON pointer), `source` the file. */
+export class CalleePolicyError extends Error {
+  readonly code: CalleePolicyErrorCode
+  readonly source: string
+  readonly entry: string
+  constructor(code: CalleePolicyErrorCode, source: string, entry: string, message: string) {
+    super(`${source}: ${message}`)
+    this.name = 'CalleePolicyError'
+    this.code = code
+    this.source = source
+    this.entry = entry
   }
 }

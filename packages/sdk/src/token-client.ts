@@ -2,12 +2,15 @@
  * The calling side: gets tokens from authz over mTLS, caches one per (audience, scopes), refreshes it in
  * the background at about half its lifetime (±10 % jitter, never later than `exp` − 60 s), with at most
  * one request in flight per key however many callers wait, and keeps serving a cached token while
- * refreshes fail (retrying with exponential backoff) until it expires.
+ * refreshes fail (retrying with exponential backoff) until it expires. A request that has no cached token
+ * to fall back on and meets a reset connection (authz retires old keep-alive connections after a CA or
+ * CRL update, and a request can race the close) is retried once, on a fresh connection.
  */
 import { Agent } from 'node:https'
-import { systemClock, type Clock } from '../clock.js'
+import { systemClock, type Clock } from './clock.js'
 import { TokenClientError } from './errors.js'
-import { httpRequestText } from './http.js'
+import { splitScopes } from './grammar.js'
+import { httpRequestText, type HttpResult } from './http.js'
 
 /** How a TokenClient reaches authz, and how it paces refreshes. */
 export interface TokenClientOptions {
@@ -30,8 +33,20 @@ export interface TokenClientOptions {
   readonly timeoutMs?: number
   /** Refresh on timers even when nobody asks (default true). Tests turn it off and drive the clock. */
   readonly backgroundRefresh?: boolean
+  /** Called when a request to authz settles (for metrics and logs; never given the token). */
+  readonly onRefresh?: (event: RefreshEvent) => void
   readonly clock?: Clock
   readonly random?: () => number
+}
+
+/** One request to authz for a token, settled. */
+export interface RefreshEvent {
+  readonly audience: string
+  readonly scopes: readonly string[]
+  /** The clock's time when the request started, ms. */
+  readonly startedAt: number
+  readonly ok: boolean
+  readonly error?: TokenClientError
 }
 
 interface CachedToken {
@@ -109,8 +124,13 @@ export class TokenClient {
   }
 
   #refresh(entry: Entry): Promise<CachedToken> {
-    entry.inflight ??= this.#fetch(entry).then(
+    if (entry.inflight !== undefined) return entry.inflight
+    const startedAt = this.#clock.now()
+    const report = (error?: TokenClientError): void =>
+      this.#options.onRefresh?.({ audience: entry.audience, scopes: entry.scopes, startedAt, ok: error === undefined, ...(error === undefined ? {} : { error }) })
+    entry.inflight = this.#fetch(entry).then(
       (token) => {
+        report()
         entry.token = token
         entry.failures = 0
         entry.retryAt = 0
@@ -119,6 +139,7 @@ export class TokenClient {
         return token
       },
       (err: unknown) => {
+        report(err as TokenClientError)
         entry.failures++
         const retry = this.#options.retry ?? {}
         const base = Math.min(retry.maxMs ?? 30_000, (retry.initialMs ?? 1000) * 2 ** (entry.failures - 1))
@@ -147,15 +168,24 @@ export class TokenClient {
       ...(entry.scopes.length > 0 ? { scope: entry.scopes.join(' ') } : {}),
     })
     const requestedAt = this.#clock.now()
-    let res
-    try {
-      res = await httpRequestText(this.#url, {
+    const send = (agent: Agent | false): Promise<HttpResult> =>
+      httpRequestText(this.#url, {
         method: 'POST',
         headers: { 'content-type': 'application/json', accept: 'application/json' },
         body,
-        agent: this.#agent,
         timeoutMs: this.#options.timeoutMs ?? 5000,
+        ...(agent === false ? { tls: { ca: this.#options.ca, cert: this.#options.cert, key: this.#options.key } } : { agent }),
       })
+    let res: HttpResult
+    try {
+      try {
+        res = await send(this.#agent)
+      } catch (err) {
+        // Nothing cached to serve meanwhile: one retry, on a connection of its own (the pool may hold
+        // other connections that authz is closing), before the caller sees an error.
+        if (entry.token !== undefined || !isConnectionReset(err)) throw err
+        res = await send(false)
+      }
     } catch (err) {
       throw new TokenClientError('ERR_TOKEN_NETWORK', `cannot reach ${this.#url.origin}`, { cause: err })
     }
@@ -194,6 +224,12 @@ export class TokenClient {
 
 function normaliseScopes(scopes: string | readonly string[] | undefined): string[] {
   if (scopes === undefined) return []
-  const list = typeof scopes === 'string' ? scopes.split(' ') : [...scopes]
-  return [...new Set(list.filter((s) => s !== ''))].sort()
+  const list = typeof scopes === 'string' ? splitScopes(scopes) : scopes.filter((s) => s !== '')
+  return [...new Set(list)].sort()
+}
+
+/** A connection the server closed under a request: ECONNRESET, EPIPE, or Node's "socket hang up". */
+function isConnectionReset(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code
+  return code === 'ECONNRESET' || code === 'EPIPE'
 }

@@ -1,0 +1,148 @@
+/**
+ * `serviceAuth`: a Fastify plugin for receiving services. Every route (unless its config says
+ * `serviceAuth: false`) requires an authorized TLS peer certificate and a valid `X-Service-Token` bound to
+ * it, then the route's scopes (`config: { scope: 'stock:deduct' }`) or the callee policy's rule for it.
+ * Replies a bare 401 (no or invalid token) or 403 (valid token, not allowed) with an empty body, logs
+ * `sub`, `aud`, method and path on every denial, never the token, and sets `request.caller`.
+ */
+import type { TLSSocket } from 'node:tls'
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { CalleePolicy, type RouteRule } from './callee-policy.js'
+import { thumbprintOf } from './certificate.js'
+import { VerifyError } from './errors.js'
+import type { VerifiedCaller, Verifier } from './verifier.js'
+
+/** The request header that carries the token. */
+export const SERVICE_TOKEN_HEADER = 'x-service-token'
+
+/** What a route may say in its `config`. */
+export interface ServiceAuthRouteConfig {
+  /** Scope(s) the caller's token must carry. */
+  scope?: string | string[]
+  /** Only these callers. */
+  callers?: string[]
+  /** `false` exempts the route (health checks). */
+  serviceAuth?: boolean
+}
+
+/** Options of the serviceAuth plugin. */
+export interface ServiceAuthOptions {
+  readonly verifier: Verifier
+  /** Route rules from the service's own policy file (used when the route's config has no `scope`). */
+  readonly policy?: CalleePolicy
+  /** Let through routes that neither config nor policy describe (default false: they answer 403). */
+  readonly allowUnlisted?: boolean
+}
+
+/** The verified caller of a request. */
+export interface RequestCaller {
+  readonly service: string
+  readonly scopes: readonly string[]
+  readonly tokenId: string
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller?: RequestCaller
+  }
+}
+
+function ruleFromConfig(config: ServiceAuthRouteConfig): RouteRule | undefined {
+  if (config.scope === undefined && config.callers === undefined) return undefined
+  const scopes = config.scope === undefined ? [] : Array.isArray(config.scope) ? config.scope : [config.scope]
+  return { scopes, ...(config.callers === undefined ? {} : { callers: config.callers }) }
+}
+
+// A connection's certificate cannot change while it is open (TLS 1.3 has no renegotiation; see the README
+// for TLS 1.2), so its thumbprint is computed once per connection, not once per request.
+const thumbprints = new WeakMap<TLSSocket, string | null>()
+function peerThumbprint(socket: TLSSocket): string | null {
+  let thumbprint = thumbprints.get(socket)
+  if (thumbprint === undefined) {
+    const cert = socket.getPeerCertificate(false)
+    thumbprint = cert?.raw === undefined ? null : thumbprintOf(cert.raw)
+    thumbprints.set(socket, thumbprint)
+  }
+  return thumbprint
+}
+
+function deny(request: FastifyRequest, reply: FastifyReply, status: 401 | 403, reason: string, caller?: VerifiedCaller): void {
+  request.log.warn(
+    { event: 'service_call_denied', status, reason, sub: caller?.service, aud: caller?.audience, method: request.method, path: request.url },
+    'service call denied',
+  )
+  void reply.code(status).header('cache-control', 'no-store').send()
+}
+
+/** What a route's config says, read once per route (Fastify's route config object lives as long as the route). */
+interface RouteAuth {
+  readonly exempt: boolean
+  readonly rule: RouteRule | undefined
+}
+const routeAuth = new WeakMap<object, RouteAuth>()
+const NO_CONFIG: RouteAuth = { exempt: false, rule: undefined }
+function authOf(config: ServiceAuthRouteConfig | undefined): RouteAuth {
+  if (config === undefined) return NO_CONFIG
+  let auth = routeAuth.get(config)
+  if (auth === undefined) {
+    auth = Object.freeze({ exempt: config.serviceAuth === false, rule: ruleFromConfig(config) })
+    routeAuth.set(config, auth)
+  }
+  return auth
+}
+
+// One RequestCaller per verified token (the verifier caches the VerifiedCaller), not one per request.
+const requestCallers = new WeakMap<VerifiedCaller, RequestCaller>()
+function requestCallerOf(caller: VerifiedCaller): RequestCaller {
+  let view = requestCallers.get(caller)
+  if (view === undefined) {
+    view = Object.freeze({ service: caller.service, scopes: caller.scopes, tokenId: caller.tokenId })
+    requestCallers.set(caller, view)
+  }
+  return view
+}
+
+async function plugin(app: FastifyInstance, options: ServiceAuthOptions): Promise<void> {
+  const policy = options.policy ?? new CalleePolicy()
+  const { verifier } = options
+  app.decorateRequest('caller', undefined)
+  // A callback hook, not an async one: a cached token is decided without a promise (the hot path of a
+  // receiving service that sees the same token thousands of times).
+  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+    const route = request.routeOptions
+    const auth = authOf(route.config as ServiceAuthRouteConfig | undefined)
+    if (auth.exempt) return done()
+    const socket = request.raw.socket as TLSSocket
+    if (typeof socket.getPeerCertificate !== 'function' || socket.authorized !== true) return deny(request, reply, 401, 'no authorized peer certificate')
+    const thumbprint = peerThumbprint(socket)
+    if (thumbprint === null) return deny(request, reply, 401, 'no authorized peer certificate')
+    const header = request.headers[SERVICE_TOKEN_HEADER]
+    if (typeof header !== 'string') return deny(request, reply, 401, 'ERR_TOKEN_MISSING')
+    const context = { peerThumbprint: thumbprint }
+    const decide = (caller: VerifiedCaller): void => {
+      const decision = policy.decide(`${request.method} ${route.url ?? request.url}`, caller, { rule: auth.rule, allowUnlisted: options.allowUnlisted })
+      if (decision !== 'allow') return deny(request, reply, 403, decision === 'unlisted' ? 'route not in policy' : 'scope or caller not allowed', caller)
+      request.caller = requestCallerOf(caller)
+      done()
+    }
+    const refused = (err: unknown): void => deny(request, reply, 401, err instanceof VerifyError ? err.code : 'ERR_TOKEN_INVALID')
+    let cached: VerifiedCaller | undefined
+    try {
+      cached = verifier.verifyCached(header, context)
+    } catch (err) {
+      return refused(err)
+    }
+    if (cached !== undefined) return decide(cached)
+    verifier.verify(header, context).then(decide, refused).catch(done)
+  })
+}
+
+/**
+ * The plugin. It applies to every route of the app it is registered on (what fastify-plugin does, without
+ * the dependency: the SDK's only runtime dependency is jose).
+ */
+export const serviceAuth: FastifyPluginAsync<ServiceAuthOptions> = Object.assign(plugin, {
+  [Symbol.for('skip-override')]: true,
+  [Symbol.for('fastify.display-name')]: 'authz-service-auth',
+  [Symbol.for('plugin-meta')]: { name: 'authz-service-auth', fastify: '5.x' },
+})

@@ -1,0 +1,170 @@
+/**
+ * gRPC helpers (@grpc/grpc-js, an optional peer dependency: only this subpath loads it). Calling side:
+ * call credentials that put a cached token from a TokenClient into metadata `x-service-token`, composed
+ * with TLS channel credentials. Receiving side: wrappers for unary and streaming handlers that verify the
+ * token against the peer certificate and decide with the callee policy, answering UNAUTHENTICATED /
+ * PERMISSION_DENIED with no details. A handler that throws (or rejects) answers UNKNOWN, as grpc-js itself
+ * does for an unwrapped handler; it never becomes an unhandled rejection that ends the process.
+ */
+import grpc from '@grpc/grpc-js'
+import { CalleePolicy, type RouteRule } from './callee-policy.js'
+import { thumbprintOf } from './certificate.js'
+import { VerifyError } from './errors.js'
+import type { TokenClient } from './token-client.js'
+import type { VerifiedCaller, Verifier } from './verifier.js'
+
+/** The gRPC metadata key that carries the token. */
+export const SERVICE_TOKEN_METADATA = 'x-service-token'
+
+/** Per-call credentials: a token for `audience` from the client's cache on every call. */
+export function serviceCallCredentials(client: TokenClient, audience: string, scopes?: string | string[]): grpc.CallCredentials {
+  return grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+    client.getToken(audience, scopes).then(
+      (token) => {
+        const metadata = new grpc.Metadata()
+        metadata.set(SERVICE_TOKEN_METADATA, token)
+        callback(null, metadata)
+      },
+      (err: Error) => callback(err),
+    )
+  })
+}
+
+/** mTLS channel credentials carrying the service token on every call. */
+export function serviceChannelCredentials(
+  tls: { ca: Buffer; cert: Buffer; key: Buffer },
+  client: TokenClient,
+  audience: string,
+  scopes?: string | string[],
+): grpc.ChannelCredentials {
+  return grpc.credentials.combineChannelCredentials(
+    grpc.credentials.createSsl(tls.ca, tls.key, tls.cert),
+    serviceCallCredentials(client, audience, scopes),
+  )
+}
+
+/** Options of the authorize* wrappers. */
+export interface GrpcAuthOptions {
+  readonly verifier: Verifier
+  /** The method's rule; else the callee policy's rule for the full method name. */
+  readonly rule?: RouteRule
+  readonly policy?: CalleePolicy
+  readonly allowUnlisted?: boolean
+  /** Called on every denial with what may be logged (never the token). */
+  readonly onDenied?: (info: { code: grpc.status; reason: string; path: string; sub?: string; aud?: string }) => void
+  /** Called when a handler throws or rejects (the caller gets UNKNOWN and nothing of the error). */
+  readonly onHandlerError?: (err: unknown, info: { path: string; sub: string }) => void
+}
+
+/** A unary handler that also receives the verified caller. */
+export type AuthorizedUnaryHandler<Req, Res> = (
+  call: grpc.ServerUnaryCall<Req, Res>,
+  callback: grpc.sendUnaryData<Res>,
+  caller: VerifiedCaller,
+) => void | Promise<void>
+/** A client-streaming handler that also receives the verified caller. */
+export type AuthorizedClientStreamingHandler<Req, Res> = (
+  call: grpc.ServerReadableStream<Req, Res>,
+  callback: grpc.sendUnaryData<Res>,
+  caller: VerifiedCaller,
+) => void | Promise<void>
+/** A server-streaming handler that also receives the verified caller. */
+export type AuthorizedServerStreamingHandler<Req, Res> = (call: grpc.ServerWritableStream<Req, Res>, caller: VerifiedCaller) => void | Promise<void>
+/** A bidi-streaming handler that also receives the verified caller. */
+export type AuthorizedBidiStreamingHandler<Req, Res> = (call: grpc.ServerDuplexStream<Req, Res>, caller: VerifiedCaller) => void | Promise<void>
+
+type Fail = (code: grpc.status, details: string) => void
+type AnyServerCall =
+  | grpc.ServerUnaryCall<unknown, unknown>
+  | grpc.ServerReadableStream<unknown, unknown>
+  | grpc.ServerWritableStream<unknown, unknown>
+  | grpc.ServerDuplexStream<unknown, unknown>
+
+/**
+ * Verifies the call, decides, and runs `handler` for an allowed caller. Every path ends in exactly one
+ * `fail` or a handler run; a handler's synchronous throw or rejection becomes UNKNOWN.
+ */
+function guard(call: AnyServerCall, options: GrpcAuthOptions, fail: Fail, handler: (caller: VerifiedCaller) => void | Promise<void>): void {
+  const path = call.getPath()
+  const policy = options.policy ?? new CalleePolicy()
+  const deny = (code: grpc.status, reason: string, caller?: VerifiedCaller): void => {
+    options.onDenied?.({ code, reason, path, ...(caller === undefined ? {} : { sub: caller.service, aud: caller.audience }) })
+    fail(code, code === grpc.status.UNAUTHENTICATED ? 'unauthenticated' : 'permission denied')
+  }
+  const crashed = (err: unknown, caller: VerifiedCaller): void => {
+    options.onHandlerError?.(err, { path, sub: caller.service })
+    fail(grpc.status.UNKNOWN, 'Unknown error')
+  }
+  const peer = call.getAuthContext().sslPeerCertificate
+  if (peer?.raw === undefined) return deny(grpc.status.UNAUTHENTICATED, 'no peer certificate')
+  const token = call.metadata.get(SERVICE_TOKEN_METADATA)
+  if (token.length !== 1 || typeof token[0] !== 'string') return deny(grpc.status.UNAUTHENTICATED, 'ERR_TOKEN_MISSING')
+  options.verifier.verify(token[0], { peerThumbprint: thumbprintOf(peer.raw) }).then(
+    (caller) => {
+      const decision = policy.decide(path, caller, { rule: options.rule, allowUnlisted: options.allowUnlisted })
+      if (decision !== 'allow') return deny(grpc.status.PERMISSION_DENIED, decision === 'unlisted' ? 'method not in policy' : 'scope or caller not allowed', caller)
+      try {
+        Promise.resolve(handler(caller)).catch((err: unknown) => crashed(err, caller))
+      } catch (err) {
+        crashed(err, caller)
+      }
+    },
+    (err: unknown) => deny(grpc.status.UNAUTHENTICATED, err instanceof VerifyError ? err.code : 'ERR_TOKEN_INVALID'),
+  )
+}
+
+/** A callback that answers once: a handler that answered and then threw must not answer twice. */
+function once<Res>(callback: grpc.sendUnaryData<Res>): { callback: grpc.sendUnaryData<Res>; fail: Fail } {
+  let done = false
+  const answer: grpc.sendUnaryData<Res> = (...args) => {
+    if (done) return
+    done = true
+    callback(...args)
+  }
+  return { callback: answer, fail: (code, details) => answer({ code, details }) }
+}
+
+/** Ends a stream with a status, once (grpc-js turns an emitted error into the call's status). */
+function streamFail(call: grpc.ServerWritableStream<unknown, unknown>): Fail {
+  let done = false
+  return (code, details) => {
+    if (done) return
+    done = true
+    call.emit('error', { code, details })
+  }
+}
+
+/** The two handler kinds that answer through a callback (unary, client streaming) wrap the same way. */
+function withCallback<Call extends AnyServerCall, Res>(
+  handler: (call: Call, callback: grpc.sendUnaryData<Res>, caller: VerifiedCaller) => void | Promise<void>,
+  options: GrpcAuthOptions,
+): (call: Call, callback: grpc.sendUnaryData<Res>) => void {
+  return (call, callback) => {
+    const answer = once(callback)
+    guard(call, options, answer.fail, (caller) => handler(call, answer.callback, caller))
+  }
+}
+
+/** The two handler kinds that answer on the stream (server streaming, bidi) wrap the same way. */
+function onStream<Call>(handler: (call: Call, caller: VerifiedCaller) => void | Promise<void>, options: GrpcAuthOptions): (call: Call) => void {
+  return (call) => {
+    const stream = call as unknown as grpc.ServerWritableStream<unknown, unknown>
+    guard(stream, options, streamFail(stream), (caller) => handler(call, caller))
+  }
+}
+
+/** Wraps a unary handler: it runs only for a verified, allowed caller, which it receives as a third argument. */
+export const authorizeUnary: <Req, Res>(handler: AuthorizedUnaryHandler<Req, Res>, options: GrpcAuthOptions) => grpc.handleUnaryCall<Req, Res> = withCallback
+/** Wraps a client-streaming handler (the caller arrives as a third argument). */
+export const authorizeClientStreaming: <Req, Res>(
+  handler: AuthorizedClientStreamingHandler<Req, Res>,
+  options: GrpcAuthOptions,
+) => grpc.handleClientStreamingCall<Req, Res> = withCallback
+/** Wraps a server-streaming handler (the caller arrives as a second argument). */
+export const authorizeServerStreaming: <Req, Res>(
+  handler: AuthorizedServerStreamingHandler<Req, Res>,
+  options: GrpcAuthOptions,
+) => grpc.handleServerStreamingCall<Req, Res> = onStream
+/** Wraps a bidi-streaming handler (the caller arrives as a second argument). */
+export const authorizeBidiStreaming: <Req, Res>(handler: AuthorizedBidiStreamingHandler<Req, Res>, options: GrpcAuthOptions) => grpc.handleBidiStreamingCall<Req, Res> =
+  onStream

@@ -1,0 +1,54 @@
+/**
+ * `@authz/sdk`: what calling and receiving services import. Its only runtime dependency is jose; the
+ * Fastify plugin (`@authz/sdk/fastify`) and the gRPC helpers (`@authz/sdk/grpc`) are subpaths of their
+ * own, so a service loads fastify or @grpc/grpc-js only when it asks for them.
+ *
+ * @packageDocumentation
+ */
+
+/** Calling side: fetch, cache and refresh tokens from authz over mTLS. */
+export { TokenClient, type TokenClientOptions, type RefreshEvent } from './token-client.js'
+/** Receiving side: verify tokens offline against authz's JWKS, or a static key set. */
+export {
+  createVerifier,
+  MAX_LEEWAY_SEC,
+  MAX_TOKEN_TTL_SEC,
+  type Verifier,
+  type VerifierOptions,
+  type VerifiedCaller,
+  type VerifyContext,
+} from './verifier.js'
+/** The key set: algorithms a verifier may accept, and the JWKS shape. */
+export { SUPPORTED_ALGORITHMS, type Algorithm, type JsonWebKeySet } from './key-set.js'
+/** Bounds on the JWKS refresh interval. */
+export type { JwksMaxAgeBounds } from './jwks.js'
+/** Bounds of the verified-token cache. */
+export type { TokenCacheOptions } from './token-cache.js'
+/** The certificate thumbprint that binds a token (`cnf.x5t#S256`). */
+export { thumbprintOf, type CertificateInput } from './certificate.js'
+/** Receiving side: the service's own route → scope policy, and the one decision made with it. */
+export {
+  CalleePolicy,
+  parseCalleePolicy,
+  satisfies,
+  type CalleePolicyDocument,
+  type RouteRule,
+  type Decision,
+  type DecideOptions,
+} from './callee-policy.js'
+/** The grammar shared with the issuer: scope-tokens, service names, splitting a scope string. */
+export { SCOPE_TOKEN, SERVICE_NAME, isScopeToken, isServiceName, splitScopes } from './grammar.js'
+/** Typed errors with stable codes. */
+export {
+  TokenClientError,
+  VerifyError,
+  CalleePolicyError,
+  type TokenClientErrorCode,
+  type VerifyErrorCode,
+  type CalleePolicyErrorCode,
+} from './errors.js'
+/** Time, injectable everywhere (tests move a ManualClock instead of sleeping). */
+export { systemClock, ManualClock, type Clock } from './clock.js'
+/** For tools that inspect tokens (the issuer's `authz token inspect`): the verifier's key filter and its HTTP client. */
+export { signingKeys } from './key-set.js'
+export { httpRequestText, type HttpResult } from './http.js'
