@@ -7,7 +7,7 @@
  */
 import { readdir, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose'
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose'
 import t, { type Test } from 'tap'
 import { ManualClock } from '../../src/clock.js'
 import { readManifest } from '../../src/keys/manifest.js'
@@ -16,7 +16,7 @@ import { LogCapture, SAMPLE_POLICY } from '../helpers/harness.js'
 import { httpCall, httpsCall } from '../helpers/http.js'
 import { testPki } from '../helpers/pki.js'
 import { keysCli, runTs } from '../helpers/processes.js'
-import { softHsm, SOFTHSM_MODULE, TOKEN_LABEL, USER_PIN, type SoftHsm } from '../helpers/softhsm.js'
+import { softHsm, SOFTHSM_MODULE, TOKEN_LABEL, USER_PIN } from '../helpers/softhsm.js'
 
 const tokenRequest = { method: 'POST', path: '/token', headers: { 'content-type': 'application/json' }, body: '{"audience":"inventory-service"}' }
 
@@ -113,4 +113,49 @@ t.test('keys made in the token never leave it; the server signs RS256 and ES256 
   t.equal((await inToken(env, `authz-${second?.kid}`)).count, 0, 'revoke destroyed the key pair in the token')
   const third = (await readManifest(join(dir, 'keys'))).keys.find((k) => k.kid !== first?.kid)
   t.match(third, { store: 'pkcs11', alg: 'ES256' }, 'its replacement is made like it: ES256, in the token')
+})
+
+t.test('a module or token that cannot be used at start is a start-up error naming the variable', async (t) => {
+  const { dir, env, keys, hsm } = await setup(t)
+  t.equal((await keys('init', '--store', 'pkcs11')).code, 0)
+  const attempt = (extra: Record<string, string>) => startServer({ ...env, ...extra }, { logDestination: new LogCapture() }).then((s) => s.close().then(() => 'started'), (err: unknown) => err)
+  t.match(await attempt({ AUTHZ_PKCS11_MODULE: join(dir, 'no-such-module.so') }), { code: 'ERR_CONFIG', variable: 'AUTHZ_PKCS11_MODULE' })
+  t.match(await attempt({ AUTHZ_PKCS11_TOKEN: 'no-such-token' }), { code: 'ERR_CONFIG', variable: 'AUTHZ_PKCS11_TOKEN' })
+  await writeFile(join(dir, 'wrong-pin'), '000000\n')
+  t.match(await attempt({ AUTHZ_PKCS11_PIN_FILE: join(dir, 'wrong-pin') }), { code: 'ERR_CONFIG', variable: 'AUTHZ_PKCS11_PIN_FILE' })
+  t.match(await attempt({ AUTHZ_PKCS11_PIN_FILE: join(dir, 'missing-pin') }), { code: 'ERR_CONFIG', variable: 'AUTHZ_PKCS11_PIN_FILE' })
+  const logs = new LogCapture()
+  const wrong = await startServer({ ...env, AUTHZ_PKCS11_PIN_FILE: join(dir, 'wrong-pin') }, { logDestination: logs }).catch((e: unknown) => e as Error)
+  t.notMatch(String((wrong as Error).message), /000000|246810/, 'no PIN in the message')
+  t.equal(await attempt({}), 'started', 'and with the right settings it starts')
+  t.ok(hsm.tokenDir.length > 0)
+})
+
+t.test('a token that fails later: /token answers 503 and /readyz fails, then it recovers by itself', async (t) => {
+  const { pki, clock, env, keys, hsm } = await setup(t)
+  t.equal((await keys('init', '--store', 'pkcs11', '--alg', 'ES256')).code, 0)
+  clock.advance(5000)
+  const { port, opsPort, logs } = await start(t, env, clock)
+  const client = pki.client('order-service')
+  t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'ES256' })
+  t.equal((await httpCall(opsPort, { path: '/readyz' })).status, 200)
+
+  // The token's storage disappears under the running server (a network HSM unreachable, a card pulled).
+  const down = logs.next((r) => r.event === 'pkcs11_unavailable')
+  await rename(hsm.tokenDir, `${hsm.tokenDir}.away`)
+  const refused = await httpsCall(port, { ...tokenRequest, ca: pki.ca.certPem, client })
+  t.match({ status: refused.status, body: refused.text }, { status: 503, body: '{"error":"temporarily_unavailable"}' }, '503 temporarily_unavailable')
+  await down
+  const ready = await httpCall(opsPort, { path: '/readyz' })
+  t.match({ status: ready.status, body: ready.json() }, { status: 503, body: { status: 'not_ready', checks: { signing_key: false } } }, '/readyz fails')
+  t.match((await httpCall(opsPort, { path: '/metrics' })).text, /authz_pkcs11_available 0/)
+  t.notMatch(logs.text, /246810/, 'the PIN never reaches a log')
+
+  // It comes back: the server reloads the module by itself, with no restart and no SIGHUP.
+  const up = logs.next((r) => r.event === 'pkcs11_available')
+  await rename(`${hsm.tokenDir}.away`, hsm.tokenDir)
+  await up
+  t.equal((await httpCall(opsPort, { path: '/readyz' })).status, 200, 'ready again')
+  t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'ES256' }, 'tokens again')
+  t.match((await httpCall(opsPort, { path: '/metrics' })).text, /authz_pkcs11_available 1/)
 })
