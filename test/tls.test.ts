@@ -120,6 +120,25 @@ t.test('a TLS handshake that never starts is dropped; oversize headers are refus
   t.ok(dropped, 'idle TCP connection closed')
   const big = await h.call({ ...tokenBody, client: h.pki.client('order-service'), headers: { 'content-type': 'application/json', 'x-big': 'a'.repeat(10_000) } })
   t.equal(big.status, 431, 'request header fields too large')
+  const opsBig = await httpCall(h.opsPort, { path: '/healthz', headers: { 'x-big': 'a'.repeat(10_000) } })
+  t.equal(opsBig.status, 431, 'the ops listener too (regression: 200)')
+})
+
+t.test('slow-loris on the ops listener is cut off too (regression: 70 s)', async (t) => {
+  const h = await startHarness(t, { limits: { headersMs: 500, checkIntervalMs: 100 } })
+  const after = await new Promise<number>((resolve) => {
+    const started = Date.now()
+    const socket = connect(h.opsPort, '127.0.0.1', () => {
+      socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n')
+      const drip = setInterval(() => socket.write('X-Drip: 1\r\n'), 100)
+      socket.on('close', () => {
+        clearInterval(drip)
+        resolve(Date.now() - started)
+      })
+    })
+    socket.on('error', () => undefined)
+  })
+  t.ok(after >= 400 && after < 5000, `cut off after ${after} ms`)
 })
 
 t.test('the connection cap refuses connections beyond AUTHZ_MAX_CONNECTIONS', async (t) => {
