@@ -481,8 +481,8 @@ t.test('token inspect: an ES256 token checks out; a header whose alg is not its 
   const h = await startHarness(t)
   const run = cli(harnessEnv(h), h.clock)
   const rsaKid = h.keys.signingKey()?.kid as string
+  h.clock.advance(1) // a millisecond after the first key: "newest activated" is unambiguous
   await rotateKeys({ dir: h.config.keysDir, timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: h.clock }, { alg: 'ES256', activateInMs: 0, force: true })
-  h.clock.advance(1)
   await h.keys.reload()
   const token = await issue(h, { audience: 'inventory-service' })
   const esKid = h.keys.signingKey()?.kid as string
