@@ -5,48 +5,24 @@ import { connect } from 'node:net'
 import { rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { systemClock } from '../src/clock.js'
-import { initKeys } from '../src/keys/admin.js'
 import { createVerifier } from '../packages/sdk/src/verifier.js'
-import { startServer } from '../src/server.js'
-import { LogCapture, SAMPLE_POLICY } from './helpers/harness.js'
 import { freePort, halfSentRequest, httpCall, httpsCall, openTlsConnection, rawTokenRequest } from './helpers/http.js'
-import { pooledKey } from './helpers/material.js'
+import { install, startInstalled } from './helpers/install.js'
 import { testPki } from './helpers/pki.js'
 
 const tokenBody = '{"audience":"inventory-service"}'
 
-/** A production-style install in a temp dir: TLS files, a key, the sample policy. */
-async function install(t: Test) {
-  const pki = testPki()
-  const dir = t.testdir({
-    tls: { 'server.pem': pki.server.certPem, 'server-key.pem': pki.server.keyPem, 'ca.pem': pki.ca.certPem },
-    'policy.json': JSON.stringify(SAMPLE_POLICY),
-  })
-  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock, newKey: pooledKey })
-  const env = {
-    AUTHZ_DEV: 'false',
-    AUTHZ_HOST: '127.0.0.1',
-    AUTHZ_TLS_CERT: join(dir, 'tls', 'server.pem'),
-    AUTHZ_TLS_KEY: join(dir, 'tls', 'server-key.pem'),
-    AUTHZ_CLIENT_CA: join(dir, 'tls', 'ca.pem'),
-    AUTHZ_KEYS_DIR: join(dir, 'keys'),
-    AUTHZ_POLICY: join(dir, 'policy.json'),
-  }
-  return { pki, dir, env }
+/** A production-style install in a temp dir (helpers/install.ts), and the run's test PKI. */
+async function installed(t: Test) {
+  return { pki: testPki(), ...(await install(t)) }
 }
 
 async function start(t: Test, env: Record<string, string>) {
-  const logs = new LogCapture()
-  const server = await startServer({ ...env, AUTHZ_PORT: '0', AUTHZ_OPS_PORT: '0' }, { logDestination: logs, pollMs: 60_000 })
-  t.teardown(() => server.close())
-  const port = Number(new URL(server.mainUrl).port)
-  const opsPort = Number(new URL(server.opsUrl).port)
-  return { server, logs, port, opsPort }
+  return startInstalled(t, env, { pollMs: 60_000 })
 }
 
 t.test('keys directory gone or unreadable: the keyset in force stays, tokens keep coming, readiness holds', async (t) => {
-  const { pki, dir, env } = await install(t)
+  const { pki, dir, env } = await installed(t)
   const { server, port, opsPort, logs } = await start(t, env)
   const get = () => httpsCall(port, { method: 'POST', path: '/token', ca: pki.ca.certPem, client: pki.client('order-service'), headers: { 'content-type': 'application/json' }, body: tokenBody })
   await rename(join(dir, 'keys'), join(dir, 'keys-away'))
@@ -65,7 +41,7 @@ t.test('keys directory gone or unreadable: the keyset in force stays, tokens kee
 })
 
 t.test('policy file deleted: the policy in force stays', async (t) => {
-  const { pki, dir, env } = await install(t)
+  const { pki, dir, env } = await installed(t)
   const { server, port } = await start(t, env)
   await rm(join(dir, 'policy.json'))
   await server.reload()
@@ -74,7 +50,7 @@ t.test('policy file deleted: the policy in force stays', async (t) => {
 })
 
 t.test('a restart with the same keys directory: same kid, and tokens issued before still verify', async (t) => {
-  const { pki, env } = await install(t)
+  const { pki, env } = await installed(t)
   const first = await start(t, env)
   const call = (port: number) =>
     httpsCall(port, { method: 'POST', path: '/token', ca: pki.ca.certPem, client: pki.client('order-service'), headers: { 'content-type': 'application/json' }, body: tokenBody })
@@ -114,7 +90,7 @@ async function spawnServer(t: Test, env: Record<string, string>) {
 }
 
 t.test('SIGTERM with a held keep-alive connection, a silent one and a stalled body: exit 0 at the deadline (regression)', async (t) => {
-  const { pki, env } = await install(t)
+  const { pki, env } = await installed(t)
   const { child, port, exited } = await spawnServer(t, { ...env, AUTHZ_SHUTDOWN_TIMEOUT: '2' })
   const client = pki.client('order-service')
   const ca = readFileSync(env.AUTHZ_CLIENT_CA)
@@ -139,7 +115,7 @@ t.test('SIGTERM with a held keep-alive connection, a silent one and a stalled bo
 })
 
 t.test('SIGTERM with only a held keep-alive connection: exit 0 at once (regression: 65 s)', async (t) => {
-  const { pki, env } = await install(t)
+  const { pki, env } = await installed(t)
   const { child, port, exited } = await spawnServer(t, { ...env, AUTHZ_SHUTDOWN_TIMEOUT: '30' })
   const held = await openTlsConnection(port, { ca: readFileSync(env.AUTHZ_CLIENT_CA), client: pki.client('order-service') })
   t.equal((await held.send(rawTokenRequest())).status, 200)
@@ -151,7 +127,7 @@ t.test('SIGTERM with only a held keep-alive connection: exit 0 at once (regressi
 })
 
 t.test('SIGTERM while 100 requests are in flight: all complete, then the process exits 0', async (t) => {
-  const { pki, env } = await install(t)
+  const { pki, env } = await installed(t)
   const { child, port, exited, output } = await spawnServer(t, env)
   const client = pki.client('order-service')
   const ca = readFileSync(join(env.AUTHZ_CLIENT_CA))

@@ -5,12 +5,9 @@ import { connect as tlsConnect } from 'node:tls'
 import { join } from 'node:path'
 import t from 'tap'
 import { createCa, createClientCert, createCrl, createServerCert } from '../src/pki/dev-pki.js'
-import { initKeys } from '../src/keys/admin.js'
-import { systemClock } from '../src/clock.js'
-import { startServer } from '../src/server.js'
-import { LogCapture, SAMPLE_POLICY, startHarness } from './helpers/harness.js'
+import { startHarness } from './helpers/harness.js'
 import { halfSentRequest, httpCall, httpsCall } from './helpers/http.js'
-import { pooledKey } from './helpers/material.js'
+import { install, startInstalled } from './helpers/install.js'
 import { testPki } from './helpers/pki.js'
 
 const tokenBody = { method: 'POST', path: '/token', headers: { 'content-type': 'application/json' }, body: '{"audience":"inventory-service"}' }
@@ -26,32 +23,8 @@ t.test('a CRL refuses revoked client certificates at the handshake; others still
 t.test('TLS material reloads on change without dropping open connections; a bad new file keeps the old', async (t) => {
   const pki = testPki()
   const victim = createClientCert(pki.ca, 'order-service')
-  const dir = t.testdir({
-    'server.pem': pki.server.certPem,
-    'server-key.pem': pki.server.keyPem,
-    'ca.pem': pki.ca.certPem,
-    'crl.pem': createCrl(pki.ca, []),
-    'policy.json': JSON.stringify(SAMPLE_POLICY),
-  })
-  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock, newKey: pooledKey })
-  const logs = new LogCapture()
-  const server = await startServer(
-    {
-      AUTHZ_DEV: 'false',
-      AUTHZ_HOST: '127.0.0.1',
-      AUTHZ_PORT: '0',
-      AUTHZ_OPS_PORT: '0',
-      AUTHZ_TLS_CERT: join(dir, 'server.pem'),
-      AUTHZ_TLS_KEY: join(dir, 'server-key.pem'),
-      AUTHZ_CLIENT_CA: join(dir, 'ca.pem'),
-      AUTHZ_CRL: join(dir, 'crl.pem'),
-      AUTHZ_KEYS_DIR: join(dir, 'keys'),
-      AUTHZ_POLICY: join(dir, 'policy.json'),
-    },
-    { logDestination: logs, pollMs: 60_000 },
-  )
-  t.teardown(() => server.close())
-  const port = Number(new URL(server.mainUrl).port)
+  const { dir, env } = await install(t, { crl: createCrl(pki.ca, []) })
+  const { server, logs, port } = await startInstalled(t, env, { pollMs: 60_000 })
   const call = (client = victim, agent?: Agent) => httpsCall(port, { ...tokenBody, ca: pki.ca.certPem, client, ...(agent === undefined ? {} : { agent }) })
   const keepAlive = new Agent({ keepAlive: true, maxSockets: 1, ca: pki.ca.certPem, cert: victim.certPem, key: victim.keyPem })
   t.teardown(() => keepAlive.destroy())
@@ -169,31 +142,8 @@ t.test('two client CAs with a CRL each: both CAs’ callers are served, each CRL
   const second = createCa('second client CA')
   const fromSecond = createClientCert(second, 'payment-service', { notBefore: new Date(Date.UTC(2025, 0, 1)) })
   const revokedSecond = createClientCert(second, 'payment-service', { notBefore: new Date(Date.UTC(2025, 0, 1)) })
-  const dir = t.testdir({
-    'server.pem': pki.server.certPem,
-    'server-key.pem': pki.server.keyPem,
-    'ca.pem': pki.ca.certPem + second.certPem,
-    'crl.pem': createCrl(pki.ca, []) + createCrl(second, [revokedSecond]),
-    'policy.json': JSON.stringify(SAMPLE_POLICY),
-  })
-  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock, newKey: pooledKey })
-  const server = await startServer(
-    {
-      AUTHZ_DEV: 'false',
-      AUTHZ_HOST: '127.0.0.1',
-      AUTHZ_PORT: '0',
-      AUTHZ_OPS_PORT: '0',
-      AUTHZ_TLS_CERT: join(dir, 'server.pem'),
-      AUTHZ_TLS_KEY: join(dir, 'server-key.pem'),
-      AUTHZ_CLIENT_CA: join(dir, 'ca.pem'),
-      AUTHZ_CRL: join(dir, 'crl.pem'),
-      AUTHZ_KEYS_DIR: join(dir, 'keys'),
-      AUTHZ_POLICY: join(dir, 'policy.json'),
-    },
-    { logDestination: new LogCapture() },
-  )
-  t.teardown(() => server.close())
-  const port = Number(new URL(server.mainUrl).port)
+  const { env } = await install(t, { clientCa: pki.ca.certPem + second.certPem, crl: createCrl(pki.ca, []) + createCrl(second, [revokedSecond]) })
+  const { port } = await startInstalled(t, env)
   const call = (client: { certPem: string; keyPem: string }) => httpsCall(port, { ...tokenBody, ca: pki.ca.certPem, client })
   t.equal((await call(pki.client('order-service'))).status, 200, 'the first CA’s caller')
   t.equal((await call(fromSecond)).status, 400, 'the second CA’s caller is served (payment-service has no inventory grant: 400, not a refused handshake)')

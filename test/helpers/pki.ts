@@ -3,21 +3,10 @@
  * certificate for localhost, and client certificates of every shape the tests need.
  */
 import { createClientCert, type KeyPairPem } from '../../src/pki/dev-pki.js'
-import { loadPki, VALID_FROM } from './material.js'
+import { loadPki, VALID_FROM, type PkiMaterial } from './material.js'
 
-export interface TestPki {
-  readonly ca: KeyPairPem
-  readonly otherCa: KeyPairPem
-  readonly server: KeyPairPem
-  client(name: string): KeyPairPem
-  readonly expired: KeyPairPem
-  readonly foreign: KeyPairPem
-  readonly twoCns: KeyPairPem
-  readonly emptyCn: KeyPairPem
-  readonly noCn: KeyPairPem
-  readonly serverAuthOnly: KeyPairPem
-  readonly noEku: KeyPairPem
-}
+/** The run's PKI, and a client certificate for any CN (the usual callers are made once per run). */
+export type TestPki = Omit<PkiMaterial, 'clients'> & { client(name: string): KeyPairPem }
 
 let cached: TestPki | undefined
 

@@ -11,9 +11,10 @@ import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose'
 import t, { type Test } from 'tap'
 import { ManualClock } from '../../src/clock.js'
 import { readManifest } from '../../src/keys/manifest.js'
-import { startServer, type RunningServer } from '../../src/server.js'
-import { LogCapture, SAMPLE_POLICY } from '../helpers/harness.js'
+import { startServer } from '../../src/server.js'
+import { LogCapture } from '../helpers/harness.js'
 import { httpCall, httpsCall } from '../helpers/http.js'
+import { install, startInstalled } from '../helpers/install.js'
 import { testPki } from '../helpers/pki.js'
 import { keysCli, runTs } from '../helpers/processes.js'
 import { softHsm, SOFTHSM_MODULE, TOKEN_LABEL, USER_PIN } from '../helpers/softhsm.js'
@@ -22,41 +23,18 @@ const tokenRequest = { method: 'POST', path: '/token', headers: { 'content-type'
 
 async function setup(t: Test) {
   const pki = testPki()
-  const dir = t.testdir({
-    'server.pem': pki.server.certPem,
-    'server-key.pem': pki.server.keyPem,
-    'ca.pem': pki.ca.certPem,
-    'policy.json': JSON.stringify(SAMPLE_POLICY),
-    keys: {},
-  })
+  const installed = await install(t, { noKey: true })
+  const dir = installed.dir
   const hsm = softHsm(t, dir)
   const clock = new ManualClock(Date.now())
-  const env: Record<string, string> = {
-    AUTHZ_DEV: 'false',
-    AUTHZ_HOST: '127.0.0.1',
-    AUTHZ_PORT: '0',
-    AUTHZ_OPS_PORT: '0',
-    AUTHZ_TLS_CERT: join(dir, 'server.pem'),
-    AUTHZ_TLS_KEY: join(dir, 'server-key.pem'),
-    AUTHZ_CLIENT_CA: join(dir, 'ca.pem'),
-    AUTHZ_KEYS_DIR: join(dir, 'keys'),
-    AUTHZ_POLICY: join(dir, 'policy.json'),
-    AUTHZ_RATE_LIMIT: '0',
-    AUTHZ_JWKS_MAX_AGE: '60',
-    ...hsm.env,
-  }
+  const env: Record<string, string> = { ...installed.env, AUTHZ_RATE_LIMIT: '0', AUTHZ_JWKS_MAX_AGE: '60', ...hsm.env }
   env.SOFTHSM2_CONF = process.env.SOFTHSM2_CONF as string
   // The keys CLI runs in its own process, as operators run it (one module init per process).
   const keys = (...argv: string[]) => keysCli(env, ...argv)
   return { pki, dir, hsm, clock, env, keys }
 }
 
-async function start(t: Test, env: Record<string, string>, clock: ManualClock): Promise<{ server: RunningServer; logs: LogCapture; port: number; opsPort: number }> {
-  const logs = new LogCapture()
-  const server = await startServer(env, { logDestination: logs, clock, pollMs: 3_600_000 })
-  t.teardown(() => server.close())
-  return { server, logs, port: Number(new URL(server.mainUrl).port), opsPort: Number(new URL(server.opsUrl).port) }
-}
+const start = (t: Test, env: Record<string, string>, clock: ManualClock) => startInstalled(t, env, { clock, pollMs: 3_600_000 })
 
 /** What the token holds under `label` (inspected from another process, as an auditor would). */
 async function inToken(env: Record<string, string>, label: string): Promise<{ count: number; extractable?: boolean; sensitive?: boolean }> {

@@ -8,12 +8,10 @@ import { connect } from 'node:net'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { ManualClock } from '../../src/clock.js'
-import { initKeys } from '../../src/keys/admin.js'
 import { createCertificate, createClientCert, createCrl, type KeyPairPem } from '../../src/pki/dev-pki.js'
-import { startServer } from '../../src/server.js'
-import { LogCapture, SAMPLE_POLICY, startHarness } from '../helpers/harness.js'
+import { startHarness } from '../helpers/harness.js'
 import { halfSentRequest, httpsCall, openTlsConnection, rawTokenRequest } from '../helpers/http.js'
-import { pooledKey } from '../helpers/material.js'
+import { install, startInstalled } from '../helpers/install.js'
 import { testPki } from '../helpers/pki.js'
 
 const HOUR = 3_600_000
@@ -93,35 +91,9 @@ t.test('a connection older than AUTHZ_MAX_CONNECTION_AGE is closed after its ans
 /** A server with its TLS material in files, so the CRL can change under it. */
 async function serverWithCrl(t: Test, extra: Record<string, string> = {}) {
   const pki = testPki()
-  const dir = t.testdir({
-    'server.pem': pki.server.certPem,
-    'server-key.pem': pki.server.keyPem,
-    'ca.pem': pki.ca.certPem,
-    'crl.pem': createCrl(pki.ca, []),
-    'policy.json': JSON.stringify(SAMPLE_POLICY),
-  })
   const clock = new ManualClock(Date.now())
-  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock, newKey: pooledKey })
-  const logs = new LogCapture()
-  const server = await startServer(
-    {
-      AUTHZ_DEV: 'false',
-      AUTHZ_HOST: '127.0.0.1',
-      AUTHZ_PORT: '0',
-      AUTHZ_OPS_PORT: '0',
-      AUTHZ_TLS_CERT: join(dir, 'server.pem'),
-      AUTHZ_TLS_KEY: join(dir, 'server-key.pem'),
-      AUTHZ_CLIENT_CA: join(dir, 'ca.pem'),
-      AUTHZ_CRL: join(dir, 'crl.pem'),
-      AUTHZ_KEYS_DIR: join(dir, 'keys'),
-      AUTHZ_POLICY: join(dir, 'policy.json'),
-      AUTHZ_RATE_LIMIT: '0',
-      ...extra,
-    },
-    { logDestination: logs, pollMs: 3_600_000, clock },
-  )
-  t.teardown(() => server.close())
-  const port = Number(new URL(server.mainUrl).port)
+  const { dir, env } = await install(t, { crl: createCrl(pki.ca, []), clock })
+  const { server, logs, port } = await startInstalled(t, { ...env, AUTHZ_RATE_LIMIT: '0', ...extra }, { pollMs: 3_600_000, clock })
   /** Writes a CRL revoking `revoked` and reloads: a trust change. */
   const revoke = async (...revoked: KeyPairPem[]): Promise<void> => {
     await writeFile(join(dir, 'crl.pem'), createCrl(pki.ca, revoked))
