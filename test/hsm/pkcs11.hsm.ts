@@ -137,3 +137,35 @@ t.test('a token that fails later: /token answers 503 and /readyz fails, then it 
   t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'ES256' }, 'tokens again')
   t.match((await httpCall(opsPort, { path: '/metrics' })).text, /authz_pkcs11_available 1/)
 })
+
+t.test('many concurrent signatures on a pool of sessions, RS256 and ES256 (regression: the module crashed)', async (t) => {
+  const { pki, clock, env, keys } = await setup(t)
+  t.equal((await keys('init', '--store', 'pkcs11')).code, 0)
+  t.equal((await keys('rotate', '--store', 'pkcs11', '--alg', 'ES256', '--activate-in', '1h')).code, 0)
+  clock.advance(5000)
+  const { server, port, opsPort } = await start(t, { ...env, AUTHZ_PKCS11_SESSIONS: '4' }, clock)
+  const client = pki.client('order-service')
+  // 32 keep-alive clients in a loop: the sessions sign in parallel, on several threads at once.
+  const { Agent } = await import('node:https')
+  const agents = Array.from({ length: 32 }, () => new Agent({ keepAlive: true, maxSockets: 1, ca: pki.ca.certPem, cert: client.certPem, key: client.keyPem }))
+  t.teardown(() => agents.forEach((a) => a.destroy()))
+  const load = async (): Promise<Record<string, number>> => {
+    const statuses: Record<string, number> = {}
+    await Promise.all(
+      agents.map(async (agent) => {
+        for (let i = 0; i < 40; i++) {
+          const res = await httpsCall(port, { ...tokenRequest, agent })
+          statuses[res.status] = (statuses[res.status] ?? 0) + 1
+        }
+      }),
+    )
+    return statuses
+  }
+  t.same(await load(), { 200: 1280 }, '1,280 RS256 tokens from 32 clients at once, all signed')
+  t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'RS256' })
+  clock.advance(3_600_000)
+  t.same(await load(), { 200: 1280 }, '1,280 ES256 tokens from 32 clients at once, all signed')
+  t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'ES256' })
+  t.equal((await httpCall(opsPort, { path: '/readyz' })).status, 200, 'and the server is still ready')
+  t.ok(server.keys.signingAvailable())
+})

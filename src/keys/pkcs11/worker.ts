@@ -38,16 +38,17 @@ async function open(): Promise<void> {
     fail('AUTHZ_PKCS11_MODULE', new Error(`the pkcs11js package is not installed (${(err as Error).message})`))
   }
   p11 = new pk.PKCS11()
+  let sessions = data.sessions
   try {
     p11.load(data.module)
     try {
-      p11.C_Initialize()
+      sessions = initialize(sessions)
     } catch (err) {
       // A module is initialized once per process: a previous worker that was stopped without finalizing
       // (it hung, or it was killed) left it so. Start it afresh.
       if (!/CKR_CRYPTOKI_ALREADY_INITIALIZED/.test((err as Error).message)) throw err
       p11.C_Finalize()
-      p11.C_Initialize()
+      sessions = initialize(sessions)
     }
   } catch (err) {
     fail('AUTHZ_PKCS11_MODULE', err)
@@ -64,13 +65,30 @@ async function open(): Promise<void> {
   }
   if (slot === undefined) fail('AUTHZ_PKCS11_TOKEN', new Error(`no token ${data.token.label ?? `in slot ${data.token.slot}`}`))
   try {
-    for (let i = 0; i < data.sessions; i++) idle.push(p11.C_OpenSession(slot, pk.CKF_SERIAL_SESSION | pk.CKF_RW_SESSION))
+    for (let i = 0; i < sessions; i++) idle.push(p11.C_OpenSession(slot, pk.CKF_SERIAL_SESSION | pk.CKF_RW_SESSION))
     // One login serves every session of this application with the token.
     p11.C_Login(idle[0] as Buffer, pk.CKU_USER, data.pin)
   } catch (err) {
     fail(data.pinVariable, new Error(`cannot log in to the token: ${(err as Error).message}`))
   }
   port.postMessage({ type: 'ready' } satisfies Pkcs11Reply)
+}
+
+/**
+ * Initializes the module for use from several threads at once (signatures run on the thread pool, one per
+ * session): CKF_OS_LOCKING_OK. Without it a module may assume one thread and skip its own locks (SoftHSM2
+ * does, and crashes). A module that cannot lock (CKR_CANT_LOCK) gets one session: one call at a time.
+ * Returns how many sessions to open.
+ */
+function initialize(sessions: number): number {
+  try {
+    p11.C_Initialize({ flags: pk.CKF_OS_LOCKING_OK })
+    return sessions
+  } catch (err) {
+    if (!/CKR_CANT_LOCK/.test((err as Error).message)) throw err
+    p11.C_Initialize()
+    return 1
+  }
 }
 
 async function withSession<T>(fn: (session: Buffer) => Promise<T> | T): Promise<T> {
