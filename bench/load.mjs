@@ -80,8 +80,10 @@ async function http() {
     }
   }
   await Promise.all(Array.from({ length: opts.connections }, loop))
-  await pool.close()
+  // The last answers can all arrive before the deadline's timer runs: then the window ends now.
   for (const t of timers) clearTimeout(t)
+  if (opts.cpuPid && windowStart !== undefined) windowEnd ??= snapshot()
+  await pool.close()
   latencies.sort((a, b) => a - b)
   const cpu =
     windowStart !== undefined && windowEnd !== undefined
