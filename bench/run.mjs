@@ -7,7 +7,7 @@
 //    of the same key store and algorithm (same round), and what one verification of such a token costs a
 //    receiving service in @authz/sdk (cache off).
 //   --quick             one short round of everything (~1 minute)
-//   --rounds N          rounds per figure (default 3)
+//   --rounds N          rounds per figure (default 5; a full run takes ~6 minutes on 2 cores)
 //   --seconds S         seconds per measurement (default 4)
 //   --connections L     comma list of keep-alive connection counts of table 1 (default 1,8,32,128)
 //   --hsm-sessions N    AUTHZ_PKCS11_SESSIONS of the SoftHSM2 servers, and sessions of their raw rate
@@ -33,7 +33,7 @@ const { values } = parseArgs({
   },
 })
 const quick = values.quick
-const rounds = Number(values.rounds ?? (quick ? 1 : 3))
+const rounds = Number(values.rounds ?? (quick ? 1 : 5))
 const seconds = Number(values.seconds ?? (quick ? 2 : 4))
 const levels = (values.connections ?? '1,8,32,128').split(',').map(Number)
 const hsmSessions = Number(values['hsm-sessions'] ?? 1)
@@ -183,19 +183,21 @@ const errorsOf = (rs) => {
   const errors = String(rs.reduce((a, x) => a + (x.errors ?? 0), 0))
   return crash === undefined ? errors : `${errors}, server crashed (${crash.signal ?? `exit ${crash.code}`})`
 }
-const rawLimit = med(results.get('raw:rs-file').map((x) => x.rps))
+const rawRs = results.get('raw:rs-file')
+const rawLimit = med(rawRs.map((x) => x.rps))
+/** ÷ raw: the ratio of each round (tokens/s over the raw rate measured in the same round), then the median. */
+const ratio = (rs, raw) => med(rs.map((x, i) => x.rps / raw[i].rps))
 const rows = []
 rows.push(['raw RS256 signs/s, node:crypto, all cores', fmt(rawLimit), '', '', '', '1.00'])
 for (const connections of levels) {
   const rs = results.get(`token:${connections}`)
-  const rps = med(rs.map((x) => x.rps))
   rows.push([
     `POST /token, mTLS keep-alive, ${connections} conn`,
-    fmt(rps),
+    fmt(med(rs.map((x) => x.rps))),
     fmt(med(rs.map((x) => x.p50)), 2),
     fmt(med(rs.map((x) => x.p99)), 2),
     errorsOf(rs),
-    fmt(rps / rawLimit, 2),
+    fmt(ratio(rs, rawRs), 2),
   ])
 }
 for (const [key, label] of [
@@ -231,8 +233,6 @@ const verifyUs = (alg) => med(verify.map((x) => x[alg].cpuUs))
 const keyRows = configs.map((config) => {
   const rs = results.get(`keys:${config.id}`)
   const raw = results.get(`raw:${config.id}`)
-  // The ratio of each round (tokens/s ÷ the raw rate measured in the same round), then the median.
-  const ratios = rs.map((x, i) => x.rps / raw[i].rps)
   return [
     config.label,
     fmt(med(rs.map((x) => x.rps))),
@@ -242,7 +242,7 @@ const keyRows = configs.map((config) => {
     errorsOf(rs),
     fmt(med(raw.map((x) => x.rps))),
     fmt(med(raw.map((x) => x.cpuUsPerSign))),
-    fmt(med(ratios), 2),
+    fmt(ratio(rs, raw), 2),
     fmt(verifyUs(config.alg)),
     fmt(config.running.readyMs),
   ]
@@ -262,7 +262,8 @@ const notes = [
         `raw, SoftHSM2: C_SignInit + C_Sign (pkcs11js, async) on ${hsmSessions} session(s) in a process of its own, the server's token and key; the servers run with AUTHZ_PKCS11_SESSIONS=${hsmSessions}`,
       ]
     : [`SoftHSM2 rows left out: ${hsmMissing}`]),
-  `÷ raw: tokens/s over the raw rate of the same round; server CPU: every thread of the server process (/proc/<pid>/stat) over the window, per token`,
+  `÷ raw: tokens/s over the raw rate of the same round (median of the rounds); server CPU: every thread of the server process (/proc/<pid>/stat) over the window, per token`,
+  ...(levels.includes(32) ? ['the RS256 file row is the 32-connection row of the first table (the same measurements)'] : []),
   `SDK verify: @authz/sdk, verified-token cache off, ${verify[0].n} distinct tokens one at a time, CPU of every thread; a cached token costs ${fmt(med(verify.map((x) => x.cachedUs)), 1)} µs`,
 ]
 for (const note of notes) console.log(`  ${note}`)
