@@ -32,11 +32,17 @@ COPY examples ./examples
 RUN npx tsc -p tsconfig.examples.json
 
 # --- prod-deps: production dependencies only, no install scripts ---------------------------------------
+# One native addon is built on purpose: pkcs11js (optional: signing keys in a PKCS#11 token). The
+# compiler it needs stays in this stage; the final image gets the built addon only.
 FROM ${NODE_IMAGE} AS prod-deps
 WORKDIR /app
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 COPY packages/sdk/package.json ./packages/sdk/
-RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+ && npm rebuild pkcs11js
 
 # --- runtime: what runs in production -------------------------------------------------------------------
 FROM ${NODE_IMAGE} AS runtime

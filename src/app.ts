@@ -53,14 +53,15 @@ const commonOptions = {
 /** The main app: Fastify over an HTTPS (TLS) server. */
 export type MainApp = FastifyInstance<HttpsServer>
 
-const lifetimes = new WeakMap<MainApp, ConnectionLifetimes>()
+const lifetimes = new WeakMap<object, ConnectionLifetimes>()
 
-/** The connection lifetimes of a main app (retire on trust change, drain on shutdown). */
-export function connectionsOf(app: MainApp): ConnectionLifetimes {
+/** The connection lifetimes of an app built here (retire on trust change, drain on shutdown). */
+export function connectionsOf(app: MainApp | FastifyInstance): ConnectionLifetimes {
   const found = lifetimes.get(app)
-  if (found === undefined) throw new TypeError('not a main app built by buildApp')
+  if (found === undefined) throw new TypeError('not an app built by buildApp or buildOpsApp')
   return found
 }
+
 
 /** Builds the main (mTLS) app. It does not listen. */
 export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps): Promise<MainApp> {
@@ -82,7 +83,7 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
   lifetimes.set(app, connections)
   // Retired, too old, refused, or the server is draining: this answer is the connection's last.
   app.addHook('onSend', async (request, reply) => {
-    if (connections.closeReason(request.raw.socket as TLSSocket) !== undefined) void reply.header('connection', 'close')
+    if (connections.closeReason(request.raw.socket) !== undefined) void reply.header('connection', 'close')
   })
   const stopTickets = rotateTicketKeys(server, deps.ticketKeyRotationMs)
   app.addHook('onClose', async () => stopTickets())
@@ -97,10 +98,21 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
 
 /** Builds the ops (plain HTTP) app. It does not listen. */
 export async function buildOpsApp(config: Config, deps: AppDeps): Promise<FastifyInstance> {
+  const limits = { ...DEFAULT_LIMITS, ...deps.limits }
   const app = Fastify({
     ...commonOptions,
+    // The same hygiene as the main listener: it may face a whole cluster network.
+    requestTimeout: limits.requestMs,
+    keepAliveTimeout: limits.keepAliveMs,
+    http: { headersTimeout: limits.headersMs, maxHeaderSize: limits.maxHeaderBytes, connectionsCheckingInterval: limits.checkIntervalMs },
     logController: new LogController({ disableRequestLogging: true }),
     loggerInstance: deps.logger.child({ listener: 'ops' }),
+  })
+  const connections = new ConnectionLifetimes(app.server, { clock: deps.clock, maxAgeMs: 0, plain: true })
+  lifetimes.set(app, connections)
+  // Draining: this answer is the connection's last.
+  app.addHook('onSend', async (request, reply) => {
+    if (connections.closeReason(request.raw.socket) !== undefined) void reply.header('connection', 'close')
   })
   app.removeAllContentTypeParsers()
   installErrorHandling(app, deps.metrics)

@@ -178,12 +178,12 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
         // Answers in progress finish (and close their connections); idle, handshaking, silent and
         // half-received connections close now; at the deadline everything left is destroyed.
         const deadlineMs = config.shutdownTimeout * 1000
+        const opsConnections = connectionsOf(ops)
         connections.drain(deadlineMs)
-        const opsDeadline = setTimeout(() => ops.server.closeAllConnections(), deadlineMs)
-        opsDeadline.unref()
+        opsConnections.drain(deadlineMs)
         await Promise.all([main.close(), ops.close()])
         connections.stop()
-        clearTimeout(opsDeadline)
+        opsConnections.stop()
         await token?.close()
         stopFlushing()
       })()

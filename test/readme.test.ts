@@ -5,7 +5,7 @@ import { configSchema } from '../src/config.js'
 t.test('the README configuration table matches the config schema exactly', async (t) => {
   const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
   const table = readme.slice(readme.indexOf('<!-- config-table:start'), readme.indexOf('<!-- config-table:end'))
-  const rows = [...table.matchAll(/^\| `(AUTHZ_[A-Z_]+)` \| (.+?) \| (.+) \|$/gm)].map((m) => [m[1], m[2], m[3]])
+  const rows = [...table.matchAll(/^\| `(AUTHZ_[A-Z0-9_]+)` \| (.+?) \| (.+) \|$/gm)].map((m) => [m[1], m[2], m[3]])
   const expected = Object.entries(configSchema.properties).map(([name, p]) => [
     name,
     'default' in p ? `\`${String(p.default)}\`` : '—',

@@ -120,6 +120,25 @@ t.test('a TLS handshake that never starts is dropped; oversize headers are refus
   t.ok(dropped, 'idle TCP connection closed')
   const big = await h.call({ ...tokenBody, client: h.pki.client('order-service'), headers: { 'content-type': 'application/json', 'x-big': 'a'.repeat(10_000) } })
   t.equal(big.status, 431, 'request header fields too large')
+  const opsBig = await httpCall(h.opsPort, { path: '/healthz', headers: { 'x-big': 'a'.repeat(10_000) } })
+  t.equal(opsBig.status, 431, 'the ops listener too (regression: 200)')
+})
+
+t.test('slow-loris on the ops listener is cut off too (regression: 70 s)', async (t) => {
+  const h = await startHarness(t, { limits: { headersMs: 500, checkIntervalMs: 100 } })
+  const after = await new Promise<number>((resolve) => {
+    const started = Date.now()
+    const socket = connect(h.opsPort, '127.0.0.1', () => {
+      socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n')
+      const drip = setInterval(() => socket.write('X-Drip: 1\r\n'), 100)
+      socket.on('close', () => {
+        clearInterval(drip)
+        resolve(Date.now() - started)
+      })
+    })
+    socket.on('error', () => undefined)
+  })
+  t.ok(after >= 400 && after < 5000, `cut off after ${after} ms`)
 })
 
 t.test('the connection cap refuses connections beyond AUTHZ_MAX_CONNECTIONS', async (t) => {
@@ -130,4 +149,52 @@ t.test('the connection cap refuses connections beyond AUTHZ_MAX_CONNECTIONS', as
   const statuses = await Promise.all([h.call({ ...tokenBody, agent }), h.call({ ...tokenBody, agent })])
   t.same(statuses.map((r) => r.status), [200, 200], 'two open keep-alive connections')
   await t.rejects(h.call({ ...tokenBody, client }), 'a third connection is refused')
+})
+
+t.test('every CRL in AUTHZ_CRL counts at the handshake, not only the first (regression)', async (t) => {
+  const pki = testPki()
+  const revoked = createClientCert(pki.ca, 'order-service', { notBefore: new Date(Date.UTC(2025, 0, 1)) })
+  const hour = 3_600_000
+  // An older CRL of the CA, then its newer one that revokes the client: OpenSSL uses the newest.
+  const older = createCrl(pki.ca, [], { thisUpdate: new Date(Date.now() - 2 * hour) })
+  const newer = createCrl(pki.ca, [revoked], { thisUpdate: new Date(Date.now() - hour) })
+  const h = await startHarness(t, { crl: older + newer })
+  await t.rejects(h.call({ ...tokenBody, client: revoked }), 'revoked by the second CRL of the file: no HTTP response')
+  t.equal((await h.call({ ...tokenBody, client: h.pki.client('order-service') })).status, 200, 'others are served')
+})
+
+t.test('two client CAs with a CRL each: both CAs’ callers are served, each CRL revokes its own (regression)', async (t) => {
+  const pki = testPki()
+  const second = createCa('second client CA')
+  const fromSecond = createClientCert(second, 'payment-service', { notBefore: new Date(Date.UTC(2025, 0, 1)) })
+  const revokedSecond = createClientCert(second, 'payment-service', { notBefore: new Date(Date.UTC(2025, 0, 1)) })
+  const dir = t.testdir({
+    'server.pem': pki.server.certPem,
+    'server-key.pem': pki.server.keyPem,
+    'ca.pem': pki.ca.certPem + second.certPem,
+    'crl.pem': createCrl(pki.ca, []) + createCrl(second, [revokedSecond]),
+    'policy.json': JSON.stringify(SAMPLE_POLICY),
+  })
+  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock })
+  const server = await startServer(
+    {
+      AUTHZ_DEV: 'false',
+      AUTHZ_HOST: '127.0.0.1',
+      AUTHZ_PORT: '0',
+      AUTHZ_OPS_PORT: '0',
+      AUTHZ_TLS_CERT: join(dir, 'server.pem'),
+      AUTHZ_TLS_KEY: join(dir, 'server-key.pem'),
+      AUTHZ_CLIENT_CA: join(dir, 'ca.pem'),
+      AUTHZ_CRL: join(dir, 'crl.pem'),
+      AUTHZ_KEYS_DIR: join(dir, 'keys'),
+      AUTHZ_POLICY: join(dir, 'policy.json'),
+    },
+    { logDestination: new LogCapture() },
+  )
+  t.teardown(() => server.close())
+  const port = Number(new URL(server.mainUrl).port)
+  const call = (client: { certPem: string; keyPem: string }) => httpsCall(port, { ...tokenBody, ca: pki.ca.certPem, client })
+  t.equal((await call(pki.client('order-service'))).status, 200, 'the first CA’s caller')
+  t.equal((await call(fromSecond)).status, 400, 'the second CA’s caller is served (payment-service has no inventory grant: 400, not a refused handshake)')
+  await t.rejects(call(revokedSecond), 'revoked by the second CA’s CRL')
 })

@@ -1,7 +1,7 @@
 /**
  * `npm run authz -- <verb>`: the operator's questions about a running install, answered with the server's
  * own code. `explain` evaluates the live policy with the `decide()` /token uses; `policy check` validates
- * with the server's parser; `token inspect` checks a token the way a verifier would (RS256 only) and says
+ * with the server's parser; `token inspect` checks a token the way a verifier would (RS256 or ES256, the algorithm of its key) and says
  * which check fails; `status` reads keys, policy and TLS files and asks the ops listener. Reads the same
  * AUTHZ_* variables as the server. Exit codes: 0 ok, 1 failure or denied, 2 usage.
  */

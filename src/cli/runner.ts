@@ -17,9 +17,29 @@ export interface Io {
   err(line: string): void
 }
 
+let pipeGuarded = false
+
+/** `authz-keys list | head -1`: a reader that stops reading ends the output, not the process with a stack. */
+function guardPipes(): void {
+  if (pipeGuarded) return
+  pipeGuarded = true
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err
+      process.exit(process.exitCode ?? 0)
+    })
+  }
+}
+
 export const processIo: Io = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
+  out: (line) => {
+    guardPipes()
+    process.stdout.write(`${line}\n`)
+  },
+  err: (line) => {
+    guardPipes()
+    process.stderr.write(`${line}\n`)
+  },
 }
 
 /** What a verb runs with: the environment the configuration comes from, its I/O, and the time. */

@@ -5,13 +5,13 @@
  * names a missing file and a reader never sees a half-written one.
  */
 import type { KeyObject } from 'node:crypto'
-import { mkdir, readdir, stat, unlink } from 'node:fs/promises'
+import { mkdir, readdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Clock } from '../clock.js'
 import { AuthzError } from '../errors.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
 import { keyStates, recordRetirements, safeActivationDelayMs, type KeyStatus, type Timing } from './lifecycle.js'
-import { LOCK_FILE, LOCK_MAX_AGE_MS, withLock } from './lock.js'
+import { LOCK_FILE, stagingLeftOver, withLock } from './lock.js'
 import { readManifest, writeManifest, type FileKey, type KeyStoreKind, type Manifest, type ManifestKey } from './manifest.js'
 import type { TokenKeys } from './keyset.js'
 import { DEFAULT_ALG, generateKey, kidOf, toPkcs8Pem, type Alg } from './material.js'
@@ -66,9 +66,7 @@ async function removeLeftovers(dir: string, manifest: Manifest): Promise<string[
   const removed: string[] = []
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     let leftover = ATOMIC_TEMP.test(name) || (KEY_FILE.test(name) && !named.has(name))
-    if (!leftover && LOCK_STAGING.test(name)) {
-      leftover = Date.now() - (await stat(join(dir, name)).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs > LOCK_MAX_AGE_MS
-    }
+    if (!leftover && LOCK_STAGING.test(name)) leftover = await stagingLeftOver(join(dir, name))
     if (leftover && (await unlink(join(dir, name)).then(() => true, () => false))) removed.push(name)
   }
   return removed.sort()

@@ -72,6 +72,20 @@ function ownerGone(owner: LockOwner): boolean {
   return owner.start !== undefined && processStart(owner.pid) !== undefined && processStart(owner.pid) !== owner.start
 }
 
+/**
+ * Whether a lock's staging file (`.lock.<token>.tmp`) is left over: its writer is provably gone, or it is
+ * older than any keys command runs. A live waiter's staging file is never one.
+ */
+export async function stagingLeftOver(path: string): Promise<boolean> {
+  try {
+    const owner = parseOwner(await readFile(path, 'utf8'))
+    if (owner !== null && ownerGone(owner)) return true
+    return Date.now() - (await stat(path)).mtimeMs > LOCK_MAX_AGE_MS
+  } catch {
+    return false
+  }
+}
+
 /** The lock held on `dir` now, or null. */
 export async function lockStatus(dir: string): Promise<LockStatus | null> {
   const path = join(dir, LOCK_FILE)

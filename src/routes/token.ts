@@ -31,6 +31,7 @@ import type { ConnectionLifetimes } from '../tls/connections.js'
 import { buildClaims } from '../tokens/claims.js'
 import { signAccessToken } from '../tokens/signer.js'
 import './errors.js' // FastifyRequest.peer
+import { repeatedTopLevelKey } from './json-keys.js'
 
 export const TOKEN_BODY_LIMIT = 8 * 1024
 
@@ -145,6 +146,21 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
       }
     },
   )
+
+  // JSON as Fastify parses it (prototype-poisoning checks included), plus one rule: a key given twice is a
+  // repeated parameter, as in a form body (JSON.parse would silently keep the last).
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: TOKEN_BODY_LIMIT }, (request, body, done) => {
+    parseJson(request, body.toString(), (err: Error | null, parsed?: unknown) => {
+      if (err !== null) return done(err)
+      const repeated = repeatedTopLevelKey(body.toString())
+      if (repeated !== undefined && typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) {
+        ;(parsed as Record<string, unknown>)[repeated] = new RepeatedParameter([])
+      }
+      done(null, parsed)
+    })
+  })
 
   app.route({
     method: 'POST',

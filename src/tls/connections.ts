@@ -14,14 +14,15 @@
  * The certificate's own validity period is checked per request by identity/peer.ts.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
-import type { Server as TlsServer, TLSSocket } from 'node:tls'
+import type { Server as NetServer, Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import type { Clock } from '../clock.js'
 import { presentedChain, type ClientTrust } from './trust.js'
 
 interface Connection {
   readonly raw: Socket
-  tls: TLSSocket | undefined
+  /** The socket requests arrive on: the TLS socket once the handshake is done (plain HTTP: the raw one). */
+  socket: Socket | undefined
   /** Clock time of the handshake (ms). */
   born: number
   /** The trust generation the handshake was made under. */
@@ -38,6 +39,8 @@ export interface LifetimeOptions {
   readonly clock: Clock
   /** Close a connection after its current answer once it is older than this, ms (0: no limit). */
   readonly maxAgeMs: number
+  /** A plain HTTP server (the ops listener): requests arrive on the raw socket, there is no trust to retire. */
+  readonly plain?: boolean
 }
 
 /** Why a connection's next answer closes it, or undefined when it stays open. */
@@ -50,13 +53,13 @@ export class ConnectionLifetimes {
   readonly #options: LifetimeOptions
   /** Open connections by remote endpoint (unique among live TCP connections of one listener). */
   readonly #open = new Map<string, Connection>()
-  readonly #byTls = new WeakMap<TLSSocket, Connection>()
+  readonly #bySocket = new WeakMap<Socket, Connection>()
   #generation = 0
   #trust: ClientTrust | undefined
   #draining = false
   #deadline: NodeJS.Timeout | undefined
 
-  constructor(server: TlsServer, options: LifetimeOptions) {
+  constructor(server: NetServer, options: LifetimeOptions) {
     this.#options = options
     server.on('connection', (raw: Socket) => {
       if (this.#draining) {
@@ -67,7 +70,7 @@ export class ConnectionLifetimes {
       if (key === undefined) return
       const connection: Connection = {
         raw,
-        tls: undefined,
+        socket: undefined,
         born: options.clock.now(),
         generation: this.#generation,
         request: undefined,
@@ -75,6 +78,10 @@ export class ConnectionLifetimes {
         recheck: undefined,
       }
       this.#open.set(key, connection)
+      if (options.plain === true) {
+        connection.socket = raw
+        this.#bySocket.set(raw, connection)
+      }
       raw.once('close', () => {
         if (this.#open.get(key) === connection) this.#open.delete(key)
       })
@@ -83,14 +90,14 @@ export class ConnectionLifetimes {
       const key = endpoint(tls)
       const connection = key === undefined ? undefined : this.#open.get(key)
       if (connection === undefined) return
-      connection.tls = tls
+      connection.socket = tls
       // Trust and age count from the handshake that authenticated the peer.
       connection.born = options.clock.now()
       connection.generation = this.#generation
-      this.#byTls.set(tls, connection)
+      this.#bySocket.set(tls, connection)
     })
     server.on('request', (request: IncomingMessage, response: ServerResponse) => {
-      const connection = this.#byTls.get(request.socket as TLSSocket)
+      const connection = this.#bySocket.get(request.socket)
       if (connection === undefined) return
       connection.request = request
       response.once('close', () => {
@@ -112,7 +119,7 @@ export class ConnectionLifetimes {
 
   /** True when the socket's handshake was made under trust material that is no longer in force. */
   isRetired(socket: TLSSocket): boolean {
-    const connection = this.#byTls.get(socket)
+    const connection = this.#bySocket.get(socket)
     return connection !== undefined && connection.generation < this.#generation
   }
 
@@ -121,7 +128,7 @@ export class ConnectionLifetimes {
    * for a retired one, its presented chain is checked again (once per trust change).
    */
   stillTrusted(socket: TLSSocket): Promise<boolean> {
-    const connection = this.#byTls.get(socket)
+    const connection = this.#bySocket.get(socket)
     if (connection === undefined || connection.generation === this.#generation || this.#trust === undefined) return Promise.resolve(true)
     if (connection.recheck?.generation !== this.#generation) {
       const trust = this.#trust
@@ -131,15 +138,15 @@ export class ConnectionLifetimes {
   }
 
   /** The next answer on this socket closes the connection. */
-  closeAfterAnswer(socket: TLSSocket): void {
-    const connection = this.#byTls.get(socket)
+  closeAfterAnswer(socket: Socket): void {
+    const connection = this.#bySocket.get(socket)
     if (connection !== undefined) connection.closeAfterAnswer = true
   }
 
   /** Why the answer being sent on `socket` must close its connection, or undefined. */
-  closeReason(socket: TLSSocket): CloseReason | undefined {
+  closeReason(socket: Socket): CloseReason | undefined {
     if (this.#draining) return 'draining'
-    const connection = this.#byTls.get(socket)
+    const connection = this.#bySocket.get(socket)
     if (connection === undefined) return undefined
     if (connection.closeAfterAnswer) return 'refused'
     if (connection.generation < this.#generation) return 'retired'
@@ -173,6 +180,6 @@ export class ConnectionLifetimes {
 }
 
 function destroy(connection: Connection): void {
-  ;(connection.tls ?? connection.raw).destroy()
-  if (connection.tls !== undefined) connection.raw.destroy()
+  ;(connection.socket ?? connection.raw).destroy()
+  if (connection.socket !== undefined) connection.raw.destroy()
 }

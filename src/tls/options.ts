@@ -26,13 +26,21 @@ export interface TlsMaterial {
 /** How long a TLS session may be resumed, seconds. Every /token request re-checks the certificate anyway. */
 export const SESSION_TIMEOUT_SEC = 300
 
+/** The CRLs of a PEM file, one PEM string each. */
+export function crlList(pem: string | Buffer): string[] {
+  const text = typeof pem === 'string' ? pem : pem.toString('latin1')
+  return text.match(/-----BEGIN X509 CRL-----[\s\S]*?-----END X509 CRL-----/g) ?? [text]
+}
+
 /** What is re-applied with setSecureContext on a reload: certificates, CA, CRL and the TLS policy. */
 export function secureContextOptions(tls: TlsMaterial): SecureContextOptions {
   return {
     cert: tls.cert,
     key: tls.key,
     ca: tls.clientCa,
-    ...(tls.crl === undefined ? {} : { crl: tls.crl }),
+    // One entry per CRL: given a PEM string, Node loads only its first CRL (a file with several would
+    // silently ignore the others: a CA's newer CRL, or another CA's).
+    ...(tls.crl === undefined ? {} : { crl: crlList(tls.crl) }),
     minVersion: 'TLSv1.2',
     ciphers: TLS12_CIPHERS,
     honorCipherOrder: true,

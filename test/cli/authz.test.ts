@@ -476,3 +476,32 @@ t.test('usage: no verb 2, help 0, unknown verbs 2', async (t) => {
   t.equal((await run('policy')).code, 2)
   t.equal((await run('status', '--verbose')).code, 2)
 })
+
+t.test('token inspect: an ES256 token checks out; a header whose alg is not its key’s is refused, whatever it claims', async (t) => {
+  const h = await startHarness(t)
+  const run = cli(harnessEnv(h), h.clock)
+  const rsaKid = h.keys.signingKey()?.kid as string
+  h.clock.advance(1) // a millisecond after the first key: "newest activated" is unambiguous
+  await rotateKeys({ dir: h.config.keysDir, timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: h.clock }, { alg: 'ES256', activateInMs: 0, force: true })
+  await h.keys.reload()
+  const token = await issue(h, { audience: 'inventory-service' })
+  const esKid = h.keys.signingKey()?.kid as string
+  const jwksUrl = `http://127.0.0.1:${h.opsPort}/.well-known/jwks.json`
+  for (const source of [[], ['--jwks', jwksUrl]]) {
+    const res = await run('token', 'inspect', token, ...source, '--json')
+    t.equal(res.code, 0, `ES256 token, ${source.length === 0 ? 'local keys' : 'JWKS'}`)
+    t.match(res.json<InspectJson>().checks, { alg: { ok: true, detail: 'ES256' }, signature: { ok: true, detail: `valid (ES256, key ${esKid})` } })
+  }
+  // Forgeries with the attacker's own keys but the issuer's kids: an ES256 header on the RSA kid, and the reverse.
+  const ec = await generateKeyPair('ES256')
+  const rsa = await generateKeyPair('RS256')
+  const claims = { iss: 'https://authz.internal', aud: 'inventory-service', sub: 'order-service', jti: 'x' }
+  const now = Math.floor(h.clock.now() / 1000)
+  const esOnRsa = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: rsaKid }).setIssuedAt(now).setExpirationTime(now + 300).sign(ec.privateKey)
+  const rsOnEc = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256', typ: 'at+jwt', kid: esKid }).setIssuedAt(now).setExpirationTime(now + 300).sign(rsa.privateKey)
+  for (const [name, forged, keyAlg] of [['ES256 header, RSA kid', esOnRsa, 'RS256'], ['RS256 header, EC kid', rsOnEc, 'ES256']] as const) {
+    const res = await run('token', 'inspect', forged, '--jwks', jwksUrl, '--json')
+    t.equal(res.code, 1, name)
+    t.match(res.json<InspectJson>().checks.signature, { ok: false, status: 'invalid', detail: new RegExp(`is not the algorithm of key .* \\(${keyAlg}\\)`) }, name)
+  }
+})

@@ -16,6 +16,7 @@ t.test('publishing a directory: kept, added, and why a live kid would be removed
     safe: true,
     kept: ['b'],
     added: ['c'],
+    returning: [],
     removed: [
       { kid: 'a', why: 'expired' },
       { kid: 'r', why: 'revoked' },
@@ -30,4 +31,26 @@ t.test('a stale copy that would unpublish a kid it does not know is not safe', a
   t.equal(change.safe, false)
   t.same(change.removed, [{ kid: 'newer', why: 'unknown' }])
   t.same(publicationChange([], manifest, keyStates(manifest.keys, min, timing)).active, { kid: 'a', published: false }, 'verifiers have not seen the signing key')
+})
+
+t.test('a copy taken before an emergency revoke would bring the revoked key back: not safe (regression)', async (t) => {
+  // The copy: a active, b next. Live: a revoked, b active now; the live JWKS is [b].
+  const manifest: Manifest = { version: 1, keys: [key('a', 0), key('b', 30 * min)], revoked: [] }
+  const change = publicationChange(['b'], manifest, keyStates(manifest.keys, 10 * min, timing))
+  t.equal(change.safe, false)
+  t.same(change.returning, ['a'])
+  t.same(change.removed, [])
+  // The same copy after its own revoke of a (the live state): safe.
+  const revoked: Manifest = { version: 1, keys: [{ ...key('b', 10 * min), createdAt: 30 * min }], revoked: [{ kid: 'a', revokedAt: 10 * min }] }
+  t.equal(publicationChange(['b'], revoked, keyStates(revoked.keys, 10 * min, timing)).safe, true)
+  // A new key made in the copy after every live key (a rotation, or a revoke that had no next key): safe.
+  const rotated: Manifest = { version: 1, keys: [key('b', 0), { ...key('c', 40 * min), createdAt: 20 * min }], revoked: [] }
+  t.same(publicationChange(['b'], rotated, keyStates(rotated.keys, 20 * min, timing)), {
+    safe: true,
+    kept: ['b'],
+    added: ['c'],
+    returning: [],
+    removed: [],
+    active: { kid: 'b', published: true },
+  })
 })

@@ -23,7 +23,7 @@ function fill(prefix: string, unit: (i: number) => string, suffix: string, limit
 const JSON_BODIES: Record<string, string> = {
   'nested arrays': `${'['.repeat(4000)}${']'.repeat(4000)}`,
   'many keys': fill('{"a":0', (i) => `,"k${i}":0`, '}'),
-  // JSON.parse keeps the last of repeated keys: a valid request (200), parsed in linear time.
+  // A key given twice is refused like a repeated form parameter, after one linear scan.
   'a repeated key': fill('{"audience":"inventory-service"', () => ',"audience":"inventory-service"', '}'),
   'many distinct scopes': fill('{"audience":"inventory-service","scope":"s', (i) => ` s${i}`, '"}', 4096 + 45),
   'scope array at its limit': `{"audience":"inventory-service","scope":[${Array.from({ length: 60 }, (_, i) => `"${String(i).padEnd(120, 'x')}"`).join(',')}]}`,
@@ -45,15 +45,26 @@ t.test('the worst body of each content type costs at most a small multiple of a 
   t.teardown(() => conn.end())
   const request = (type: string, body: string): string =>
     `POST /token HTTP/1.1\r\nHost: localhost\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+  const timed = async (raw: string, expected: number): Promise<number> => {
+    const started = process.hrtime.bigint()
+    const res = await conn.send(raw)
+    if (res.status !== expected) throw new Error(`status ${res.status}, expected ${expected}: ${res.body}`)
+    return Number(process.hrtime.bigint() - started) / 1e6
+  }
   const cost = async (raw: string, expected: number): Promise<number> => {
     const times: number[] = []
-    for (let i = 0; i < ROUNDS; i++) {
-      const started = process.hrtime.bigint()
-      const res = await conn.send(raw)
-      times.push(Number(process.hrtime.bigint() - started) / 1e6)
-      if (res.status !== expected) throw new Error(`status ${res.status}, expected ${expected}: ${res.body}`)
-    }
+    for (let i = 0; i < ROUNDS; i++) times.push(await timed(raw, expected))
     return median(times)
+  }
+  /** Worst and normal requests interleaved, so a busy machine slows both alike; the ratio of medians. */
+  const compare = async (worst: string, normal: string): Promise<{ worst: number; normal: number }> => {
+    const w: number[] = []
+    const n: number[] = []
+    for (let i = 0; i < ROUNDS; i++) {
+      w.push(await timed(worst, 400))
+      n.push(await timed(normal, 200))
+    }
+    return { worst: median(w), normal: median(n) }
   }
   const normalJson = request('application/json', '{"audience":"inventory-service"}')
   const normalForm = request('application/x-www-form-urlencoded', 'grant_type=client_credentials&audience=inventory-service')
@@ -64,9 +75,8 @@ t.test('the worst body of each content type costs at most a small multiple of a 
   ]
   for (const c of cases) {
     t.ok(c.raw.length - c.raw.indexOf('\r\n\r\n') - 4 <= LIMIT, `${c.name}: within the body limit`)
-    const worst = await cost(c.raw, c.name === 'JSON: a repeated key' ? 200 : 400)
-    const normal = await cost(c.normal, 200)
+    const { worst, normal } = await compare(c.raw, c.normal)
     const ratio = worst / normal
-    t.ok(ratio <= 2, `${c.name}: ${worst.toFixed(2)} ms vs a normal request's ${normal.toFixed(2)} ms (×${ratio.toFixed(2)}; before the fix: a&a&a… was ×24)`)
+    t.ok(ratio <= 3, `${c.name}: ${worst.toFixed(2)} ms vs a normal request's ${normal.toFixed(2)} ms (×${ratio.toFixed(2)}; before the fix: a&a&a… was ×24)`)
   }
 })

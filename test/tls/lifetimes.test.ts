@@ -176,20 +176,23 @@ t.test('SIGTERM drain: answers close their connections; idle, silent and handsha
   // A keep-alive client that holds its connection after its answer.
   const idle = await openTlsConnection(port, { ca: pki.ca.certPem, client })
   t.equal((await idle.send(rawTokenRequest())).status, 200)
-  // A TCP connection that never sends a byte, and one that stops in the middle of its ClientHello.
+  // A TCP connection that never sends a byte, and one that stops in the middle of its ClientHello; on the
+  // ops listener, a silent one and one with half its request headers.
+  const opsPort = Number(new URL(server.opsUrl).port)
   const silent = connect(port, '127.0.0.1')
   const handshaking = connect(port, '127.0.0.1', () => handshaking.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])))
+  const opsSilent = connect(opsPort, '127.0.0.1')
+  const opsHalf = connect(opsPort, '127.0.0.1', () => opsHalf.write('GET /metrics HTTP/1.1\r\nHost: x\r\n'))
   const closedSocket = (s: typeof silent) => new Promise<void>((resolve) => s.once('close', () => resolve()))
-  silent.on('error', () => undefined)
-  handshaking.on('error', () => undefined)
-  await Promise.all([new Promise((r) => silent.once('connect', r)), new Promise((r) => handshaking.once('connect', r))])
+  for (const s of [silent, handshaking, opsSilent, opsHalf]) s.on('error', () => undefined)
+  await Promise.all([silent, handshaking, opsSilent, opsHalf].map((s) => new Promise((r) => s.once('connect', r))))
   // A request whose headers arrived and whose body is on its way.
   const inFlight = halfSentRequest(port, { body: '{"audience":"inventory-service"}', ca: pki.ca.certPem, client })
   await new Promise<void>((resolve) => server.main.server.once('request', () => resolve()))
   const started = Date.now()
   const closing = server.close()
-  await Promise.all([idle.closed, closedSocket(silent), closedSocket(handshaking)])
-  t.pass('the idle, the silent and the handshaking connections were closed at once')
+  await Promise.all([idle.closed, closedSocket(silent), closedSocket(handshaking), closedSocket(opsSilent), closedSocket(opsHalf)])
+  t.pass('the idle, the silent and the handshaking connections were closed at once, on both listeners (regression: ops waited for the deadline)')
   inFlight.finish()
   t.match(await inFlight.done, { status: 200, headers: { connection: 'close' } }, 'the request in flight is served, and its answer closes the connection')
   await closing

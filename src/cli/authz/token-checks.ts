@@ -1,6 +1,6 @@
 /**
  * The checks of `authz token inspect`, each with a sentence for the operator: the ones a verifier makes
- * (RS256 signature by the key its kid names, iss, aud, exp, nbf, the cnf binding), plus what the keys
+ * (signature by the key its kid names, in that key's algorithm, iss, aud, exp, nbf, the cnf binding), plus what the keys
  * directory knows about a kid the keys do not hold (revoked, unpublished, pruned).
  */
 import { readFile } from 'node:fs/promises'
@@ -12,6 +12,7 @@ import { readManifest, type Manifest } from '../../keys/manifest.js'
 import { signingKeys, thumbprintOf } from '@authz/sdk'
 import { fetchJwks, type RemoteTls } from '../remote-jwks.js'
 import { formatDuration, iso } from '../time.js'
+import { ALGORITHMS } from '../../keys/material.js'
 
 /** One check: passed, failed, or not applicable (null), and why. */
 export interface Check {
@@ -74,8 +75,8 @@ export async function localKeys(options: KeysAdminOptions): Promise<KeySource> {
 /** The keys of a live JWKS that a verifier would use. */
 export async function jwksKeys(url: URL, tls: RemoteTls): Promise<KeySource> {
   const keys = new Map<string, JWK>()
-  // The SDK verifier's rule (its key filter), for the one algorithm this check verifies.
-  for (const k of signingKeys(await fetchJwks(url, tls), ['RS256'])) keys.set(k.kid, k)
+  // The SDK verifier's rule (its key filter), for the algorithms authz signs with.
+  for (const k of signingKeys(await fetchJwks(url, tls), [...ALGORITHMS])) keys.set(k.kid, k)
   return { label: url.href, keys }
 }
 
@@ -116,13 +117,20 @@ export function kidCheck(kid: string | undefined, source: KeySource, manifest: M
 export async function signatureCheck(token: string, header: ProtectedHeaderParameters, source: KeySource): Promise<SignatureCheck> {
   const jwk = header.kid === undefined ? undefined : source.keys.get(header.kid)
   if (jwk === undefined) return { ok: false, status: 'unverified', detail: 'not verified: no key with this kid' }
+  // The algorithm is the key's (its JWKS entry), never the token header's alone.
+  const alg = (jwk.alg ?? (jwk.kty === 'EC' ? 'ES256' : 'RS256')) as string
   try {
-    const key = await importJWK({ ...jwk, alg: 'RS256' }, 'RS256')
-    await compactVerify(token, key, { algorithms: ['RS256'] })
-    return { ok: true, status: 'valid', detail: `valid (RS256, key ${header.kid})` }
+    const key = await importJWK({ ...jwk, alg }, alg)
+    await compactVerify(token, key, { algorithms: [alg] })
+    return { ok: true, status: 'valid', detail: `valid (${alg}, key ${header.kid})` }
   } catch (err) {
     const code = (err as { code?: string }).code ?? 'ERR_JOSE'
-    const why = code === 'ERR_JOSE_ALG_NOT_ALLOWED' ? `alg ${String(header.alg)} is not RS256` : code === 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' ? 'signature does not match' : code
+    const why =
+      code === 'ERR_JOSE_ALG_NOT_ALLOWED'
+        ? `alg ${String(header.alg)} is not the algorithm of key ${header.kid} (${alg})`
+        : code === 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED'
+          ? 'signature does not match'
+          : code
     return { ok: false, status: 'invalid', code, detail: `invalid: ${why}` }
   }
 }

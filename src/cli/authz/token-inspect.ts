@@ -7,6 +7,7 @@ import { readRemoteTls, REMOTE_TLS_OPTIONS } from '../remote-jwks.js'
 import { EXIT_FAILURE, EXIT_OK, json, parse, usageError, type CliContext, type Io } from '../runner.js'
 import { iso } from '../time.js'
 import { keysOptions, toolConfig } from '../tool-config.js'
+import { ALGORITHMS } from '../../keys/material.js'
 import {
   bindingCheck,
   jwksKeys,
@@ -101,7 +102,9 @@ export async function tokenInspect(args: string[], { env, io, clock }: CliContex
   const manifest = await manifestOrUndefined(options.dir)
   const nowSec = clock.now() / 1000
   const checks: TokenChecks = {
-    alg: header.alg === 'RS256' ? { ok: true, detail: 'RS256' } : { ok: false, detail: `${String(header.alg)} (only RS256 is accepted)` },
+    alg: (ALGORITHMS as readonly unknown[]).includes(header.alg)
+      ? { ok: true, detail: String(header.alg) }
+      : { ok: false, detail: `${String(header.alg)} (only ${ALGORITHMS.join(' and ')} are accepted)` },
     typ: header.typ === 'at+jwt' ? { ok: true, detail: 'at+jwt' } : { ok: false, detail: `${String(header.typ)} (want at+jwt)` },
     signature: await signatureCheck(token, header, source),
     kid: kidCheck(header.kid, source, manifest, options),

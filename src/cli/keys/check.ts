@@ -25,7 +25,13 @@ const WHY = {
 function printCheck(report: CheckReport, dir: string, io: Io): void {
   io.out(`comparing ${dir} with ${report.against}`)
   for (const kid of report.kept) io.out(`  keeps     ${kid}`)
-  for (const kid of report.added) io.out(`  publishes ${kid} (new to verifiers)`)
+  for (const kid of report.added) {
+    io.out(
+      report.returning.includes(kid)
+        ? `  publishes ${kid} (OLDER than a live key and gone from the live JWKS: revoked or pruned there, it would come back)`
+        : `  publishes ${kid} (new to verifiers)`,
+    )
+  }
   for (const r of report.removed) io.out(`  removes   ${r.kid} (${WHY[r.why]})`)
   if (report.active !== null && !report.active.published) {
     io.out(`  note: ${report.active.kid} signs from now on but verifiers have not seen it yet: they fetch it on its first token (one refetch per unknown kid)`)
@@ -33,7 +39,9 @@ function printCheck(report: CheckReport, dir: string, io: Io): void {
   io.out(
     report.safe
       ? 'safe: publishing this directory unpublishes no key that may sign now'
-      : 'NOT SAFE: this copy is older than what is live; publishing it would unpublish a key that may be signing now. Start again from the live keys.',
+      : report.removed.some((r) => r.why === 'unknown')
+        ? 'NOT SAFE: this copy is older than what is live; publishing it would unpublish a key that may be signing now. Start again from the live keys.'
+        : 'NOT SAFE: this copy is older than what is live; publishing it would bring back a key the live side removed (revoked or pruned). Start again from the live keys.',
   )
 }
 
