@@ -14,9 +14,10 @@
 //                       (default 1: see bench/README.md, "Signing keys")
 //   --no-hsm            leave the SoftHSM2 rows out (they are left out anyway without SoftHSM2 or pkcs11js)
 //   --keep              keep the temp directories (material, tokens, server logs)
+//   --json FILE         also write every round's figures to FILE (to see the spread behind the medians)
 import { execFileSync } from 'node:child_process'
-import { existsSync, readFileSync, rmSync } from 'node:fs'
-import { availableParallelism } from 'node:os'
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { availableParallelism, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { benchPorts, prepareInstall, SOFTHSM_MODULE, startServerProcess } from './lib.mjs'
@@ -30,6 +31,7 @@ const { values } = parseArgs({
     'hsm-sessions': { type: 'string' },
     'no-hsm': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
+    json: { type: 'string' },
   },
 })
 const quick = values.quick
@@ -38,6 +40,8 @@ const seconds = Number(values.seconds ?? (quick ? 2 : 4))
 const levels = (values.connections ?? '1,8,32,128').split(',').map(Number)
 const hsmSessions = Number(values['hsm-sessions'] ?? 1)
 const cores = availableParallelism()
+// The machine's 1-minute load average when the run starts and ends: other work on it shows here.
+const loadAtStart = loadavg()[0]
 const here = new URL('.', import.meta.url).pathname
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b)
@@ -170,6 +174,7 @@ for (let r = 0; r < rounds; r++) {
   push('verify', node([join(here, 'verify-cost.mjs'), '--n', quick ? '1000' : '3000', '--first', r % 2 === 0 ? 'RS256' : 'ES256']))
 }
 const rss = peakRss()
+if (values.json !== undefined) writeFileSync(values.json, `${JSON.stringify({ rounds, seconds, hsmSessions, results: Object.fromEntries(results) }, null, 1)}\n`)
 const crashed = []
 for (const config of configs) if (await ended(config)) crashed.push(config)
 for (const config of configs) await config.running.stop()
@@ -224,7 +229,9 @@ function table(header, body, leftColumns = 1) {
   const line = (r) => `| ${r.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ')} |`
   return [line(header), `|${widths.map((w, i) => (i < leftColumns ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|')}|`, ...body.map(line)].join('\n')
 }
-console.log(`authz benchmark — node ${process.version}, ${cores} cores, ${rounds} round(s) × ${seconds} s, medians`)
+console.log(
+  `authz benchmark — node ${process.version}, ${cores} cores, ${rounds} round(s) × ${seconds} s, medians; load average ${loadAtStart.toFixed(1)} at the start, ${loadavg()[0].toFixed(1)} at the end`,
+)
 console.log(table(['measure', 'per second / value', 'p50 ms', 'p99 ms', 'errors', '÷ raw'], rows))
 
 // --- table 2: the signing keys side by side --------------------------------------------------------
