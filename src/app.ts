@@ -92,7 +92,7 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
   const rateLimiter = new RateLimiter(config.rateLimit, deps.clock)
   await app.register(tokenRoutes, { config, rateLimiter, connections, ...deps })
   await app.register(jwksRoutes, { keys: deps.keys, maxAge: config.jwksMaxAge })
-  await app.register(discoveryRoutes, { issuer: config.issuer, policy: deps.policy, keys: deps.keys })
+  await app.register(discoveryRoutes, { issuer: config.issuer, policy: deps.policy, keys: deps.keys, maxAge: config.jwksMaxAge })
   return app
 }
 

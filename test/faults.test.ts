@@ -11,6 +11,7 @@ import { createVerifier } from '../packages/sdk/src/verifier.js'
 import { startServer } from '../src/server.js'
 import { LogCapture, SAMPLE_POLICY } from './helpers/harness.js'
 import { freePort, halfSentRequest, httpCall, httpsCall, openTlsConnection, rawTokenRequest } from './helpers/http.js'
+import { pooledKey } from './helpers/material.js'
 import { testPki } from './helpers/pki.js'
 
 const tokenBody = '{"audience":"inventory-service"}'
@@ -22,7 +23,7 @@ async function install(t: Test) {
     tls: { 'server.pem': pki.server.certPem, 'server-key.pem': pki.server.keyPem, 'ca.pem': pki.ca.certPem },
     'policy.json': JSON.stringify(SAMPLE_POLICY),
   })
-  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock })
+  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock, newKey: pooledKey })
   const env = {
     AUTHZ_DEV: 'false',
     AUTHZ_HOST: '127.0.0.1',

@@ -1,11 +1,16 @@
 import { readFileSync } from 'node:fs'
-import { cp, readFile, stat, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { cp, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import t, { type Test } from 'tap'
+import { systemClock } from '../src/clock.js'
 import { ConfigError } from '../src/errors.js'
+import { initKeys } from '../src/keys/admin.js'
+import { devPkiPaths } from '../src/pki/dev-files.js'
 import { startServer } from '../src/server.js'
 import { LogCapture } from './helpers/harness.js'
 import { halfSentRequest, httpCall, httpsCall } from './helpers/http.js'
+import { pooledKey } from './helpers/material.js'
+import { testPki } from './helpers/pki.js'
 
 const policyFile = new URL('../config/service-policy.json', import.meta.url)
 
@@ -16,6 +21,30 @@ async function devDir(t: Test): Promise<string> {
 }
 
 const ports = { AUTHZ_PORT: '0', AUTHZ_OPS_PORT: '0', AUTHZ_HOST: '127.0.0.1' }
+
+/**
+ * A dev directory whose dev PKI and first key already exist (the run's test material in the dev layout):
+ * dev mode reuses them instead of generating (tests that are not about generation start in milliseconds).
+ */
+async function seededDevDir(t: Test): Promise<string> {
+  const dir = await devDir(t)
+  const pki = testPki()
+  const paths = devPkiPaths(join(dir, 'keys', 'dev-pki'))
+  const write = async (path: string, text: string, mode: number): Promise<void> => {
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 })
+    await writeFile(path, text, { mode })
+  }
+  await write(paths.caCert, pki.ca.certPem, 0o644)
+  await write(paths.caKey, pki.ca.keyPem, 0o600)
+  await write(paths.serverCert, pki.server.certPem, 0o644)
+  await write(paths.serverKey, pki.server.keyPem, 0o600)
+  for (const name of ['order-service', 'payment-service']) {
+    await write(paths.clientCert(name), pki.client(name).certPem, 0o644)
+    await write(paths.clientKey(name), pki.client(name).keyPem, 0o600)
+  }
+  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock, newKey: pooledKey })
+  return dir
+}
 
 t.test('dev mode: a fresh directory gets a PKI, a key, a banner with a curl command, and serves tokens', async (t) => {
   const dir = await devDir(t)
@@ -89,7 +118,7 @@ t.test('AUTHZ_DEV=false: missing material is a start-up error naming the variabl
 })
 
 t.test('reload (SIGHUP): a good policy takes effect, a bad one is logged and the old one stays', async (t) => {
-  const dir = await devDir(t)
+  const dir = await seededDevDir(t)
   const logs = new LogCapture()
   const server = await startServer(ports, { cwd: dir, logDestination: logs, bannerOut: { write: () => true } })
   t.teardown(() => server.close())
@@ -105,7 +134,7 @@ t.test('reload (SIGHUP): a good policy takes effect, a bad one is logged and the
 })
 
 t.test('shutdown drains: a request in flight when close() starts completes with 200', async (t) => {
-  const dir = await devDir(t)
+  const dir = await seededDevDir(t)
   const server = await startServer(ports, { cwd: dir, logDestination: new LogCapture(), bannerOut: { write: () => true } })
   const pki = join(dir, 'keys', 'dev-pki')
   const port = Number(new URL(server.mainUrl).port)

@@ -10,6 +10,7 @@ import { systemClock } from '../src/clock.js'
 import { startServer } from '../src/server.js'
 import { LogCapture, SAMPLE_POLICY, startHarness } from './helpers/harness.js'
 import { halfSentRequest, httpCall, httpsCall } from './helpers/http.js'
+import { pooledKey } from './helpers/material.js'
 import { testPki } from './helpers/pki.js'
 
 const tokenBody = { method: 'POST', path: '/token', headers: { 'content-type': 'application/json' }, body: '{"audience":"inventory-service"}' }
@@ -32,7 +33,7 @@ t.test('TLS material reloads on change without dropping open connections; a bad 
     'crl.pem': createCrl(pki.ca, []),
     'policy.json': JSON.stringify(SAMPLE_POLICY),
   })
-  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock })
+  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock, newKey: pooledKey })
   const logs = new LogCapture()
   const server = await startServer(
     {
@@ -175,7 +176,7 @@ t.test('two client CAs with a CRL each: both CAs’ callers are served, each CRL
     'crl.pem': createCrl(pki.ca, []) + createCrl(second, [revokedSecond]),
     'policy.json': JSON.stringify(SAMPLE_POLICY),
   })
-  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock })
+  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock: systemClock, newKey: pooledKey })
   const server = await startServer(
     {
       AUTHZ_DEV: 'false',

@@ -51,9 +51,18 @@ export function retentionMs(timing: Timing): number {
   return (timing.tokenTtl + timing.jwksMaxAge + (timing.marginSec ?? DEFAULT_MARGIN_SEC)) * 1000
 }
 
-/** The shortest safe activation delay, ms: twice the JWKS max-age, so every verifier's cache has the key. */
+/**
+ * How often verifiers refresh a JWKS at most, seconds: both SDKs raise a shorter `max-age` to this, and
+ * refetch on an unknown kid at most once per this long.
+ */
+export const VERIFIER_REFRESH_FLOOR_SEC = 30
+
+/**
+ * The shortest safe activation delay, ms: twice the time a verifier may keep a JWKS — its max-age, or the
+ * SDKs' refresh floor when that is longer — so every verifier has fetched the key before it signs.
+ */
 export function safeActivationDelayMs(timing: Timing): number {
-  return 2 * timing.jwksMaxAge * 1000
+  return 2 * Math.max(timing.jwksMaxAge, VERIFIER_REFRESH_FLOOR_SEC) * 1000
 }
 
 /** Activation order: by activation instant, then creation instant, then kid (a total order). */

@@ -32,7 +32,9 @@ export function metadata(issuer: string, policy: Policy, algorithms: readonly st
   }
 }
 
-export async function discoveryRoutes(app: FastifyInstance, deps: { issuer: string; policy: PolicyStore; keys: KeyStore }): Promise<void> {
+export async function discoveryRoutes(app: FastifyInstance, deps: { issuer: string; policy: PolicyStore; keys: KeyStore; maxAge: number }): Promise<void> {
+  // It lists the published algorithms, which change with the keys: cached no longer than the JWKS.
+  const cacheControl = `public, max-age=${deps.maxAge}`
   let cachedFor: { policy: Policy; jwks: Jwks } | undefined
   let body = ''
   const handler = async (): Promise<string> => {
@@ -46,7 +48,7 @@ export async function discoveryRoutes(app: FastifyInstance, deps: { issuer: stri
   }
   for (const url of ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']) {
     app.get(url, async (_request, reply) => {
-      void reply.header('content-type', 'application/json; charset=utf-8').header('cache-control', 'public, max-age=3600')
+      void reply.header('content-type', 'application/json; charset=utf-8').header('cache-control', cacheControl)
       return handler()
     })
   }

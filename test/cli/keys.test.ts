@@ -303,3 +303,15 @@ t.test('the lock file is never seen empty or half-written (regression: open, the
   t.ok(seen.length > 0, `the reader saw the lock ${seen.length} times`)
   t.same(seen.filter((text) => { try { return typeof JSON.parse(text).pid !== 'number' } catch { return true } }), [], 'always whole, with its owner')
 })
+
+t.test('the safe activation delay never drops below the verifiers’ 30 s refresh floor (2 × 30 s)', async (t) => {
+  const { clock, run } = cli(t, { AUTHZ_JWKS_MAX_AGE: '5' })
+  await run('init')
+  const refused = await run('rotate', '--activate-in', '20s')
+  t.equal(refused.code, 1, 'twice a 5 s max-age is not enough: verifiers refresh every 30 s at most')
+  t.match(refused.err, /shorter than the safe 60s/)
+  const rotated = await run('rotate')
+  t.match(rotated.out, new RegExp(`signs from ${new Date(clock.now() + 60_000).toISOString().replace(/\./g, '\\.')} \\(in 1m\\)`))
+  const now = await run('rotate', '--activate-in', '0s', '--force')
+  t.match(now.out, /\(in 0s\)/, 'never "-0s"')
+})

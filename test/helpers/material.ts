@@ -18,7 +18,7 @@ const KEYS_FILE = join(MATERIAL_DIR, 'signing-keys.json')
 
 /** Callers every test file may ask for; others are made on demand. */
 export const PRESET_CLIENTS = ['order-service', 'payment-service', 'inventory-service', 'billing-service'] as const
-const KEY_POOL_SIZE = 12
+const KEY_POOL_SIZE = 24
 
 export interface PkiMaterial {
   readonly ca: KeyPairPem

@@ -10,15 +10,20 @@ import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, jwtVe
 import t from 'tap'
 import { rotateKeys } from '../../src/keys/admin.js'
 import { loadKeyset } from '../../src/keys/keyset.js'
+import { createVerifier, type Verifier } from '@authz/sdk'
 import { startHarness, type Harness } from '../helpers/harness.js'
 
 const timing = { tokenTtl: 600, jwksMaxAge: 600 }
 
-/** A token from the harness, verified against the JWKS the server serves right now (both algorithms allowed). */
-async function verifiedToken(h: Harness): Promise<{ alg: string; kid: string }> {
+/**
+ * A token from the harness, verified against the JWKS the server serves right now (both algorithms
+ * allowed) with jose, and by the SDK's verifier when one is given (as a receiving service does).
+ */
+async function verifiedToken(h: Harness, sdk?: Verifier): Promise<{ alg: string; kid: string }> {
   const res = await h.token({ audience: 'inventory-service' })
   if (res.status !== 200) throw new Error(`status ${res.status}`)
   const token = res.json<{ access_token: string }>().access_token
+  if (sdk !== undefined) await sdk.verify(token)
   const jwks = (await h.opsCall('/.well-known/jwks.json')).json<JSONWebKeySet>()
   const { protectedHeader } = await jwtVerify(token, createLocalJWKSet(jwks), {
     issuer: 'https://authz.internal',
@@ -49,20 +54,34 @@ t.test('RS256 → ES256 is an ordinary rotation: both published meanwhile, no to
   // A 60 s JWKS max-age: the new key activates 2 min after it is published, well inside a token's lifetime.
   const h = await startHarness(t, { env: { AUTHZ_RATE_LIMIT: '0', AUTHZ_JWKS_MAX_AGE: '60' } })
   const timing = { tokenTtl: 600, jwksMaxAge: 60 }
-  const before = await verifiedToken(h)
+  // A receiving service's verifier, allowing both algorithms, fed from the ops JWKS.
+  const sdk = await createVerifier({
+    issuer: 'https://authz.internal',
+    audience: 'inventory-service',
+    jwksUrl: `http://127.0.0.1:${h.opsPort}/.well-known/jwks.json`,
+    algorithms: ['RS256', 'ES256'],
+    cache: false,
+    clock: h.clock,
+  })
+  t.teardown(() => sdk.close?.())
+  const before = await verifiedToken(h, sdk)
   t.equal(before.alg, 'RS256')
   const { key } = await rotateKeys({ dir: h.config.keysDir, timing, clock: h.clock }, { alg: 'ES256' })
   await h.keys.reload()
   t.same([...h.keys.jwks().kids].sort(), [before.kid, key.kid].sort(), 'both keys published before the switch')
   // Requests run while the clock crosses the activation instant: a burst, the switch once its first
   // answer is back, a second burst on top of what is still in flight.
-  const first = Array.from({ length: 30 }, () => verifiedToken(h))
+  const first = Array.from({ length: 30 }, () => verifiedToken(h, sdk))
   await Promise.race(first)
   h.clock.advance(2 * timing.jwksMaxAge * 1000)
-  const second = Array.from({ length: 30 }, () => verifiedToken(h))
+  const second = Array.from({ length: 30 }, () => verifiedToken(h, sdk))
   const results = await Promise.all([...first, ...second])
   const algs = new Set(results.map((r) => r.alg))
-  t.same([...algs].sort(), ['ES256', 'RS256'], 'both algorithms signed during the run, every token verified')
+  t.same([...algs].sort(), ['ES256', 'RS256'], 'both algorithms signed during the run, every token verified by jose and the SDK')
+  const rsOnly = await createVerifier({ issuer: 'https://authz.internal', audience: 'inventory-service', jwksUrl: `http://127.0.0.1:${h.opsPort}/.well-known/jwks.json`, cache: false, clock: h.clock })
+  t.teardown(() => rsOnly.close?.())
+  const esToken = (await h.token({ audience: 'inventory-service' })).json<{ access_token: string }>().access_token
+  await t.rejects(rsOnly.verify(esToken), { code: 'ERR_TOKEN_ALG' }, 'a verifier left at its default (RS256 only) refuses ES256 tokens')
   const after = await verifiedToken(h)
   t.same(after, { alg: 'ES256', kid: key.kid }, 'the ES256 key signs after its activation')
   t.same(decodeProtectedHeader((await h.token({ audience: 'inventory-service' })).json<{ access_token: string }>().access_token), {

@@ -6,6 +6,7 @@ import { initKeys, rotateKeys } from '../../src/keys/admin.js'
 import { loadKeyset } from '../../src/keys/keyset.js'
 import { generateRsaKey, pemHeader, PKCS8_ENCRYPTED_LABEL, PKCS8_LABEL, toPkcs8Pem } from '../../src/keys/material.js'
 import { KeyStore } from '../../src/keys/store.js'
+import { pooledKey } from '../helpers/material.js'
 
 const timing = { tokenTtl: 600, jwksMaxAge: 600 }
 const min = 60_000
@@ -13,7 +14,7 @@ const min = 60_000
 async function setup(t: Test, passphrase?: string) {
   const dir = t.testdir({})
   const clock = new ManualClock(Date.UTC(2026, 0, 1))
-  const admin = { dir, timing, clock, passphrase }
+  const admin = { dir, timing, clock, passphrase, newKey: pooledKey }
   const first = await initKeys(admin)
   const store = await KeyStore.open({ dir, timing, clock, passphrase })
   t.teardown(() => store.close())

@@ -13,6 +13,7 @@ import { createCertificate, createClientCert, createCrl, type KeyPairPem } from 
 import { startServer } from '../../src/server.js'
 import { LogCapture, SAMPLE_POLICY, startHarness } from '../helpers/harness.js'
 import { halfSentRequest, httpsCall, openTlsConnection, rawTokenRequest } from '../helpers/http.js'
+import { pooledKey } from '../helpers/material.js'
 import { testPki } from '../helpers/pki.js'
 
 const HOUR = 3_600_000
@@ -100,7 +101,7 @@ async function serverWithCrl(t: Test, extra: Record<string, string> = {}) {
     'policy.json': JSON.stringify(SAMPLE_POLICY),
   })
   const clock = new ManualClock(Date.now())
-  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock })
+  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock, newKey: pooledKey })
   const logs = new LogCapture()
   const server = await startServer(
     {

@@ -17,7 +17,7 @@ export async function rotate(args: string[], { env, io, clock }: CliContext): Pr
     ...newKeyRequest(values),
   })
   reportLeftovers(leftovers, io)
-  io.out(`created key ${key.kid}${keyDetail(key)}: published now, signs from ${iso(key.activatesAt)} (in ${formatDuration(key.activatesAt - clock.now())})`)
+  io.out(`created key ${key.kid}${keyDetail(key)}: published now, signs from ${iso(key.activatesAt)} (in ${formatDuration(Math.max(0, key.activatesAt - clock.now()))})`)
   if (unsafe) {
     io.err(
       `warning: --force: verifiers that fetched the JWKS less than ${formatDuration(safeActivationDelayMs(options.timing) / 2)} before ${iso(key.activatesAt)} ` +
