@@ -2,6 +2,8 @@
 // Usage: node bench/load.mjs '<json options>'  — prints one JSON line with the result.
 //   mode "http":      keep-alive requests (undici Pool) for `seconds` at `connections`, optional mTLS
 //   mode "handshake": new TLS connections, optionally resuming the previous session
+// With `cpuPid` (mode http, Linux), the result also has the CPU of that process (all its threads, from
+// /proc/<pid>/stat) over the measurement window, per answer completed in the same window: `cpuUsPerOk`.
 import { readFileSync } from 'node:fs'
 import { connect } from 'node:tls'
 import { Pool } from 'undici'
@@ -15,6 +17,16 @@ const tlsFiles = opts.tls
       servername: 'localhost',
     }
   : undefined
+
+/** CPU seconds (user + system, every thread) of a process, from /proc/<pid>/stat; NaN once it is gone. */
+function cpuOf(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100 // utime + stime, clock ticks of 10 ms
+  } catch {
+    return Number.NaN
+  }
+}
 
 function percentile(sorted, p) {
   if (sorted.length === 0) return 0
@@ -31,9 +43,17 @@ async function http() {
   const latencies = []
   let errors = 0
   let ok = 0
+  // Successful answers by completion time, whenever they started: what the CPU window is divided by.
+  let completed = 0
   const statuses = {}
   const warmupUntil = performance.now() + (opts.warmupSeconds ?? 0.5) * 1000
   const deadline = warmupUntil + opts.seconds * 1000
+  const snapshot = () => ({ cpu: cpuOf(opts.cpuPid), completed })
+  let windowStart
+  let windowEnd
+  const timers = opts.cpuPid
+    ? [setTimeout(() => (windowStart = snapshot()), warmupUntil - performance.now()), setTimeout(() => (windowEnd = snapshot()), deadline - performance.now())]
+    : []
   const loop = async () => {
     while (performance.now() < deadline) {
       const started = performance.now()
@@ -45,6 +65,7 @@ async function http() {
           body: opts.body,
         })
         await res.body.text()
+        if (res.statusCode === (opts.expect ?? 200)) completed++
         const measured = started >= warmupUntil
         if (measured) {
           statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1
@@ -59,8 +80,15 @@ async function http() {
     }
   }
   await Promise.all(Array.from({ length: opts.connections }, loop))
+  // The last answers can all arrive before the deadline's timer runs: then the window ends now.
+  for (const t of timers) clearTimeout(t)
+  if (opts.cpuPid && windowStart !== undefined) windowEnd ??= snapshot()
   await pool.close()
   latencies.sort((a, b) => a - b)
+  const cpu =
+    windowStart !== undefined && windowEnd !== undefined
+      ? { cpuUsPerOk: ((windowEnd.cpu - windowStart.cpu) / Math.max(1, windowEnd.completed - windowStart.completed)) * 1e6, cpuCores: (windowEnd.cpu - windowStart.cpu) / opts.seconds }
+      : {}
   return {
     rps: ok / opts.seconds,
     ok,
@@ -68,6 +96,7 @@ async function http() {
     statuses,
     p50: percentile(latencies, 50),
     p99: percentile(latencies, 99),
+    ...cpu,
   }
 }
 

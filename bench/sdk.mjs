@@ -4,15 +4,16 @@
 //    process of its own), bare and with serviceAuth — verified-token cache on, and off. The server's CPU
 //    (all its threads, from /proc/<pid>/stat) divided by the requests it answered; rounds interleave the
 //    variants; medians. One token, bound to the caller's certificate, as a caller that reuses its token.
-// 2. Verification cost per token in the SDK, cache off: RS256 vs ES256, in this process.
+// 2. Verification cost per token in the SDK, cache off: RS256 vs ES256, in this process (verify-cost.mjs).
 // Linux only (/proc). The server listens on 127.0.0.1:BENCH_SDK_PORT (default 28643).
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createVerifier, thumbprintOf } from '@authz/sdk'
+import { thumbprintOf } from '@authz/sdk'
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { ensureDevPki } from '../dist/pki/dev-files.js'
+import { verifyCosts } from './verify-cost.mjs'
 
 const arg = (name, fallback) => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : fallback)
 const rounds = arg('--rounds', 3)
@@ -102,31 +103,11 @@ for (let r = 0; r < rounds; r++) for (const v of variants) samples[v].push(await
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const med = (v, field) => median(samples[v].map((s) => s[field]))
 
-// Verification per token, cache off, in this process: CPU of every thread (process.cpuUsage) and wall time.
-async function perToken(alg, tokens) {
-  const verifier = await createVerifier({ issuer: 'https://authz.internal', audience: 'inventory-service', keys: jwks, algorithms: ['RS256', 'ES256'], cache: false })
-  for (const t of tokens.slice(0, 200)) await verifier.verify(t) // warm up
-  const cpu0 = process.cpuUsage()
-  const t0 = performance.now()
-  for (const t of tokens) await verifier.verify(t)
-  const wall = performance.now() - t0
-  const cpu = process.cpuUsage(cpu0)
-  verifier.close()
-  return { alg, cpuUs: (cpu.user + cpu.system) / tokens.length, wallUs: (wall * 1000) / tokens.length }
-}
-const n = 3000
-const rsTokens = await Promise.all(Array.from({ length: n }, () => rsa.sign(claims())))
-const esTokens = await Promise.all(Array.from({ length: n }, () => ec.sign(claims())))
-const costs = [await perToken('RS256', rsTokens), await perToken('ES256', esTokens)]
-const cachedHit = await (async () => {
-  const verifier = await createVerifier({ issuer: 'https://authz.internal', audience: 'inventory-service', keys: jwks })
-  await verifier.verify(token)
-  const cpu0 = process.cpuUsage()
-  for (let i = 0; i < n; i++) await verifier.verify(token, { peerThumbprint: thumbprint })
-  const cpu = process.cpuUsage(cpu0)
-  verifier.close()
-  return (cpu.user + cpu.system) / n
-})()
+// Verification per token, cache off, in this process (bench/verify-cost.mjs).
+const verification = await verifyCosts({ n: 3000, thumbprint })
+const n = verification.n
+const costs = ['RS256', 'ES256'].map((alg) => ({ alg, ...verification[alg] }))
+const cachedHit = verification.cachedUs
 rmSync(dir, { recursive: true, force: true })
 
 const fmt = (x, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
