@@ -6,8 +6,8 @@
 //     { module, token, pinFile, key (the key pair's label), alg: 'RS256'|'ES256', seconds = 3,
 //       sessions = available cores, locking = true }
 // The module is initialized with CKF_OS_LOCKING_OK: signatures run on several threads at once. With
-// `locking: false` it is initialized as src/keys/pkcs11/worker.ts does today (C_Initialize(NULL): the
-// application promises single-threaded use, and SoftHSM2 turns its mutexes off) — with 2 or more
+// `locking: false` it is initialized as the server's PKCS#11 worker was before it was fixed (C_Initialize(NULL):
+// the application promises single-threaded use, and SoftHSM2 turns its mutexes off) — with 2 or more
 // sessions that process crashes (SIGSEGV or a heap-corruption abort) within a second.
 // SOFTHSM2_CONF must be in the environment for SoftHSM2. Prints one JSON line: { rps, cpuUsPerSign, sessions }.
 import { createHash } from 'node:crypto'

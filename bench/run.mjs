@@ -38,7 +38,7 @@ const quick = values.quick
 const rounds = Number(values.rounds ?? (quick ? 1 : 5))
 const seconds = Number(values.seconds ?? (quick ? 2 : 4))
 const levels = (values.connections ?? '1,8,32,128').split(',').map(Number)
-const hsmSessions = Number(values['hsm-sessions'] ?? 1)
+const hsmSessions = Number(values['hsm-sessions'] ?? 4) // AUTHZ_PKCS11_SESSIONS' default
 const cores = availableParallelism()
 // The machine's 1-minute load average when the run starts and ends: other work on it shows here.
 const loadAtStart = loadavg()[0]
