@@ -17,7 +17,8 @@ export const KEYS_USAGE = `usage: authz-keys <verb>
   init [--alg RS256|ES256] [--store file|pkcs11]
                                          create the first key, active at once
   rotate [--activate-in <dur>] [--force] [--alg RS256|ES256] [--store file|pkcs11]
-                                         publish a new key that signs after <dur> (default 2 x JWKS max-age, at least 60s)
+                                         publish a new key that signs after <dur> (default 2 x JWKS max-age, at least 60s);
+                                         without --alg/--store, like the newest key
   list [--json]                          every key with its state and instants
   prune                                  remove keys no token can still need
   revoke <kid>                           emergency: unpublish a key now

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import type { Clock } from '../clock.js'
 import { AuthzError } from '../errors.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
-import { keyStates, recordRetirements, safeActivationDelayMs, type KeyStatus, type Timing } from './lifecycle.js'
+import { byActivation, keyStates, recordRetirements, safeActivationDelayMs, type KeyStatus, type Timing } from './lifecycle.js'
 import { LOCK_FILE, stagingLeftOver, withLock } from './lock.js'
 import { readManifest, writeManifest, type FileKey, type KeyStoreKind, type Manifest, type ManifestKey } from './manifest.js'
 import type { TokenKeys } from './keyset.js'
@@ -182,7 +182,14 @@ export async function rotateKeys(options: KeysAdminOptions, request: RotateReque
     )
   }
   return change(options, 'rotate', async (manifest) => {
-    const key = await createKey(options, options.clock.now() + delay, request)
+    // Without --alg or --store, the new key is made like the newest one: a scheduled rotation after a
+    // move to ES256 or to a hardware module stays there.
+    const newest = [...manifest.keys].sort(byActivation).at(-1)
+    const like = { alg: request.alg ?? newest?.alg, store: request.store ?? newest?.store }
+    const key = await createKey(options, options.clock.now() + delay, {
+      ...(like.alg === undefined ? {} : { alg: like.alg }),
+      ...(like.store === undefined ? {} : { store: like.store }),
+    })
     return { manifest: { ...manifest, keys: [...manifest.keys, key] }, result: { key, unsafe }, onWriteFailure: removeKeys(options, [key]) }
   })
 }

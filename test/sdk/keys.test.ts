@@ -58,6 +58,22 @@ t.test('a JWKS endpoint answering garbage: the last good set stays, retried with
   t.ok((v.nextRefreshMs ?? Infinity) <= 30_000, 'retried within the cooldown, not at the next max-age')
 })
 
+t.test('an issuer that moved to algorithms this verifier does not allow: no old key stays trusted (regression)', async (t) => {
+  const rsa = await signingKey('RS256')
+  const ec = await signingKey('ES256')
+  const jwks = await startJwksServer(t, { keys: [rsa.jwk, ec.jwk] })
+  const c = clock()
+  const rsOnly = await createVerifier({ ...base, jwksUrl: jwks.url, clock: c })
+  t.teardown(() => rsOnly.close())
+  const old = await rsa.sign(claimsAt(c.now()))
+  t.equal(await codeOf(rsOnly.verify(old)), 'accepted')
+  // The RSA key is pruned after the migration: the JWKS holds only the ES256 key.
+  jwks.body = JSON.stringify({ keys: [ec.jwk] })
+  await rsOnly.refresh()
+  t.same(rsOnly.kids, [], 'the set is empty: the pruned RSA key is no longer trusted (before: kept for ever)')
+  t.not(await codeOf(rsOnly.verify(old)), 'accepted', 'a token of the pruned key is refused')
+})
+
 t.test('before the first JWKS load, tokens cannot turn into fetches (waitForJwks while authz is down)', async (t) => {
   const rsa = await signingKey('RS256')
   const jwks = await startJwksServer(t)

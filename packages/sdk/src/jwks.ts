@@ -14,7 +14,7 @@ import { errors as joseErrors, type JWSHeaderParameters } from 'jose'
 import type { Clock } from './clock.js'
 import { VerifyError } from './errors.js'
 import { httpRequestText } from './http.js'
-import { isJwks, KeySet, type Algorithm, type VerificationKey } from './key-set.js'
+import { isJwks, KeySet, SUPPORTED_ALGORITHMS, type Algorithm, type VerificationKey } from './key-set.js'
 
 /** Bounds of the refresh interval taken from the JWKS response's `max-age`, seconds. */
 export interface JwksMaxAgeBounds {
@@ -106,8 +106,13 @@ export function remoteJwksSource(options: RemoteJwksOptions): KeySource & { read
       const jwks: unknown = JSON.parse(res.body)
       if (!isJwks(jwks)) return null
       const next = await KeySet.fromJwks(jwks, options.algorithms)
-      // No usable key at all is a broken answer (authz always publishes its signing key), not a revoke-all.
-      if (next.kids.length === 0) return null
+      if (next.kids.length === 0) {
+        // No usable key at all is a broken answer (authz always publishes its signing key), not a
+        // revoke-all: the last good set stays. But when the issuer publishes keys of algorithms this
+        // verifier does not allow (it moved to ES256, and this verifier was left at RS256), keeping the old
+        // set would keep pruned and revoked keys trusted for ever: the set becomes empty, every token fails.
+        if ((await KeySet.fromJwks(jwks, SUPPORTED_ALGORITHMS)).kids.length === 0) return null
+      }
       const changed = current === undefined || next.fingerprint !== current.fingerprint
       current = next
       etag = typeof res.headers.etag === 'string' ? res.headers.etag : undefined

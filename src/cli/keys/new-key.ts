@@ -6,12 +6,12 @@ import { ALGORITHMS, type Alg } from '../../keys/material.js'
 
 export const NEW_KEY_OPTIONS = { alg: { type: 'string' }, store: { type: 'string' } } as const
 
+/** The flags given; an absent one is left to the operation (init: RS256 in a file; rotate: like the newest key). */
 export function newKeyRequest(values: { alg?: string | undefined; store?: string | undefined }): NewKeyRequest {
-  const alg = values.alg ?? 'RS256'
-  if (!(ALGORITHMS as readonly string[]).includes(alg)) throw new AuthzError('ERR_USAGE', `--alg is ${ALGORITHMS.join(' or ')}`)
-  const store = values.store ?? 'file'
-  if (store !== 'file' && store !== 'pkcs11') throw new AuthzError('ERR_USAGE', '--store is file or pkcs11')
-  return { alg: alg as Alg, store }
+  const { alg, store } = values
+  if (alg !== undefined && !(ALGORITHMS as readonly string[]).includes(alg)) throw new AuthzError('ERR_USAGE', `--alg is ${ALGORITHMS.join(' or ')}`)
+  if (store !== undefined && store !== 'file' && store !== 'pkcs11') throw new AuthzError('ERR_USAGE', '--store is file or pkcs11')
+  return { ...(alg === undefined ? {} : { alg: alg as Alg }), ...(store === undefined ? {} : { store }) }
 }
 
 /** What a created key's line says about it beyond its kid: nothing for the default (RS256, a file). */
