@@ -169,3 +169,36 @@ t.test('many concurrent signatures on a pool of sessions, RS256 and ES256 (regre
   t.equal((await httpCall(opsPort, { path: '/readyz' })).status, 200, 'and the server is still ready')
   t.ok(server.keys.signingAvailable())
 })
+
+t.test('a token replaced under the running server by one with other keys under the same labels stays down (regression)', async (t) => {
+  const { pki, clock, env, keys, hsm, dir } = await setup(t)
+  t.equal((await keys('init', '--store', 'pkcs11', '--alg', 'ES256')).code, 0)
+  const label = ((await readManifest(join(dir, 'keys'))).keys[0] as { label: string }).label
+  clock.advance(5000)
+  const { port, opsPort, logs } = await start(t, env, clock)
+  const client = pki.client('order-service')
+  t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200 })
+  // The token goes away; a new token with the same label and PIN appears, holding another key pair under
+  // the active key's label.
+  const down = logs.next((r) => r.event === 'pkcs11_unavailable')
+  await rename(hsm.tokenDir, `${hsm.tokenDir}.real`)
+  t.equal((await httpsCall(port, { ...tokenRequest, ca: pki.ca.certPem, client })).status, 503)
+  await down
+  const refused = logs.next((r) => r.event === 'pkcs11_unavailable' && /no longer key/.test(String(r.detail)))
+  const { mkdir } = await import('node:fs/promises')
+  const { execFileSync } = await import('node:child_process')
+  await mkdir(hsm.tokenDir)
+  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', TOKEN_LABEL, '--pin', USER_PIN, '--so-pin', '13579111'], { stdio: 'ignore' })
+  const impostor = await runTs(new URL('../helpers/p11-impostor.ts', import.meta.url), [SOFTHSM_MODULE, TOKEN_LABEL, USER_PIN, label], { SOFTHSM2_CONF: env.SOFTHSM2_CONF })
+  t.equal(impostor.code, 0, impostor.err)
+  await refused
+  t.equal((await httpCall(opsPort, { path: '/readyz' })).status, 503, 'not ready: the token holds another key (before: ready, and every token failed verification)')
+  t.equal((await httpsCall(port, { ...tokenRequest, ca: pki.ca.certPem, client })).status, 503, 'no token signed by the wrong key')
+  // The real token comes back: the server recovers by itself.
+  const up = logs.next((r) => r.event === 'pkcs11_available')
+  const { rm } = await import('node:fs/promises')
+  await rm(hsm.tokenDir, { recursive: true })
+  await rename(`${hsm.tokenDir}.real`, hsm.tokenDir)
+  await up
+  t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'ES256' })
+})

@@ -115,6 +115,8 @@ export class Pkcs11Token implements TokenKeys, TokenAdmin {
   #retry: NodeJS.Timeout | undefined
   #attempts = 0
   #closed = false
+  /** The kid each loaded label must still hold: checked again whenever the module is reloaded. */
+  readonly #expected = new Map<string, string>()
 
   private constructor(config: Pkcs11Config, options: Pkcs11Options) {
     this.#config = config
@@ -147,6 +149,7 @@ export class Pkcs11Token implements TokenKeys, TokenAdmin {
     if ((await calculateJwkThumbprint(members, 'sha256')) !== entry.kid) {
       throw new AuthzError('ERR_KEYSET_INVALID', `key ${entry.kid}: the token's key ${entry.label} is a different key (thumbprint mismatch)`, { reason: 'key_mismatch' })
     }
+    this.#expected.set(entry.label, entry.kid)
     return { signer: { sign: (input) => this.sign(entry.label, entry.alg, input) }, publicJwk: publicJwkFrom(members, entry.kid, entry.alg) }
   }
 
@@ -221,11 +224,24 @@ export class Pkcs11Token implements TokenKeys, TokenAdmin {
         await connection.close()
         return
       }
+      // The token that answers must hold the keys it held: a token replaced under the same label with
+      // other keys would sign tokens no verifier accepts, behind a passing readiness probe.
+      try {
+        for (const [label, kid] of this.#expected) {
+          const members = (await connection.request({ op: 'public', label })) as JWK
+          if ((await calculateJwkThumbprint(members, 'sha256')) !== kid) throw new Error(`the token's key ${label} is no longer key ${kid}`)
+        }
+      } catch (err) {
+        await connection.close()
+        throw err
+      }
       this.#connection = connection
       this.#attempts = 0
       this.#options.onState?.(true)
     } catch (err) {
       this.#reason = (err as Error).message
+      // Said at every failed attempt (at most twice a minute once backed off): why it is still down.
+      this.#options.onState?.(false, this.#reason)
       this.#schedule()
     }
   }
