@@ -7,6 +7,7 @@ import { join, relative } from 'node:path'
 import type { Logger } from 'pino'
 import type { Clock } from '../clock.js'
 import type { Config, TlsFiles } from '../config.js'
+import { ConfigError } from '../errors.js'
 import { initKeys } from '../keys/admin.js'
 import type { Timing } from '../keys/lifecycle.js'
 import { readManifest } from '../keys/manifest.js'
@@ -31,7 +32,10 @@ export async function prepareDevMaterial(config: Config, policy: Policy, timing:
     }
   }
   const { paths, created } = await ensureDevPki(join(config.keysDir, 'dev-pki'), callers)
-  if ((await readManifest(config.keysDir)).keys.length === 0) {
+  const manifest = await readManifest(config.keysDir).catch((err: unknown) => {
+    throw new ConfigError('AUTHZ_KEYS_DIR', (err as Error).message)
+  })
+  if (manifest.keys.length === 0) {
     const key = await initKeys({ dir: config.keysDir, timing, clock, passphrase: config.keyPassphrase })
     created.push(`signing key ${key.kid}`)
   }

@@ -178,7 +178,7 @@ export async function rotateKeys(options: KeysAdminOptions, request: RotateReque
   if (unsafe && request.force !== true) {
     throw new AuthzError(
       'ERR_ROTATION_REFUSED',
-      `activation in ${delay / 1000}s is shorter than the safe ${safe / 1000}s (2 × AUTHZ_JWKS_MAX_AGE): verifiers that cached the JWKS before the new key was published would reject its tokens until their cache expires; pass --force to do it anyway`,
+      `activation in ${delay / 1000}s is shorter than the safe ${safe / 1000}s (2 × AUTHZ_JWKS_MAX_AGE, at least 2 × the verifiers' 30 s refresh floor): verifiers that cached the JWKS before the new key was published would reject its tokens until their cache expires; pass --force to do it anyway`,
     )
   }
   return change(options, 'rotate', async (manifest) => {

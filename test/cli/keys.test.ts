@@ -328,3 +328,13 @@ t.test('a plain rotate after a move to ES256 stays on ES256 (regression: it went
   t.equal(back.code, 0, 'an explicit --alg still chooses')
   t.same(JSON.parse((await run('list', '--json')).out).keys.map((k: { alg: string }) => k.alg).sort(), ['ES256', 'ES256', 'RS256'])
 })
+
+t.test('a duration beyond ten years is a usage error, never a manifest nothing can read (regression)', async (t) => {
+  const { run } = cli(t)
+  await run('init')
+  const far = await run('rotate', '--activate-in', '2920000d')
+  t.equal(far.code, 2, 'usage error')
+  t.match(far.err, /longer than 3650d/)
+  t.equal((await run('list')).code, 0, 'the manifest is still readable')
+  t.equal((await run('rotate', '--activate-in', '3650d')).code, 0, 'ten years is fine')
+})

@@ -65,6 +65,8 @@ t.test('keys made in the token never leave it; the server signs RS256 and ES256 
   const [first] = (await readManifest(join(dir, 'keys'))).keys
   t.match(first, { store: 'pkcs11', alg: 'RS256', label: `authz-${first?.kid}` }, 'the manifest records kid, label and store')
   t.same((await readdir(join(dir, 'keys'))).filter((f) => f.endsWith('.pem')), [], 'no key file')
+  const status = await runTs(new URL('../../src/bin/authz.ts', import.meta.url), ['status', '--json'], env)
+  t.match(JSON.parse(status.out), { keys: { ok: true, active: first?.kid } }, 'authz status reads a directory whose keys are in the token (regression: CANNOT READ)')
   t.match(await inToken(env, `authz-${first?.kid}`), { count: 2, extractable: false, sensitive: true }, 'a non-extractable, sensitive key pair in the token')
 
   clock.advance(5000) // the CLI ran in its own process, on the real clock, after this one was made

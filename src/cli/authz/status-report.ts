@@ -101,7 +101,7 @@ async function keysStatus(cfg: Config, clock: Clock): Promise<KeysStatus> {
     const manifest = await readManifest(options.dir)
     const statuses = statusesOf(manifest, options)
     // The server loads every key file the manifest names; so does this check.
-    await loadKeyset(options.dir, { passphrase: options.passphrase })
+    await loadKeyset(options.dir, { passphrase: options.passphrase, token: options.token })
     const next = statuses.find((s) => s.state === 'next')
     return {
       dir: cfg.keysDir,

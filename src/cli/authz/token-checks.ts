@@ -67,7 +67,7 @@ export async function readPem(path: string, what: string): Promise<string> {
 
 /** The keys a server reading the keys directory holds, with their states now. */
 export async function localKeys(options: KeysAdminOptions): Promise<KeySource> {
-  const keyset = await loadKeyset(options.dir, { passphrase: options.passphrase })
+  const keyset = await loadKeyset(options.dir, { passphrase: options.passphrase, token: options.token })
   const states = new Map(keyStates(keyset.keys, options.clock.now(), options.timing).map((s) => [s.key.kid, s.state]))
   return { label: options.dir, keys: new Map(keyset.keys.map((k) => [k.kid, { ...k.publicJwk }])), states }
 }
