@@ -24,8 +24,9 @@ export const KEYS_USAGE = `usage: authz-keys <verb>
   revoke <kid>                           emergency: unpublish a key now
   export --public [--format jwks|pem]    the public keys a server would publish now (never a private part)
   check --against <jwks-url>             is publishing this directory safe for the live JWKS at <url>?
-        [--ca <pem>] [--client-cert <pem> --client-key <pem>] [--json]
-                                         exit 1 when it would unpublish a key that may sign now
+        [--live-manifest <file>] [--ca <pem>] [--client-cert <pem> --client-key <pem>] [--json]
+                                         exit 1 when it would unpublish a key that may sign now, or bring
+                                         back a key the live side removed (revoked: --live-manifest)
 
 durations: 90s, 10m, 24h, 7d. Reads AUTHZ_KEYS_DIR, AUTHZ_TOKEN_TTL, AUTHZ_JWKS_MAX_AGE, AUTHZ_KEY_PASSPHRASE.
 Every change first removes what an interrupted run left (temp files, key files no manifest names).`

@@ -15,7 +15,7 @@ export interface PublicationChange {
   readonly kept: string[]
   /** Kids the directory would add to the JWKS. */
   readonly added: string[]
-  /** Added kids older than a live key: removed on the live side (revoked or pruned), they would come back. */
+  /** Added kids removed on the live side (older than a live key, or revoked in the live manifest): they would come back. */
   readonly returning: string[]
   /** Kids the live JWKS has that the directory would unpublish, and why that is or is not expected. */
   readonly removed: { kid: string; why: 'revoked' | 'expired' | 'unknown' }[]
@@ -23,8 +23,17 @@ export interface PublicationChange {
   readonly active: { kid: string; published: boolean } | null
 }
 
-/** Compares what `manifest` (in `statuses` at now) would publish with the kids of a live JWKS. */
-export function publicationChange(liveKids: Iterable<string>, manifest: Manifest, statuses: readonly KeyStatus<ManifestKey>[]): PublicationChange {
+/**
+ * Compares what `manifest` (in `statuses` at now) would publish with the kids of a live JWKS. With the
+ * live manifest's revoked kids, a key revoked there before it ever signed is caught too (the JWKS alone
+ * cannot tell it from a key new in this copy).
+ */
+export function publicationChange(
+  liveKids: Iterable<string>,
+  manifest: Manifest,
+  statuses: readonly KeyStatus<ManifestKey>[],
+  liveRevoked: ReadonlySet<string> = new Set(),
+): PublicationChange {
   const live = new Set(liveKids)
   const publishing = new Set(published(statuses).map((k) => k.kid))
   const revoked = new Set(manifest.revoked.map((r) => r.kid))
@@ -38,7 +47,7 @@ export function publicationChange(liveKids: Iterable<string>, manifest: Manifest
   // A key made after the live keys is new; one made before the newest live key was live once and is gone.
   const createdAt = new Map(manifest.keys.map((k) => [k.kid, k.createdAt]))
   const newestLive = Math.max(...kept.map((kid) => createdAt.get(kid) ?? Number.NEGATIVE_INFINITY))
-  const returning = added.filter((kid) => (createdAt.get(kid) ?? Number.POSITIVE_INFINITY) < newestLive)
+  const returning = added.filter((kid) => (createdAt.get(kid) ?? Number.POSITIVE_INFINITY) < newestLive || liveRevoked.has(kid))
   return {
     safe: removed.every((r) => r.why !== 'unknown') && returning.length === 0,
     kept,

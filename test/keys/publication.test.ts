@@ -54,3 +54,14 @@ t.test('a copy taken before an emergency revoke would bring the revoked key back
     active: { kid: 'b', published: true },
   })
 })
+
+t.test('a key revoked on the live side before it ever signed: only the live manifest tells (regression)', async (t) => {
+  // The copy: a active, b next (made after a). Live: b revoked, so the live JWKS is [a] — exactly what a
+  // copy with a new key b would see.
+  const manifest: Manifest = { version: 1, keys: [key('a', 0), { ...key('b', 40 * min), createdAt: 20 * min }], revoked: [] }
+  const statuses = keyStates(manifest.keys, 30 * min, timing)
+  t.equal(publicationChange(['a'], manifest, statuses).safe, true, 'from the JWKS alone, b looks new')
+  const change = publicationChange(['a'], manifest, statuses, new Set(['b']))
+  t.equal(change.safe, false, 'with the live manifest: b was revoked there')
+  t.same(change.returning, ['b'])
+})

@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { statusesOf } from '../../keys/admin.js'
-import { readManifest } from '../../keys/manifest.js'
+import { parseManifest, readManifest } from '../../keys/manifest.js'
 import { publicationChange, type PublicationChange } from '../../keys/publication.js'
 import { fetchJwks, readRemoteTls, REMOTE_TLS_OPTIONS } from '../remote-jwks.js'
 import { EXIT_FAILURE, EXIT_OK, json, parse, usageError, type CliContext, type Io } from '../runner.js'
@@ -47,7 +47,11 @@ function printCheck(report: CheckReport, dir: string, io: Io): void {
 
 export async function check(args: string[], { env, io, clock }: CliContext): Promise<number> {
   const options = keysOptions(toolConfig(env), clock)
-  const { values } = parse({ args, options: { against: { type: 'string' }, ...REMOTE_TLS_OPTIONS, json: { type: 'boolean' } }, strict: true })
+  const { values } = parse({
+    args,
+    options: { against: { type: 'string' }, 'live-manifest': { type: 'string' }, ...REMOTE_TLS_OPTIONS, json: { type: 'boolean' } },
+    strict: true,
+  })
   if (values.against === undefined) throw usageError('check needs --against <jwks-url>')
   let url: URL
   try {
@@ -59,7 +63,9 @@ export async function check(args: string[], { env, io, clock }: CliContext): Pro
   const tls = await readRemoteTls(values, (path) => readFile(path, 'utf8'))
   const live = (await fetchJwks(url, tls)).map((k) => k.kid).filter((k): k is string => typeof k === 'string')
   const manifest = await readManifest(options.dir)
-  const { safe, ...change } = publicationChange(live, manifest, statusesOf(manifest, options))
+  // The live directory's manifest (it holds no secret: kids, instants, revoked kids) when the operator has it.
+  const liveRevoked = values['live-manifest'] === undefined ? undefined : new Set(parseManifest(await readFile(values['live-manifest'], 'utf8')).revoked.map((r) => r.kid))
+  const { safe, ...change } = publicationChange(live, manifest, statusesOf(manifest, options), liveRevoked)
   const report: CheckReport = { safe, against: url.href, ...change }
   if (values.json === true) io.out(json(report))
   else printCheck(report, options.dir, io)
