@@ -33,8 +33,11 @@ const routeOf = (request: FastifyRequest): string => request.routeOptions.url ??
 export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, metrics: Metrics | undefined): FastifyReply {
   const wire = toWireError(err)
   const route = routeOf(request)
-  if (wire.statusCode >= 500) {
+  if (wire.statusCode >= 500 && !(err instanceof WireError)) {
     request.log.error({ err, path: route }, 'request failed')
+  } else if (wire.statusCode >= 500) {
+    // An answer we chose (503 while no key can sign): the cause is logged where it happened, once.
+    request.log.warn({ event: 'request_refused', error: wire.code, path: route, sub: request.peer?.subject }, 'request refused')
   } else if (wire.code === 'not_found') {
     // Scanners probe paths all day: not worth a line at info.
     request.log.debug({ event: 'request_denied', error: wire.code, method: request.method }, 'not found')

@@ -222,8 +222,9 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
       try {
         accessToken = await signAccessToken(claims, key)
       } catch (err) {
-        // The key cannot sign right now (a PKCS#11 token down or being reloaded): try again shortly.
-        request.log.error({ event: 'signing_failed', kid: key.kid, err }, 'signing failed')
+        // The key cannot sign right now (a PKCS#11 token down or being reloaded, which is reported once
+        // where it is noticed): try again shortly. Any other failure is logged here.
+        if ((err as { code?: unknown }).code !== 'ERR_TOKEN_UNAVAILABLE') request.log.error({ event: 'signing_failed', kid: key.kid, err }, 'signing failed')
         throw new TemporarilyUnavailable('signing failed')
       }
       metrics.signingSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)

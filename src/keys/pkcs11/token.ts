@@ -256,6 +256,8 @@ export async function openPkcs11(settings: Pkcs11Settings, options: Pkcs11Option
     } catch (err) {
       throw new ConfigError('AUTHZ_PKCS11_PIN_FILE', `cannot read ${settings.pin.file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
     }
+    // An empty PIN is a mistake, and a failed login counts toward the token's lockout.
+    if (pin === '') throw new ConfigError('AUTHZ_PKCS11_PIN_FILE', `${settings.pin.file} is empty`)
   } else {
     pin = settings.pin.value
   }
