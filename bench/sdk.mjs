@@ -11,9 +11,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { thumbprintOf } from '@authz/sdk'
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { ensureDevPki } from '../dist/pki/dev-files.js'
-import { verifyCosts } from './verify-cost.mjs'
+import { key, tokenClaims, verifyCosts } from './verify-cost.mjs'
 
 const arg = (name, fallback) => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : fallback)
 const rounds = arg('--rounds', 3)
@@ -25,29 +24,10 @@ const here = new URL('.', import.meta.url).pathname
 const dir = mkdtempSync(join(tmpdir(), 'authz-sdk-bench-'))
 const { paths } = await ensureDevPki(join(dir, 'pki'), ['order-service'])
 
-async function key(alg) {
-  const { privateKey, publicKey } = await generateKeyPair(alg)
-  const jwk = await exportJWK(publicKey)
-  const kid = await calculateJwkThumbprint(jwk)
-  return { jwk: { ...jwk, kid, alg, use: 'sig' }, sign: (claims) => new SignJWT(claims).setProtectedHeader({ alg, typ: 'at+jwt', kid }).sign(privateKey) }
-}
 const rsa = await key('RS256')
 const ec = await key('ES256')
 const thumbprint = thumbprintOf(readFileSync(paths.clientCert('order-service'), 'utf8'))
-const claims = () => {
-  const now = Math.floor(Date.now() / 1000)
-  return {
-    iss: 'https://authz.internal',
-    sub: 'order-service',
-    aud: 'inventory-service',
-    iat: now,
-    nbf: now,
-    exp: now + 900,
-    jti: crypto.randomUUID(),
-    scope: 'stock:read',
-    cnf: { 'x5t#S256': thumbprint },
-  }
-}
+const claims = () => tokenClaims(thumbprint)
 const jwks = JSON.stringify({ keys: [rsa.jwk, ec.jwk] })
 const token = await rsa.sign(claims())
 

@@ -6,11 +6,28 @@
 import { createVerifier } from '@authz/sdk'
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose'
 
-async function key(alg) {
+/** A signing key of the bench's own, as a JWK (public members, kid, alg) and a token signer. */
+export async function key(alg) {
   const { privateKey, publicKey } = await generateKeyPair(alg)
   const jwk = await exportJWK(publicKey)
   const kid = await calculateJwkThumbprint(jwk)
   return { jwk: { ...jwk, kid, alg, use: 'sig' }, sign: (claims) => new SignJWT(claims).setProtectedHeader({ alg, typ: 'at+jwt', kid }).sign(privateKey) }
+}
+
+/** The claims of an authz token for order-service → inventory-service, fresh now, bound to `thumbprint`. */
+export function tokenClaims(thumbprint) {
+  const now = Math.floor(Date.now() / 1000)
+  return {
+    iss: 'https://authz.internal',
+    sub: 'order-service',
+    aud: 'inventory-service',
+    iat: now,
+    nbf: now,
+    exp: now + 900,
+    jti: crypto.randomUUID(),
+    scope: 'stock:read',
+    cnf: { 'x5t#S256': thumbprint },
+  }
 }
 
 /**
@@ -20,20 +37,7 @@ async function key(alg) {
 export async function verifyCosts({ n = 3000, first = 'RS256', thumbprint = 'A'.repeat(43) } = {}) {
   const keys = { RS256: await key('RS256'), ES256: await key('ES256') }
   const jwks = JSON.stringify({ keys: [keys.RS256.jwk, keys.ES256.jwk] })
-  const claims = () => {
-    const now = Math.floor(Date.now() / 1000)
-    return {
-      iss: 'https://authz.internal',
-      sub: 'order-service',
-      aud: 'inventory-service',
-      iat: now,
-      nbf: now,
-      exp: now + 900,
-      jti: crypto.randomUUID(),
-      scope: 'stock:read',
-      cnf: { 'x5t#S256': thumbprint },
-    }
-  }
+  const claims = () => tokenClaims(thumbprint)
   const perToken = async (alg) => {
     const tokens = await Promise.all(Array.from({ length: n }, () => keys[alg].sign(claims())))
     const verifier = await createVerifier({ issuer: 'https://authz.internal', audience: 'inventory-service', keys: jwks, algorithms: ['RS256', 'ES256'], cache: false })

@@ -37,6 +37,18 @@ func proxied(t *testing.T, proxy *testissuer.JWKSProxy, clock *testissuer.FakeCl
 	return v, fetches, err
 }
 
+// loaded is proxied for a verifier that must start: it fails the test otherwise, and returns once the
+// first load is reported.
+func loaded(t *testing.T, proxy *testissuer.JWKSProxy, clock *testissuer.FakeClock) (*authz.Verifier, chan fetchEvent) {
+	t.Helper()
+	v, fetches, err := proxied(t, proxy, clock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextFetch(t, fetches)
+	return v, fetches
+}
+
 func nextFetch(t *testing.T, ch chan fetchEvent) fetchEvent {
 	t.Helper()
 	select {
@@ -69,11 +81,7 @@ func TestKeyRotationOnAuthzCostsOneJWKSRefetch(t *testing.T) {
 	proxy := testissuer.NewJWKSProxy(rot.JWKSURL)
 	defer proxy.Close()
 	clock := testissuer.NewFakeClock()
-	v, fetches, err := proxied(t, proxy, clock, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nextFetch(t, fetches)
+	v, _ := loaded(t, proxy, clock)
 	peer := leaf(rot.ClientCert("order-service"))
 	oldToken, err := rot.RawToken("order-service", "inventory-service", "stock:read")
 	if err != nil {
@@ -113,11 +121,7 @@ func TestUnknownKIDFloodCausesAtMostOneFetchPerCooldown(t *testing.T) {
 	proxy := testissuer.NewJWKSProxy(iss.JWKSURL)
 	defer proxy.Close()
 	clock := testissuer.NewFakeClock()
-	v, fetches, err := proxied(t, proxy, clock, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nextFetch(t, fetches)
+	v, _ := loaded(t, proxy, clock)
 	s := newStaticSet()
 	forged := func(i int) string {
 		return testissuer.Sign(jwt.SigningMethodRS256, s.rsa, "forged-"+string(rune('a'+i%26)), s.claims(), nil)
@@ -243,11 +247,7 @@ func TestJWKSRefreshHonoursMaxAgeWithinBounds(t *testing.T) {
 		proxy := testissuer.NewJWKSProxy(iss.JWKSURL)
 		proxy.CacheControl.Store(c.cacheControl)
 		clock := testissuer.NewFakeClock()
-		_, fetches, err := proxied(t, proxy, clock, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nextFetch(t, fetches)
+		_, fetches := loaded(t, proxy, clock)
 		if got := drainArmed(clock); got != c.want {
 			t.Errorf("Cache-Control %q: next refresh in %v, want %v", c.cacheControl, got, c.want)
 		}
@@ -268,11 +268,7 @@ func TestTheDefaultIssuerMaxAgeIsHonoured(t *testing.T) {
 	clock := testissuer.NewFakeClock()
 	proxy := testissuer.NewJWKSProxy(iss.JWKSURL) // passes authz's own Cache-Control through
 	defer proxy.Close()
-	_, fetches, err := proxied(t, proxy, clock, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nextFetch(t, fetches)
+	_, _ = loaded(t, proxy, clock)
 	if got := drainArmed(clock); got != 600*time.Second {
 		t.Fatalf("next refresh in %v, want authz's AUTHZ_JWKS_MAX_AGE default (600 s)", got)
 	}

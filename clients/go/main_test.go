@@ -1,14 +1,12 @@
 package authz_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,26 +36,8 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-// syncBuffer is a log destination tests can read while handlers write.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func jsonLogger() (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func jsonLogger() (*slog.Logger, *testissuer.SyncBuffer) {
+	buf := &testissuer.SyncBuffer{}
 	return slog.New(slog.NewJSONHandler(buf, nil)), buf
 }
 
@@ -77,7 +57,12 @@ func tokenSource(t *testing.T, is *testissuer.Issuer, caller string, mod func(*a
 
 func liveVerifier(t *testing.T, is *testissuer.Issuer, mod func(*authz.VerifierConfig)) *authz.Verifier {
 	t.Helper()
-	cfg := authz.VerifierConfig{Issuer: testissuer.IssuerName, Audience: "inventory-service", JWKSURL: is.JWKSURL}
+	return newVerifier(t, authz.VerifierConfig{Issuer: testissuer.IssuerName, Audience: "inventory-service", JWKSURL: is.JWKSURL}, mod)
+}
+
+// newVerifier builds a verifier from cfg as mod changes it, closed when the test ends.
+func newVerifier(t *testing.T, cfg authz.VerifierConfig, mod func(*authz.VerifierConfig)) *authz.Verifier {
+	t.Helper()
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -47,16 +47,7 @@ func (s *staticSet) jwks() []byte {
 
 func (s *staticSet) verifier(t *testing.T, mod func(*authz.VerifierConfig)) *authz.Verifier {
 	t.Helper()
-	cfg := authz.VerifierConfig{Issuer: testissuer.IssuerName, Audience: "inventory-service", Keys: s.jwks(), Clock: s.clock}
-	if mod != nil {
-		mod(&cfg)
-	}
-	v, err := authz.NewVerifier(ctxT(t), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(v.Close)
-	return v
+	return newVerifier(t, authz.VerifierConfig{Issuer: testissuer.IssuerName, Audience: "inventory-service", Keys: s.jwks(), Clock: s.clock}, mod)
 }
 
 func (s *staticSet) claims() jwt.MapClaims {

@@ -4,15 +4,10 @@
  * Usage: p11-impostor.ts <module> <token label> <pin> <object label>
  */
 import pkcs11js from 'pkcs11js'
+import { withTokenSession } from './p11-session.js'
 
 const [module, tokenLabel, pin, label] = process.argv.slice(2) as [string, string, string, string]
-const p11 = new pkcs11js.PKCS11()
-p11.load(module)
-p11.C_Initialize()
-try {
-  const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === tokenLabel) as Buffer
-  const session = p11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION)
-  p11.C_Login(session, pkcs11js.CKU_USER, pin)
+withTokenSession(module, tokenLabel, pin, (p11, session) => {
   const common = [
     { type: pkcs11js.CKA_TOKEN, value: true },
     { type: pkcs11js.CKA_LABEL, value: label },
@@ -23,6 +18,4 @@ try {
     [...common, { type: pkcs11js.CKA_VERIFY, value: true }, { type: pkcs11js.CKA_EC_PARAMS, value: Buffer.from('06082a8648ce3d030107', 'hex') }],
     [...common, { type: pkcs11js.CKA_SIGN, value: true }, { type: pkcs11js.CKA_PRIVATE, value: true }, { type: pkcs11js.CKA_SENSITIVE, value: true }],
   )
-} finally {
-  p11.C_Finalize()
-}
+})

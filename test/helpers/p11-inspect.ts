@@ -4,15 +4,10 @@
  * Usage: p11-inspect.ts <module> <token label> <pin> <object label>
  */
 import pkcs11js from 'pkcs11js'
+import { withTokenSession } from './p11-session.js'
 
 const [module, tokenLabel, pin, label] = process.argv.slice(2) as [string, string, string, string]
-const p11 = new pkcs11js.PKCS11()
-p11.load(module)
-p11.C_Initialize()
-try {
-  const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === tokenLabel) as Buffer
-  const session = p11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION)
-  p11.C_Login(session, pkcs11js.CKU_USER, pin)
+withTokenSession(module, tokenLabel, pin, (p11, session) => {
   const find = (template: pkcs11js.Template): Buffer[] => {
     p11.C_FindObjectsInit(session, template)
     const found = p11.C_FindObjects(session, 10)
@@ -31,6 +26,4 @@ try {
     report.sensitive = (sensitive?.value as Buffer)[0] === 1
   }
   process.stdout.write(JSON.stringify(report))
-} finally {
-  p11.C_Finalize()
-}
+})

@@ -53,19 +53,19 @@ func CallerBody(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, c.Service+" "+r.URL.Path)
 }
 
-// syncBuffer is a log destination the suite reads while handlers write.
-type syncBuffer struct {
+// SyncBuffer is a log destination a test reads while handlers write.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -83,7 +83,7 @@ func RunHTTPGuardSuite(t *testing.T, is *Issuer, build HTTPGuard) {
 	proxy := NewJWKSProxy(is.JWKSURL)
 	defer proxy.Close()
 	proxy.AddKey(&trusted.PublicKey, "test-rsa", "RS256")
-	logs := &syncBuffer{}
+	logs := &SyncBuffer{}
 	v, err := authz.NewVerifier(ctx, authz.VerifierConfig{
 		Issuer: IssuerName, Audience: "inventory-service", JWKSURL: proxy.URL(),
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
