@@ -5,7 +5,7 @@
  */
 import type { Server as HttpsServer } from 'node:https'
 import type { TLSSocket } from 'node:tls'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type RawServerBase } from 'fastify'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
 import type { KeyStore } from './keys/store.js'
@@ -62,6 +62,17 @@ export function connectionsOf(app: MainApp | FastifyInstance): ConnectionLifetim
   return found
 }
 
+/**
+ * Registers an app's connection lifetimes: retired, too old, refused, or the server is draining, an
+ * answer is its connection's last.
+ */
+function trackLifetimes<S extends RawServerBase>(app: FastifyInstance<S>, connections: ConnectionLifetimes): ConnectionLifetimes {
+  lifetimes.set(app, connections)
+  app.addHook('onSend', async (request, reply) => {
+    if (connections.closeReason(request.raw.socket) !== undefined) void reply.header('connection', 'close')
+  })
+  return connections
+}
 
 /** Builds the main (mTLS) app. It does not listen. */
 export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps): Promise<MainApp> {
@@ -79,12 +90,7 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
   server.maxConnections = config.maxConnections
   // A connection's certificate, and so its identity, must not change under us (TLS 1.2 renegotiation).
   server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
-  const connections = new ConnectionLifetimes(server, { clock: deps.clock, maxAgeMs: config.maxConnectionAge * 1000 })
-  lifetimes.set(app, connections)
-  // Retired, too old, refused, or the server is draining: this answer is the connection's last.
-  app.addHook('onSend', async (request, reply) => {
-    if (connections.closeReason(request.raw.socket) !== undefined) void reply.header('connection', 'close')
-  })
+  const connections = trackLifetimes(app, new ConnectionLifetimes(server, { clock: deps.clock, maxAgeMs: config.maxConnectionAge * 1000 }))
   const stopTickets = rotateTicketKeys(server, deps.ticketKeyRotationMs)
   app.addHook('onClose', async () => stopTickets())
   app.removeContentTypeParser('text/plain')
@@ -108,12 +114,7 @@ export async function buildOpsApp(config: Config, deps: AppDeps): Promise<Fastif
     logController: new LogController({ disableRequestLogging: true }),
     loggerInstance: deps.logger.child({ listener: 'ops' }),
   })
-  const connections = new ConnectionLifetimes(app.server, { clock: deps.clock, maxAgeMs: 0, plain: true })
-  lifetimes.set(app, connections)
-  // Draining: this answer is the connection's last.
-  app.addHook('onSend', async (request, reply) => {
-    if (connections.closeReason(request.raw.socket) !== undefined) void reply.header('connection', 'close')
-  })
+  trackLifetimes(app, new ConnectionLifetimes(app.server, { clock: deps.clock, maxAgeMs: 0, plain: true }))
   app.removeAllContentTypeParsers()
   installErrorHandling(app, deps.metrics)
   await app.register(opsRoutes, deps)

@@ -38,9 +38,6 @@ export async function requireManifestText(dir: string): Promise<string> {
   return text
 }
 
-/**
- * Loads the keyset. `previous` lets already-imported keys be reused (a reload re-imports only new kids).
- */
 export interface LoadOptions {
   readonly passphrase?: string | undefined
   /** The keyset in force: keys already loaded are reused (a reload loads only new kids). */

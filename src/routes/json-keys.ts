@@ -1,7 +1,7 @@
 /**
  * JSON.parse keeps the last of repeated object keys, so `{"audience":"a","audience":"b"}` would be a
  * request for "b" that a proxy or log reader may take for "a". A repeated top-level key is refused, as a
- * repeated form parameter is. One linear pass over the text, before parsing.
+ * repeated form parameter is. One linear pass over the text, once it parsed.
  */
 
 /** The first key that appears twice in the top-level object of `text`, or undefined. Assumes nothing about validity. */
