@@ -41,6 +41,9 @@ export interface ReloaderOptions<E extends Error> {
   readonly schedule?: Schedule
 }
 
+/** The wait before retry number `attempt` (1, 2, …): doubling from `initialMs`, never above `maxMs`. */
+export const backoffMs = (attempt: number, initialMs: number, maxMs: number): number => Math.min(initialMs * 2 ** Math.min(attempt - 1, 30), maxMs)
+
 /** A timer: runs `fn` after `ms` unless cancelled. */
 export type Schedule = (fn: () => unknown, ms: number) => { cancel(): void }
 
@@ -143,9 +146,7 @@ export class Reloader<E extends Error = Error> {
   }
 
   #scheduleRetry(attempts: number): number {
-    const initial = this.#options.backoff?.initialMs ?? 500
-    const max = this.#options.backoff?.maxMs ?? 30_000
-    const delay = Math.min(initial * 2 ** Math.min(attempts - 1, 30), max)
+    const delay = backoffMs(attempts, this.#options.backoff?.initialMs ?? 500, this.#options.backoff?.maxMs ?? 30_000)
     if (this.#closed) return delay
     this.#retry?.cancel()
     this.#retry = (this.#options.schedule ?? unrefTimeout)(() => {

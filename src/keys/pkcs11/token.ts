@@ -15,6 +15,7 @@ import type { TokenKeys } from '../keyset.js'
 import type { Pkcs11Key } from '../manifest.js'
 import { publicJwkFrom, type Alg, type PublicJwk } from '../material.js'
 import type { KeySigner } from '../signing.js'
+import { backoffMs } from '../../util/reloader.js'
 import type { Pkcs11Operation, Pkcs11Reply, Pkcs11WorkerData } from './protocol.js'
 
 export interface Pkcs11Config extends Pkcs11WorkerData {
@@ -208,9 +209,7 @@ export class Pkcs11Token implements TokenKeys, TokenAdmin {
 
   #schedule(): void {
     if (this.#closed) return
-    const initial = this.#options.backoff?.initialMs ?? 1000
-    const max = this.#options.backoff?.maxMs ?? 30_000
-    const delay = Math.min(initial * 2 ** Math.min(this.#attempts++, 30), max)
+    const delay = backoffMs(++this.#attempts, this.#options.backoff?.initialMs ?? 1000, this.#options.backoff?.maxMs ?? 30_000)
     this.#retry = setTimeout(() => void this.#reconnect(), delay)
     this.#retry.unref()
   }
