@@ -3,6 +3,7 @@ import { decodeJwt } from 'jose'
 import t, { type Test } from 'tap'
 import { TokenClient, type RefreshEvent } from '../../packages/sdk/src/token-client.js'
 import { TokenClientError } from '../../packages/sdk/src/errors.js'
+import { ManualClock } from '../../packages/sdk/src/clock.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
 import { testPki } from '../helpers/pki.js'
 
@@ -136,6 +137,9 @@ t.test('a refusal is ERR_TOKEN_DENIED with the OAuth error', async (t) => {
 t.test('options are checked', async (t) => {
   t.throws(() => new TokenClient({ tokenUrl: 'http://x/token', ca: '', cert: '', key: '' }), TypeError)
   t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', refreshRatio: 1 }), TypeError)
+  t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', jitter: 1 }), TypeError)
+  t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', minRemainingMs: Number.NaN }), TypeError)
+  t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', retry: { maxMs: -1 } }), TypeError)
 })
 
 /**
@@ -157,9 +161,17 @@ async function resettingEndpoint(t: Test, resets: number) {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
   const pair = pki.client('order-service')
-  const client = new TokenClient({ tokenUrl: `https://localhost:${(server.address() as { port: number }).port}/token`, ca: pki.ca.certPem, cert: pair.certPem, key: pair.keyPem, backgroundRefresh: false })
+  const clock = new ManualClock()
+  const client = new TokenClient({
+    tokenUrl: `https://localhost:${(server.address() as { port: number }).port}/token`,
+    ca: pki.ca.certPem,
+    cert: pair.certPem,
+    key: pair.keyPem,
+    backgroundRefresh: false,
+    clock,
+  })
   t.teardown(() => client.close())
-  return { client, seen }
+  return { client, seen, clock }
 }
 
 t.test('a first getToken that meets a reset connection retries once, on a fresh connection', async (t) => {
@@ -169,9 +181,59 @@ t.test('a first getToken that meets a reset connection retries once, on a fresh 
 })
 
 t.test('only once: a second reset is a typed network error', async (t) => {
-  const { client, seen } = await resettingEndpoint(t, 2)
+  const { client, seen, clock } = await resettingEndpoint(t, 2)
   const err = (await client.getToken('inventory-service').catch((e: unknown) => e)) as TokenClientError
   t.equal(err.code, 'ERR_TOKEN_NETWORK')
   t.equal(seen.requests, 2, 'two attempts, no more')
-  t.equal(await client.getToken('inventory-service'), 'token-3', 'the next call asks again')
+  clock.advance(1000) // the first backoff is 0.5–1 s
+  t.equal(await client.getToken('inventory-service'), 'token-3', 'the next call after the backoff asks again')
+})
+
+t.test('nothing cached and authz failing: callers within the backoff get the last error, without a request', async (t) => {
+  const h = await startHarness(t)
+  const seen = refreshes()
+  const client = clientFor(t, h, 'order-service', { retry: { initialMs: 1000, maxMs: 8000 }, onRefresh: seen.onRefresh })
+  await h.main.close()
+  const first = await client.getToken('inventory-service').catch((e: unknown) => e)
+  t.match(first, { code: 'ERR_TOKEN_NETWORK' })
+  for (let i = 0; i < 50; i++) t.equal(await client.getToken('inventory-service').catch((e: unknown) => e), first, 'the same error, at once')
+  t.equal(seen.events.length, 1, 'one request for 51 calls')
+  h.clock.advance(999) // random() = 0.5: the first backoff is 750 ms
+  t.match(await client.getToken('inventory-service').catch((e: unknown) => e), { code: 'ERR_TOKEN_NETWORK' })
+  t.equal(seen.events.length, 2, 'after the backoff: a new request')
+  h.clock.advance(1000) // second backoff: 1.5 s
+  await client.getToken('inventory-service').catch(() => undefined)
+  t.equal(seen.events.length, 2, 'the backoff grows')
+})
+
+t.test("authz's Retry-After on a 429 holds every caller back that long", async (t) => {
+  const h = await startHarness(t, { env: { AUTHZ_RATE_LIMIT: '1' } })
+  const seen = refreshes()
+  const client = clientFor(t, h, 'order-service', { onRefresh: seen.onRefresh })
+  await client.getToken('inventory-service')
+  const denied = (await client.getToken('inventory-service', 'stock:read').catch((e: unknown) => e)) as TokenClientError
+  t.match(denied, { code: 'ERR_TOKEN_DENIED', status: 429, oauthError: 'slow_down' })
+  t.ok(denied.retryAfterSeconds !== undefined && denied.retryAfterSeconds >= 1, 'Retry-After is read')
+  h.clock.advance((denied.retryAfterSeconds as number) * 1000 - 1)
+  t.equal(await client.getToken('inventory-service', 'stock:read').catch((e: unknown) => e), denied, 'not asked again before Retry-After')
+  t.equal(seen.events.length, 2)
+  h.clock.advance(1)
+  t.ok(await client.getToken('inventory-service', 'stock:read'), 'asked again at Retry-After, and granted')
+  t.equal(seen.events.length, 3)
+})
+
+t.test('an onRefresh listener that throws changes nothing: the token is cached and served', async (t) => {
+  const h = await startHarness(t)
+  let calls = 0
+  const client = clientFor(t, h, 'order-service', {
+    onRefresh: () => {
+      calls++
+      throw new Error('metrics down')
+    },
+  })
+  const token = await client.getToken('inventory-service')
+  t.equal(await client.getToken('inventory-service'), token, 'cached')
+  t.equal(await client.getToken('inventory-service'), token)
+  t.equal(issued(h), 1, 'one request to authz')
+  t.equal(calls, 1)
 })

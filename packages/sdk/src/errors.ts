@@ -17,12 +17,19 @@ export class TokenClientError extends Error {
   readonly status: number | undefined
   /** OAuth `error` from authz, when there was one. */
   readonly oauthError: string | undefined
-  constructor(code: TokenClientErrorCode, message: string, details: { status?: number; oauthError?: string; cause?: unknown } = {}) {
+  /** authz's `Retry-After` on a 429, seconds: the client asks again no sooner. */
+  readonly retryAfterSeconds: number | undefined
+  constructor(
+    code: TokenClientErrorCode,
+    message: string,
+    details: { status?: number; oauthError?: string; retryAfterSeconds?: number; cause?: unknown } = {},
+  ) {
     super(message, { cause: details.cause })
     this.name = 'TokenClientError'
     this.code = code
     this.status = details.status
     this.oauthError = details.oauthError
+    this.retryAfterSeconds = details.retryAfterSeconds
   }
 }
 

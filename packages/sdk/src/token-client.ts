@@ -2,7 +2,9 @@
  * The calling side: gets tokens from authz over mTLS, caches one per (audience, scopes), refreshes it in
  * the background at about half its lifetime (±10 % jitter, never later than `exp` − 60 s), with at most
  * one request in flight per key however many callers wait, and keeps serving a cached token while
- * refreshes fail (retrying with exponential backoff) until it expires. A request that has no cached token
+ * refreshes fail (retrying with exponential backoff, and never before authz's Retry-After) until it
+ * expires. With nothing valid cached, a caller during the backoff gets the last error at once instead of
+ * a new request: an outage or a refusal is not retried at the callers' rate. A request that has no cached token
  * to fall back on and meets a reset connection (authz retires old keep-alive connections after a CA or
  * CRL update, and a request can race the close) is retried once, on a fresh connection.
  */
@@ -53,7 +55,6 @@ interface CachedToken {
   readonly value: string
   readonly expiresAt: number
   readonly refreshAt: number
-  readonly scope: string | undefined
 }
 
 interface Entry {
@@ -63,7 +64,36 @@ interface Entry {
   inflight?: Promise<CachedToken>
   failures: number
   retryAt: number
+  /** Why the last request failed, until one succeeds. */
+  lastError?: TokenClientError
   timer?: NodeJS.Timeout
+}
+
+/** The options' pacing, resolved and checked once. */
+interface Pacing {
+  readonly refreshRatio: number
+  readonly jitter: number
+  readonly minRemainingMs: number
+  readonly retryInitialMs: number
+  readonly retryMaxMs: number
+  readonly timeoutMs: number
+}
+
+function pacingOf(options: TokenClientOptions): Pacing {
+  const pacing: Pacing = {
+    refreshRatio: options.refreshRatio ?? 0.5,
+    jitter: options.jitter ?? 0.1,
+    minRemainingMs: options.minRemainingMs ?? 60_000,
+    retryInitialMs: options.retry?.initialMs ?? 1000,
+    retryMaxMs: options.retry?.maxMs ?? 30_000,
+    timeoutMs: options.timeoutMs ?? 5000,
+  }
+  if (!(pacing.refreshRatio > 0 && pacing.refreshRatio < 1)) throw new TypeError('refreshRatio must be between 0 and 1')
+  if (!(pacing.jitter >= 0 && pacing.jitter < 1)) throw new TypeError('jitter must be at least 0 and below 1')
+  for (const name of ['minRemainingMs', 'retryInitialMs', 'retryMaxMs', 'timeoutMs'] as const) {
+    if (!(Number.isFinite(pacing[name]) && pacing[name] >= 0)) throw new TypeError(`${name} must be a finite number of ms, at least 0`)
+  }
+  return pacing
 }
 
 /** One cached token per (audience, scopes), refreshed before it expires. */
@@ -73,12 +103,12 @@ export class TokenClient {
   readonly #clock: Clock
   readonly #random: () => number
   readonly #options: TokenClientOptions
+  readonly #pacing: Pacing
   readonly #entries = new Map<string, Entry>()
   #closed = false
 
   constructor(options: TokenClientOptions) {
-    const ratio = options.refreshRatio ?? 0.5
-    if (!(ratio > 0 && ratio < 1)) throw new TypeError('refreshRatio must be between 0 and 1')
+    this.#pacing = pacingOf(options)
     this.#options = options
     this.#url = new URL(options.tokenUrl)
     if (this.#url.protocol !== 'https:') throw new TypeError('tokenUrl must be an https URL')
@@ -119,39 +149,51 @@ export class TokenClient {
   }
 
   #refreshInBackground(entry: Entry): void {
-    if (this.#closed || entry.inflight !== undefined || this.#clock.now() < entry.retryAt) return
+    if (this.#closed || entry.inflight !== undefined) return
     this.#refresh(entry).catch(() => undefined) // the failure is handled (backoff) in #refresh
   }
 
   #refresh(entry: Entry): Promise<CachedToken> {
     if (entry.inflight !== undefined) return entry.inflight
+    // Within the backoff after a failure: no new request, the last error.
+    if (entry.lastError !== undefined && this.#clock.now() < entry.retryAt) return Promise.reject(entry.lastError)
     const startedAt = this.#clock.now()
-    const report = (error?: TokenClientError): void =>
-      this.#options.onRefresh?.({ audience: entry.audience, scopes: entry.scopes, startedAt, ok: error === undefined, ...(error === undefined ? {} : { error }) })
     entry.inflight = this.#fetch(entry).then(
       (token) => {
-        report()
         entry.token = token
         entry.failures = 0
         entry.retryAt = 0
+        entry.lastError = undefined
         entry.inflight = undefined
         this.#schedule(entry, token.refreshAt)
+        this.#report(entry, startedAt)
         return token
       },
       (err: unknown) => {
-        report(err as TokenClientError)
+        const error = err as TokenClientError
         entry.failures++
-        const retry = this.#options.retry ?? {}
-        const base = Math.min(retry.maxMs ?? 30_000, (retry.initialMs ?? 1000) * 2 ** (entry.failures - 1))
-        const delay = base / 2 + (this.#random() * base) / 2
+        const { retryInitialMs, retryMaxMs } = this.#pacing
+        const base = Math.min(retryMaxMs, retryInitialMs * 2 ** Math.min(entry.failures - 1, 30))
+        const delay = Math.max(base / 2 + (this.#random() * base) / 2, (error.retryAfterSeconds ?? 0) * 1000)
         entry.retryAt = this.#clock.now() + delay
+        entry.lastError = error
         entry.inflight = undefined
         // Keep trying while the cached token is still good, so callers never see the outage.
         if (entry.token !== undefined && entry.retryAt < entry.token.expiresAt) this.#schedule(entry, entry.retryAt)
-        throw err
+        this.#report(entry, startedAt, error)
+        throw error
       },
     )
     return entry.inflight
+  }
+
+  /** Tells `onRefresh`, after the entry is settled: a listener that throws changes nothing here. */
+  #report(entry: Entry, startedAt: number, error?: TokenClientError): void {
+    try {
+      this.#options.onRefresh?.({ audience: entry.audience, scopes: entry.scopes, startedAt, ok: error === undefined, ...(error === undefined ? {} : { error }) })
+    } catch {
+      // the listener's own fault: the token, its refresh and its backoff stand
+    }
   }
 
   #schedule(entry: Entry, at: number): void {
@@ -173,7 +215,7 @@ export class TokenClient {
         method: 'POST',
         headers: { 'content-type': 'application/json', accept: 'application/json' },
         body,
-        timeoutMs: this.#options.timeoutMs ?? 5000,
+        timeoutMs: this.#pacing.timeoutMs,
         ...(agent === false ? { tls: { ca: this.#options.ca, cert: this.#options.cert, key: this.#options.key } } : { agent }),
       })
     let res: HttpResult
@@ -201,6 +243,7 @@ export class TokenClient {
       throw new TokenClientError(code, `authz refused a token for ${entry.audience}: ${res.status} ${oauthError ?? ''}`.trim(), {
         status: res.status,
         ...(oauthError === undefined ? {} : { oauthError }),
+        ...retryAfterOf(res),
       })
     }
     const { access_token: value, expires_in: expiresIn } = json
@@ -208,17 +251,10 @@ export class TokenClient {
       throw new TokenClientError('ERR_TOKEN_RESPONSE', 'authz answered 200 without access_token/expires_in', { status: 200 })
     }
     const lifetime = expiresIn * 1000
-    const ratio = this.#options.refreshRatio ?? 0.5
-    const jitter = this.#options.jitter ?? 0.1
-    const latest = lifetime - (this.#options.minRemainingMs ?? 60_000)
-    const planned = lifetime * ratio * (1 + jitter * (2 * this.#random() - 1))
-    const refreshIn = Math.max(0, Math.min(planned, latest))
-    return {
-      value,
-      expiresAt: requestedAt + lifetime,
-      refreshAt: requestedAt + refreshIn,
-      scope: typeof json.scope === 'string' ? json.scope : undefined,
-    }
+    const { refreshRatio, jitter, minRemainingMs } = this.#pacing
+    const planned = lifetime * refreshRatio * (1 + jitter * (2 * this.#random() - 1))
+    const refreshIn = Math.max(0, Math.min(planned, lifetime - minRemainingMs))
+    return { value, expiresAt: requestedAt + lifetime, refreshAt: requestedAt + refreshIn }
   }
 }
 
@@ -226,6 +262,13 @@ function normaliseScopes(scopes: string | readonly string[] | undefined): string
   if (scopes === undefined) return []
   const list = typeof scopes === 'string' ? splitScopes(scopes) : scopes.filter((s) => s !== '')
   return [...new Set(list)].sort()
+}
+
+/** authz's `Retry-After` (429 `slow_down`), in seconds, when it sent a sane one. */
+function retryAfterOf(res: HttpResult): { retryAfterSeconds?: number } {
+  const header = res.headers['retry-after']
+  const seconds = typeof header === 'string' && /^\d{1,4}$/.test(header) ? Number(header) : 0
+  return seconds > 0 && seconds <= 3600 ? { retryAfterSeconds: seconds } : {}
 }
 
 /** A connection the server closed under a request: ECONNRESET, EPIPE, or Node's "socket hang up". */
