@@ -16,3 +16,13 @@ export function thumbprintOf(cert: CertificateInput): string {
   else throw new VerifyError('ERR_BINDING_REQUIRED', 'no certificate bytes')
   return createHash('sha256').update(der).digest('base64url')
 }
+
+/**
+ * The thumbprint of a peer certificate as TLS reports it, or undefined when there is none (Node reports a
+ * missing peer certificate as null, undefined or an empty object).
+ */
+export function peerThumbprintOf(cert: CertificateInput | null | undefined): string | undefined {
+  if (cert === undefined || cert === null) return undefined
+  if (typeof cert === 'object' && !(cert instanceof Uint8Array) && !(cert instanceof X509Certificate) && cert.raw === undefined) return undefined
+  return thumbprintOf(cert)
+}

@@ -8,7 +8,7 @@
 import type { TLSSocket } from 'node:tls'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { CalleePolicy, type RouteRule } from './callee-policy.js'
-import { thumbprintOf } from './certificate.js'
+import { peerThumbprintOf } from './certificate.js'
 import { VerifyError } from './errors.js'
 import type { VerifiedCaller, Verifier } from './verifier.js'
 
@@ -59,8 +59,7 @@ const thumbprints = new WeakMap<TLSSocket, string | null>()
 function peerThumbprint(socket: TLSSocket): string | null {
   let thumbprint = thumbprints.get(socket)
   if (thumbprint === undefined) {
-    const cert = socket.getPeerCertificate(false)
-    thumbprint = cert?.raw === undefined ? null : thumbprintOf(cert.raw)
+    thumbprint = peerThumbprintOf(socket.getPeerCertificate(false)) ?? null
     thumbprints.set(socket, thumbprint)
   }
   return thumbprint

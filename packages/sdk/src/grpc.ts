@@ -8,7 +8,7 @@
  */
 import grpc from '@grpc/grpc-js'
 import { CalleePolicy, type RouteRule } from './callee-policy.js'
-import { thumbprintOf } from './certificate.js'
+import { peerThumbprintOf } from './certificate.js'
 import { VerifyError } from './errors.js'
 import type { TokenClient } from './token-client.js'
 import type { VerifiedCaller, Verifier } from './verifier.js'
@@ -80,37 +80,55 @@ type AnyServerCall =
   | grpc.ServerWritableStream<unknown, unknown>
   | grpc.ServerDuplexStream<unknown, unknown>
 
+/** Calls a user's callback; its throw is its own fault and changes nothing about the answer. */
+function safely<A extends unknown[]>(callback: ((...args: A) => void) | undefined, ...args: A): void {
+  try {
+    callback?.(...args)
+  } catch {
+    // the call is answered all the same
+  }
+}
+
+type Guard = (call: AnyServerCall, fail: Fail, handler: (caller: VerifiedCaller) => void | Promise<void>) => void
+
 /**
- * Verifies the call, decides, and runs `handler` for an allowed caller. Every path ends in exactly one
- * `fail` or a handler run; a handler's synchronous throw or rejection becomes UNKNOWN.
+ * The guard of one wrapped method: verifies the call, decides, and runs `handler` for an allowed caller.
+ * Every path ends in exactly one `fail` or a handler run; a handler's synchronous throw or rejection, and
+ * anything else that throws on the way (a callback of the options, the policy), becomes UNKNOWN.
  */
-function guard(call: AnyServerCall, options: GrpcAuthOptions, fail: Fail, handler: (caller: VerifiedCaller) => void | Promise<void>): void {
-  const path = call.getPath()
+function guardOf(options: GrpcAuthOptions): Guard {
   const policy = options.policy ?? new CalleePolicy()
-  const deny = (code: grpc.status, reason: string, caller?: VerifiedCaller): void => {
-    options.onDenied?.({ code, reason, path, ...(caller === undefined ? {} : { sub: caller.service, aud: caller.audience }) })
-    fail(code, code === grpc.status.UNAUTHENTICATED ? 'unauthenticated' : 'permission denied')
+  return (call, fail, handler) => {
+    const path = call.getPath()
+    const deny = (code: grpc.status, reason: string, caller?: VerifiedCaller): void => {
+      safely(options.onDenied, { code, reason, path, ...(caller === undefined ? {} : { sub: caller.service, aud: caller.audience }) })
+      fail(code, code === grpc.status.UNAUTHENTICATED ? 'unauthenticated' : 'permission denied')
+    }
+    const crashed = (err: unknown, caller: VerifiedCaller): void => {
+      safely(options.onHandlerError, err, { path, sub: caller.service })
+      fail(grpc.status.UNKNOWN, 'Unknown error')
+    }
+    const peer = call.getAuthContext().sslPeerCertificate
+    const peerThumbprint = peerThumbprintOf(peer)
+    if (peerThumbprint === undefined) return deny(grpc.status.UNAUTHENTICATED, 'no peer certificate')
+    const token = call.metadata.get(SERVICE_TOKEN_METADATA)
+    if (token.length !== 1 || typeof token[0] !== 'string') return deny(grpc.status.UNAUTHENTICATED, 'ERR_TOKEN_MISSING')
+    options.verifier
+      .verify(token[0], { peerThumbprint })
+      .then(
+        (caller) => {
+          const decision = policy.decide(path, caller, { rule: options.rule, allowUnlisted: options.allowUnlisted })
+          if (decision !== 'allow') return deny(grpc.status.PERMISSION_DENIED, decision === 'unlisted' ? 'method not in policy' : 'scope or caller not allowed', caller)
+          try {
+            Promise.resolve(handler(caller)).catch((err: unknown) => crashed(err, caller))
+          } catch (err) {
+            crashed(err, caller)
+          }
+        },
+        (err: unknown) => deny(grpc.status.UNAUTHENTICATED, err instanceof VerifyError ? err.code : 'ERR_TOKEN_INVALID'),
+      )
+      .catch(() => fail(grpc.status.UNKNOWN, 'Unknown error'))
   }
-  const crashed = (err: unknown, caller: VerifiedCaller): void => {
-    options.onHandlerError?.(err, { path, sub: caller.service })
-    fail(grpc.status.UNKNOWN, 'Unknown error')
-  }
-  const peer = call.getAuthContext().sslPeerCertificate
-  if (peer?.raw === undefined) return deny(grpc.status.UNAUTHENTICATED, 'no peer certificate')
-  const token = call.metadata.get(SERVICE_TOKEN_METADATA)
-  if (token.length !== 1 || typeof token[0] !== 'string') return deny(grpc.status.UNAUTHENTICATED, 'ERR_TOKEN_MISSING')
-  options.verifier.verify(token[0], { peerThumbprint: thumbprintOf(peer.raw) }).then(
-    (caller) => {
-      const decision = policy.decide(path, caller, { rule: options.rule, allowUnlisted: options.allowUnlisted })
-      if (decision !== 'allow') return deny(grpc.status.PERMISSION_DENIED, decision === 'unlisted' ? 'method not in policy' : 'scope or caller not allowed', caller)
-      try {
-        Promise.resolve(handler(caller)).catch((err: unknown) => crashed(err, caller))
-      } catch (err) {
-        crashed(err, caller)
-      }
-    },
-    (err: unknown) => deny(grpc.status.UNAUTHENTICATED, err instanceof VerifyError ? err.code : 'ERR_TOKEN_INVALID'),
-  )
 }
 
 /** A callback that answers once: a handler that answered and then threw must not answer twice. */
@@ -139,17 +157,19 @@ function withCallback<Call extends AnyServerCall, Res>(
   handler: (call: Call, callback: grpc.sendUnaryData<Res>, caller: VerifiedCaller) => void | Promise<void>,
   options: GrpcAuthOptions,
 ): (call: Call, callback: grpc.sendUnaryData<Res>) => void {
+  const guard = guardOf(options)
   return (call, callback) => {
     const answer = once(callback)
-    guard(call, options, answer.fail, (caller) => handler(call, answer.callback, caller))
+    guard(call, answer.fail, (caller) => handler(call, answer.callback, caller))
   }
 }
 
 /** The two handler kinds that answer on the stream (server streaming, bidi) wrap the same way. */
 function onStream<Call>(handler: (call: Call, caller: VerifiedCaller) => void | Promise<void>, options: GrpcAuthOptions): (call: Call) => void {
+  const guard = guardOf(options)
   return (call) => {
     const stream = call as unknown as grpc.ServerWritableStream<unknown, unknown>
-    guard(stream, options, streamFail(stream), (caller) => handler(call, caller))
+    guard(stream, streamFail(stream), (caller) => handler(call, caller))
   }
 }
 

@@ -1,4 +1,7 @@
-/** Minimal HTTP(S) client of the SDK: one request, the whole body, a timeout. */
+/**
+ * Minimal HTTP(S) client of the SDK: one request, the whole body, a deadline. The deadline bounds the
+ * whole exchange (a server that trickles a byte now and then never resets it), not only idle time.
+ */
 import { request as httpRequest, type Agent as HttpAgent } from 'node:http'
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https'
 
@@ -22,6 +25,7 @@ export function httpRequestText(
   },
 ): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
+    const timeoutMs = options.timeoutMs ?? 5000
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest
     const req = send(
       url,
@@ -31,7 +35,6 @@ export function httpRequestText(
         // No agent given: a connection of its own, never one from the global keep-alive pool.
         agent: options.agent ?? false,
         ...(url.protocol === 'https:' ? (options.tls ?? {}) : {}),
-        timeout: options.timeoutMs ?? 5000,
       },
       (res) => {
         const chunks: Buffer[] = []
@@ -44,12 +47,20 @@ export function httpRequestText(
           }
           chunks.push(c)
         })
-        res.on('error', reject)
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }))
+        res.on('error', fail)
+        res.on('end', () => {
+          clearTimeout(deadline)
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') })
+        })
       },
     )
-    req.on('timeout', () => req.destroy(new Error('timeout')))
-    req.on('error', reject)
+    const deadline = setTimeout(() => req.destroy(Object.assign(new Error(`no complete answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })), timeoutMs)
+    deadline.unref()
+    function fail(err: Error): void {
+      clearTimeout(deadline)
+      reject(err)
+    }
+    req.on('error', fail)
     req.end(options.body)
   })
 }

@@ -214,10 +214,10 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
 
   const checkBinding = (verified: Verified, context: VerifyContext): void => {
     const peer = context.peerCertificate
-    const hasPeer = context.peerThumbprint !== undefined || (peer !== undefined && peer !== null && !(typeof peer === 'object' && 'raw' in peer && peer.raw === undefined))
-    if (hasPeer) {
+    // A peer certificate without bytes (Node's `{}` for "none presented") throws ERR_BINDING_REQUIRED.
+    const presented = context.peerThumbprint ?? (peer === undefined || peer === null ? undefined : thumbprintOf(peer))
+    if (presented !== undefined) {
       if (verified.boundTo === undefined) throw new VerifyError('ERR_BINDING_REQUIRED', 'token carries no certificate binding')
-      const presented = context.peerThumbprint ?? thumbprintOf(peer as CertificateInput)
       if (presented !== verified.boundTo) throw new VerifyError('ERR_BINDING_MISMATCH', 'token is bound to another certificate')
     } else if (options.requireBinding === true) {
       throw new VerifyError('ERR_BINDING_REQUIRED', 'no peer certificate to check the binding against')
