@@ -1,0 +1,105 @@
+/**
+ * Bounded logging for events that an attacker or a misbehaving caller can repeat at will (a caller over
+ * its rate limit, refused handshakes): the first event of a key is one line at once, the rest are counted
+ * and summarised in one line per key per interval, never a line per event. A key that stays quiet for a
+ * whole interval is forgotten, so its next event is again a line at once.
+ */
+import type { Logger } from 'pino'
+
+export interface LogSummaryOptions {
+  readonly logger: Logger
+  /** The `event` field of every line (`rate_limited`, `tls_handshake_refused`, …). */
+  readonly event: string
+  /** The message of every line; a summary line says how many events it stands for. */
+  readonly message: string
+  readonly level?: 'warn' | 'info' | 'error'
+  /** Length of one summary interval (default 10 s). */
+  readonly intervalMs?: number
+  /**
+   * Keys tracked at once (default 256). Beyond it, events are counted together in lines marked
+   * `overflow: true`, so a flood of distinct keys costs bounded memory and bounded lines.
+   */
+  readonly maxKeys?: number
+}
+
+interface Tally {
+  fields: Record<string, unknown>
+  /** Events since the last line written for this key. */
+  pending: number
+}
+
+const OVERFLOW = '\0overflow'
+
+export class LogSummary {
+  readonly #options: Required<Omit<LogSummaryOptions, 'logger'>> & { logger: Logger }
+  readonly #tallies = new Map<string, Tally>()
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(options: LogSummaryOptions) {
+    this.#options = { level: 'warn', intervalMs: 10_000, maxKeys: 256, ...options }
+  }
+
+  /** One event of `key`; `fields` describe it (the first event's fields are the ones written). */
+  note(key: string, fields: Record<string, unknown> = {}): void {
+    let tally = this.#tallies.get(key)
+    if (tally === undefined && this.#tallies.size >= this.#options.maxKeys) {
+      // (not a field named `key`: the logger redacts that name, as it may carry key material)
+      key = OVERFLOW
+      tally = this.#tallies.get(key)
+      fields = { overflow: true }
+    }
+    if (tally === undefined) {
+      this.#tallies.set(key, { fields, pending: 0 })
+      this.#write(fields, 1, false)
+      this.#schedule()
+      return
+    }
+    tally.pending++
+  }
+
+  /**
+   * Writes one summary line per key that had events since its last line, and forgets the keys that had
+   * none. Called by the interval timer; tests call it instead of waiting.
+   */
+  flush(): void {
+    for (const [key, tally] of this.#tallies) {
+      if (tally.pending === 0) {
+        this.#tallies.delete(key)
+        continue
+      }
+      this.#write(tally.fields, tally.pending, true)
+      tally.pending = 0
+    }
+    if (this.#tallies.size === 0) this.#stop()
+  }
+
+  /** Writes what is pending and stops the timer (shutdown). */
+  close(): void {
+    this.flush()
+    this.#tallies.clear()
+    this.#stop()
+  }
+
+  /** Keys tracked now (for tests and bounds). */
+  get size(): number {
+    return this.#tallies.size
+  }
+
+  #write(fields: Record<string, unknown>, count: number, summary: boolean): void {
+    const { logger, level, event, message, intervalMs } = this.#options
+    const line = { event, ...fields, count, ...(summary ? { interval_s: intervalMs / 1000 } : {}) }
+    logger[level](line, summary ? `${message} (${count} more in the last ${intervalMs / 1000}s)` : message)
+  }
+
+  #schedule(): void {
+    if (this.#timer !== undefined) return
+    this.#timer = setInterval(() => this.flush(), this.#options.intervalMs)
+    this.#timer.unref()
+  }
+
+  #stop(): void {
+    if (this.#timer === undefined) return
+    clearInterval(this.#timer)
+    this.#timer = undefined
+  }
+}
