@@ -3,6 +3,7 @@
  * handler that throws (synchronously or by rejecting) answers UNKNOWN and never reaches the process as an
  * unhandled rejection.
  */
+import { createServer } from 'node:net'
 import grpc from '@grpc/grpc-js'
 import t, { type Test } from 'tap'
 import { CalleePolicy, parseCalleePolicy } from '../../packages/sdk/src/callee-policy.js'
@@ -11,9 +12,11 @@ import {
   authorizeClientStreaming,
   authorizeServerStreaming,
   authorizeUnary,
+  serviceCallCredentials,
   serviceChannelCredentials,
   type GrpcAuthOptions,
 } from '../../packages/sdk/src/grpc.js'
+import { CalleeCounters } from '../../packages/sdk/src/callee-counters.js'
 import { TokenClient } from '../../packages/sdk/src/token-client.js'
 import { createVerifier } from '../../packages/sdk/src/verifier.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
@@ -55,10 +58,14 @@ async function start(t: Test, h: Harness) {
     clock: h.clock,
   })
   const handlerErrors: string[] = []
+  const denied: Parameters<NonNullable<GrpcAuthOptions['onDenied']>>[0][] = []
+  const counters = new CalleeCounters()
   const auth: GrpcAuthOptions = {
     verifier,
     policy: new CalleePolicy(parseCalleePolicy(policyText)),
     onHandlerError: (err, info) => handlerErrors.push(`${info.path} ${(err as Error).message}`),
+    onDenied: (info) => denied.push(info),
+    onDecision: counters.observe,
   }
   const boom = (): never => {
     throw new Error('a call missing a field')
@@ -106,13 +113,21 @@ async function start(t: Test, h: Harness) {
   const allowed = clientWith(serviceChannelCredentials(identity, tokens, 'inventory-service', 'stock:read'))
   const noScope = clientWith(serviceChannelCredentials(identity, tokens, 'inventory-service', 'stock:deduct'))
   const noToken = clientWith(grpc.credentials.createSsl(identity.ca, identity.key, identity.cert))
+  // order-service's token, sent over payment-service's certificate: a replay.
+  const payment = h.pki.client('payment-service')
+  const replayed = clientWith(
+    grpc.credentials.combineChannelCredentials(
+      grpc.credentials.createSsl(identity.ca, Buffer.from(payment.keyPem), Buffer.from(payment.certPem)),
+      serviceCallCredentials(tokens, 'inventory-service', 'stock:read'),
+    ),
+  )
   t.teardown(async () => {
-    for (const c of [allowed, noScope, noToken]) c.close()
+    for (const c of [allowed, noScope, noToken, replayed]) c.close()
     tokens.close()
     verifier.close()
     await new Promise<void>((resolve) => server.tryShutdown(() => resolve()))
   })
-  return { allowed, noScope, noToken, handlerErrors }
+  return { allowed, noScope, noToken, replayed, handlerErrors, denied, counters, identity, clientWith, tokens }
 }
 
 type Client = Awaited<ReturnType<typeof start>>['allowed']
@@ -178,4 +193,46 @@ t.test('gRPC streaming handlers are guarded like unary ones', async (t) => {
     t.equal(await run(noToken), 'UNAUTHENTICATED unauthenticated', `${name} without a token`)
     t.equal(await run(noScope), 'PERMISSION_DENIED permission denied', `${name} without the scope`)
   }
+})
+
+t.test('gRPC denials carry the shared reason codes; a replayed token says whose it was; counters count', async (t) => {
+  const h = await startHarness(t)
+  const { allowed, noScope, noToken, replayed, denied, counters } = await start(t, h)
+  t.match(await unary(allowed, 'Echo'), /^OK/)
+  t.equal(await unary(noToken, 'Echo'), 'UNAUTHENTICATED unauthenticated')
+  t.equal(await unary(noScope, 'Echo'), 'PERMISSION_DENIED permission denied')
+  t.equal(await unary(replayed, 'Echo'), 'UNAUTHENTICATED unauthenticated', 'a token replayed over another certificate')
+  t.same(
+    denied.map(({ code, reason, sub, aud }) => ({ code: grpc.status[code], reason, sub, aud })),
+    [
+      { code: 'UNAUTHENTICATED', reason: 'ERR_TOKEN_MISSING', sub: undefined, aud: undefined },
+      { code: 'PERMISSION_DENIED', reason: 'ERR_ROUTE_FORBIDDEN', sub: 'order-service', aud: 'inventory-service' },
+      // before: reason "ERR_BINDING_MISMATCH" without sub or aud
+      { code: 'UNAUTHENTICATED', reason: 'ERR_BINDING_MISMATCH', sub: 'order-service', aud: 'inventory-service' },
+    ],
+  )
+  const { verified, denied: byReason } = counters.snapshot()
+  t.equal(verified, 1)
+  t.match(byReason, { ERR_TOKEN_MISSING: 1, ERR_ROUTE_FORBIDDEN: 1, ERR_BINDING_MISMATCH: 1, ERR_TOKEN_EXPIRED: 0 })
+})
+
+t.test('call credentials: authz refusing is UNAUTHENTICATED, authz unreachable or overloaded is UNAVAILABLE (as grpc-go; before: UNKNOWN)', async (t) => {
+  const h = await startHarness(t)
+  const { identity, clientWith } = await start(t, h)
+  const toAuthz = new TokenClient({ tokenUrl: `https://localhost:${h.port}/token`, ...identity, clock: h.clock })
+  const refused = clientWith(serviceChannelCredentials(identity, toAuthz, 'no-such-service'))
+  const closedPort = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number }
+      probe.close(() => resolve(port))
+    })
+  })
+  const toNowhere = new TokenClient({ tokenUrl: `https://127.0.0.1:${closedPort}/token`, ...identity, clock: h.clock })
+  const unreachable = clientWith(serviceChannelCredentials(identity, toNowhere, 'inventory-service'))
+  t.teardown(() => {
+    for (const c of [refused, unreachable]) c.close()
+    for (const c of [toAuthz, toNowhere]) c.close()
+  })
+  t.match(await unary(refused, 'Echo'), /^UNAUTHENTICATED .*invalid_target/, 'a refusal names the OAuth error')
+  t.match(await unary(unreachable, 'Echo'), /^UNAVAILABLE /, 'authz unreachable: try again later')
 })
