@@ -50,7 +50,7 @@ const policyText = JSON.stringify({
   routes: Object.fromEntries(Object.keys(definition).map((name) => [`/test.Svc/${name}`, { scopes: ['stock:read'] }])),
 })
 
-async function start(t: Test, h: Harness) {
+async function start(t: Test, h: Harness, extra: Partial<GrpcAuthOptions> = {}) {
   const verifier = await createVerifier({
     issuer: 'https://authz.internal',
     audience: 'inventory-service',
@@ -66,6 +66,7 @@ async function start(t: Test, h: Harness) {
     onHandlerError: (err, info) => handlerErrors.push(`${info.path} ${(err as Error).message}`),
     onDenied: (info) => denied.push(info),
     onDecision: counters.observe,
+    ...extra,
   }
   const boom = (): never => {
     throw new Error('a call missing a field')
@@ -235,4 +236,60 @@ t.test('call credentials: authz refusing is UNAUTHENTICATED, authz unreachable o
   })
   t.match(await unary(refused, 'Echo'), /^UNAUTHENTICATED .*invalid_target/, 'a refusal names the OAuth error')
   t.match(await unary(unreachable, 'Echo'), /^UNAVAILABLE /, 'authz unreachable: try again later')
+})
+
+t.test('callbacks that throw (onDenied, onDecision, onHandlerError) change no answer and end no process (regression)', async (t) => {
+  const rejections: unknown[] = []
+  const onRejection = (reason: unknown) => rejections.push(reason)
+  process.on('unhandledRejection', onRejection)
+  t.teardown(() => process.off('unhandledRejection', onRejection))
+  const h = await startHarness(t)
+  const throwing = (): never => {
+    throw new Error('a logging bug')
+  }
+  const { allowed, noToken, noScope } = await start(t, h, { onDenied: throwing, onDecision: throwing, onHandlerError: throwing })
+  t.equal(await unary(noToken, 'Echo'), 'UNAUTHENTICATED unauthenticated')
+  t.equal(await unary(noScope, 'Echo'), 'PERMISSION_DENIED permission denied')
+  t.match(await unary(allowed, 'Echo'), /^OK/)
+  t.equal(await unary(allowed, 'Throws'), 'UNKNOWN Unknown error')
+  await new Promise((r) => setImmediate(r))
+  t.same(rejections, [], 'no unhandled rejection (before: a throwing onDenied rejected a promise nobody caught)')
+})
+
+t.test('a server that does not verify client certificates: a call without one is refused ERR_PEER_UNVERIFIED', async (t) => {
+  const h = await startHarness(t)
+  const verifier = await createVerifier({ issuer: 'https://authz.internal', audience: 'inventory-service', jwksUrl: `http://127.0.0.1:${h.opsPort}/.well-known/jwks.json`, clock: h.clock })
+  const denied: string[] = []
+  const server = new grpc.Server()
+  server.addService(definition, {
+    Echo: authorizeUnary((_call, callback) => callback(null, {}), {
+      verifier,
+      policy: new CalleePolicy(parseCalleePolicy(policyText)),
+      onDenied: ({ reason }) => denied.push(reason),
+    }),
+  })
+  const tls = h.pki.server
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      '127.0.0.1:0',
+      // checkClientCertificate false: grpc-js reports the missing peer certificate as {}
+      grpc.ServerCredentials.createSsl(Buffer.from(h.pki.ca.certPem), [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }], false),
+      (err, bound) => (err === null ? resolve(bound) : reject(err)),
+    ),
+  )
+  const order = h.pki.client('order-service')
+  const tokens = new TokenClient({ tokenUrl: `https://localhost:${h.port}/token`, ca: h.pki.ca.certPem, cert: order.certPem, key: order.keyPem, clock: h.clock })
+  const Client = grpc.makeGenericClientConstructor(definition, 'Svc')
+  const anonymous = new Client(
+    `localhost:${port}`,
+    grpc.credentials.combineChannelCredentials(grpc.credentials.createSsl(Buffer.from(h.pki.ca.certPem)), serviceCallCredentials(tokens, 'inventory-service', 'stock:read')),
+  ) as unknown as Client
+  t.teardown(async () => {
+    anonymous.close()
+    tokens.close()
+    verifier.close()
+    await new Promise<void>((resolve) => server.tryShutdown(() => resolve()))
+  })
+  t.equal(await unary(anonymous, 'Echo'), 'UNAUTHENTICATED unauthenticated', 'a token without the certificate it is bound to')
+  t.same(denied, ['ERR_PEER_UNVERIFIED'])
 })
