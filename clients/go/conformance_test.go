@@ -33,46 +33,42 @@ func readVectors(t *testing.T, name string, v any) {
 	}
 }
 
+// strs is a list of string-like values as strings.
+func strs[T ~string](xs []T) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = string(x)
+	}
+	return out
+}
+
 func TestConformanceOneCodeList(t *testing.T) {
 	var codes struct {
-		VerifyErrorCodes       []struct{ Code string }   `json:"verifyErrorCodes"`
-		DenialReasons          []struct{ Reason string } `json:"denialReasons"`
-		CalleePolicyErrorCodes []struct{ Code string }   `json:"calleePolicyErrorCodes"`
+		VerifyErrorCodes, CalleePolicyErrorCodes []struct{ Code string }
+		DenialReasons                            []struct{ Reason string }
 	}
 	readVectors(t, "codes.json", &codes)
-	var want, got []string
+	var verifyCodes, reasons, policyCodes []string
 	for _, c := range codes.VerifyErrorCodes {
-		want = append(want, c.Code)
+		verifyCodes = append(verifyCodes, c.Code)
 	}
-	for _, c := range authz.VerifyCodes() {
-		got = append(got, string(c))
-	}
-	t.Run("VerifyCode", func(t *testing.T) {
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("VerifyCodes %v, conformance/codes.json %v", got, want)
-		}
-	})
-	want = nil
 	for _, r := range codes.DenialReasons {
-		want = append(want, r.Reason)
+		reasons = append(reasons, r.Reason)
 	}
-	t.Run("denial reasons", func(t *testing.T) {
-		if got := authz.DenialReasons(); !reflect.DeepEqual(got, want) {
-			t.Fatalf("DenialReasons %v, conformance/codes.json %v", got, want)
-		}
-	})
-	want, got = nil, nil
 	for _, c := range codes.CalleePolicyErrorCodes {
-		want = append(want, c.Code)
+		policyCodes = append(policyCodes, c.Code)
 	}
-	for _, c := range authz.PolicyErrorCodes() {
-		got = append(got, string(c))
+	for name, c := range map[string]struct{ kit, file []string }{
+		"VerifyCode":      {strs(authz.VerifyCodes()), verifyCodes},
+		"denial reasons":  {authz.DenialReasons(), reasons},
+		"PolicyErrorCode": {strs(authz.PolicyErrorCodes()), policyCodes},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if !reflect.DeepEqual(c.kit, c.file) {
+				t.Fatalf("the kit's %v, conformance/codes.json's %v", c.kit, c.file)
+			}
+		})
 	}
-	t.Run("PolicyErrorCode", func(t *testing.T) {
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("PolicyErrorCodes %v, conformance/codes.json %v", got, want)
-		}
-	})
 }
 
 func TestConformanceTheGrammarIsTheSchemas(t *testing.T) {

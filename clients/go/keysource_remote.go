@@ -21,16 +21,10 @@ import (
 // too. A failed fetch keeps the last good set and is retried with backoff. Lookups go to the static
 // set of the last good fetch.
 type remoteSource struct {
-	url          string
-	client       *http.Client
-	algorithms   []string
-	cooldown     time.Duration
-	fetchTimeout time.Duration
-	logger       *slog.Logger
-	onFetch      func([]string, error)
-	clock        Clock
-	ctx          context.Context // ends at close
-	cancel       context.CancelFunc
+	remoteOptions
+	client *http.Client
+	ctx    context.Context // ends at close
+	cancel context.CancelFunc
 
 	current    atomic.Pointer[staticSource]
 	fetchCount atomic.Int64
@@ -62,10 +56,8 @@ func newRemoteSource(ctx context.Context, o remoteOptions) (*remoteSource, error
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("authz: JWKSURL must be an http(s) URL, got %q", o.url)
 	}
-	r := &remoteSource{
-		url: u.String(), algorithms: o.algorithms, cooldown: o.cooldown, fetchTimeout: o.fetchTimeout,
-		logger: o.logger, onFetch: o.onFetch, clock: o.clock,
-	}
+	o.url = u.String()
+	r := &remoteSource{remoteOptions: o}
 	// Direct connections only: an HTTP_PROXY from the environment must not sit between this service
 	// and the keys it trusts (the ops JWKS is plain http inside the cluster).
 	transport := &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: o.fetchTimeout}

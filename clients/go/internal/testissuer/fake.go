@@ -134,23 +134,7 @@ func (f *Fake) TokensIssued(audience string) int {
 func (f *Fake) RawToken(caller, audience, scope string) (string, error) {
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: f.ClientTLS(caller)}, Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
-	body, _ := json.Marshal(map[string]string{"audience": audience, "scope": scope})
-	res, err := client.Post(f.TokenURL, "application/json", strings.NewReader(string(body)))
-	if err != nil {
-		return "", err
-	}
-	defer res.Body.Close()
-	var out struct {
-		AccessToken string `json:"access_token"`
-		Error       string `json:"error"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
-		return "", err
-	}
-	if res.StatusCode != 200 {
-		return "", fmt.Errorf("fake authz answered %d %s", res.StatusCode, out.Error)
-	}
-	return out.AccessToken, nil
+	return postToken(client, f.TokenURL, audience, scope)
 }
 
 func (f *Fake) token(w http.ResponseWriter, r *http.Request) {

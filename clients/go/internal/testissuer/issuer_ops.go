@@ -61,11 +61,16 @@ func (is *Issuer) TokenClient(caller string) *http.Client {
 
 // PostToken asks authz for a token over client (one of TokenClient's).
 func (is *Issuer) PostToken(client *http.Client, audience, scope string) (string, error) {
+	return postToken(client, is.TokenURL, audience, scope)
+}
+
+// postToken asks a token endpoint (authz's, or the fake's) for a token over client.
+func postToken(client *http.Client, tokenURL, audience, scope string) (string, error) {
 	body, _ := json.Marshal(map[string]string{"audience": audience, "scope": scope})
 	if scope == "" {
 		body, _ = json.Marshal(map[string]string{"audience": audience})
 	}
-	res, err := client.Post(is.TokenURL, "application/json", strings.NewReader(string(body)))
+	res, err := client.Post(tokenURL, "application/json", strings.NewReader(string(body)))
 	if err != nil {
 		return "", err
 	}
