@@ -45,7 +45,8 @@ func Exempt(keys ...string) GuardOption {
 
 // OnDecision is told about every call the edge decides, allowed or denied with its reason, for
 // counters: pass a CalleeCounters' Observe, or increment your own Prometheus counters. It must not
-// block; a panic in it is the service's own (it runs on the request's goroutine).
+// block. A panic in it is recovered and changes nothing about the answer (grpc-go does not recover
+// an interceptor's panic: a counter's bug must not take a server down). Given twice, the last wins.
 func OnDecision(f func(CallOutcome)) GuardOption {
 	return func(o *guardOptions) { o.onDecision = f }
 }
@@ -60,7 +61,7 @@ type Request struct {
 	// Method is the HTTP method ("" for gRPC); Path the request path or the gRPC full method name.
 	Method, Path string
 	// Decide is the callee policy's decision for this call (p.DecideHTTP, p.DecideRoute,
-	// p.DecideMethod: each safe on a nil policy).
+	// p.DecideMethod: each safe on a nil policy). Without one, every call is unlisted (refused).
 	Decide func(*Caller) Decision
 }
 
@@ -108,15 +109,21 @@ func (g *Guard) Check(ctx context.Context, r Request) (*Caller, *Denial) {
 		}
 		return deny(http.StatusUnauthorized, ReasonOf(err), nil, sub, aud)
 	}
-	if d := r.Decide(caller); d != Allow {
-		return deny(http.StatusForbidden, d.Reason(), caller, caller.Service, caller.Audience)
+	decision := Unlisted
+	if r.Decide != nil {
+		decision = r.Decide(caller)
+	}
+	if decision != Allow {
+		return deny(http.StatusForbidden, decision.Reason(), caller, caller.Service, caller.Audience)
 	}
 	g.report(CallOutcome{Allowed: true, Method: r.Method, Path: r.Path, Subject: caller.Service, Audience: caller.Audience})
 	return caller, nil
 }
 
 func (g *Guard) report(o CallOutcome) {
-	if g.opts.onDecision != nil {
-		g.opts.onDecision(o)
+	if g.opts.onDecision == nil {
+		return
 	}
+	defer func() { _ = recover() }()
+	g.opts.onDecision(o)
 }

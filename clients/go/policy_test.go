@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,5 +209,60 @@ func TestCalleePolicyReloadsOnChangeAndKeepsTheOldRulesOnABadFile(t *testing.T) 
 	}
 	if p.DecideHTTP("GET", "/stock/1", reader) != authz.Allow || p.DecideHTTP("GET", "/stock/1", deducer) != authz.Forbidden {
 		t.Fatal("the fixed file should be in force")
+	}
+}
+
+// Files that are not files: a FIFO at the policy path used to block the poll for ever (and, in the
+// TypeScript SDK, a libuv thread and the process's exit); a device never ends.
+func TestCalleePolicyReadsRegularFilesOnly(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.json")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.json")
+	writeAtomic(t, big, `{"routes": {}, "$schema": "`+strings.Repeat("x", 1<<20)+`"}`)
+	for name, path := range map[string]string{"a FIFO": fifo, "a directory": dir, "a device": "/dev/zero", "over 1 MiB": big} {
+		t.Run(name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				_, err := authz.LoadCalleePolicyWith(path, authz.WithPollInterval(0))
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				var pe *authz.PolicyError
+				if !errors.As(err, &pe) || pe.Code != authz.ErrCodePolicyRead {
+					t.Fatalf("want ERR_POLICY_READ, got %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("reading it blocked")
+			}
+		})
+	}
+	// Swapped in under a watched policy: the reload fails at once and the rules in force stay.
+	path := filepath.Join(dir, "policy.json")
+	writeAtomic(t, path, `{"routes": {"GET /x": {"scopes": []}}}`)
+	p, err := authz.LoadCalleePolicyWith(path, authz.WithPollInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := os.Rename(fifo, path); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Reload() }()
+	select {
+	case err := <-done:
+		var pe *authz.PolicyError
+		if !errors.As(err, &pe) || pe.Code != authz.ErrCodePolicyRead {
+			t.Fatalf("want ERR_POLICY_READ, got %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a reload blocked on a FIFO")
+	}
+	if p.DecideHTTP("GET", "/x", reader) != authz.Allow {
+		t.Fatal("the rules in force stay")
 	}
 }

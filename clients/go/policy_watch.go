@@ -3,6 +3,7 @@ package authz
 import (
 	"crypto/sha256"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -25,15 +26,39 @@ type fileSource struct{ path string }
 
 func (f fileSource) name() string { return f.path }
 
+// maxPolicyBytes is the largest policy file read (the TypeScript SDK's bound too).
+const maxPolicyBytes = 1 << 20
+
+// read reads the file, which must be a regular file of at most 1 MiB: a FIFO at the path would block
+// the poll for ever, a device would never end. It is opened non-blocking, then judged by what it is.
 func (f fileSource) read() ([]byte, error) {
-	data, err := os.ReadFile(f.path)
+	refuse := func(why string) error {
+		return &PolicyError{Code: ErrCodePolicyRead, Source: f.path, Message: "cannot read: " + why}
+	}
+	file, err := os.OpenFile(f.path, os.O_RDONLY|openNonBlocking, 0)
 	if err != nil {
-		why := "error"
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
-			why = pe.Err.Error()
+			return nil, refuse(pe.Err.Error())
 		}
-		return nil, &PolicyError{Code: ErrCodePolicyRead, Source: f.path, Message: "cannot read: " + why}
+		return nil, refuse("error")
+	}
+	defer file.Close()
+	st, err := file.Stat()
+	switch {
+	case err != nil:
+		return nil, refuse(err.Error())
+	case !st.Mode().IsRegular():
+		return nil, refuse("not a regular file")
+	case st.Size() > maxPolicyBytes:
+		return nil, refuse("larger than 1 MiB")
+	}
+	data, err := io.ReadAll(io.LimitReader(file, maxPolicyBytes+1))
+	if err != nil {
+		return nil, refuse(err.Error())
+	}
+	if len(data) > maxPolicyBytes {
+		return nil, refuse("larger than 1 MiB")
 	}
 	return data, nil
 }

@@ -2,6 +2,7 @@
  * The callee policy file under a running service: watched from `load` on (both kits), a bad file reported
  * once rather than at every poll, the rules in force kept.
  */
+import { execFileSync } from 'node:child_process'
 import { rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
@@ -66,4 +67,21 @@ t.test('a bad file is reported once, not at every poll; the rules in force stay 
   t.equal(await events.next(), undefined, 'the fixed file, with no repeated report of the bad one before it')
   await replace(path, '{"routes": {"GET /stock/:sku": {"scopes": "oops"}}}')
   t.match(await events.next(), { code: 'ERR_POLICY_INVALID' }, 'the same bad file after a good one is news again')
+})
+
+t.test('files that are not files: a FIFO, a directory, a device, a huge file are refused at once (regression: a FIFO blocked a libuv thread and the exit for ever)', async (t) => {
+  const dir = t.testdir({ 'policy.json': rules('stock:read'), 'big.json': JSON.stringify({ routes: {}, $schema: 'x'.repeat(1 << 20) }) })
+  execFileSync('mkfifo', [join(dir, 'fifo.json')])
+  for (const [name, path] of [
+    ['a FIFO', join(dir, 'fifo.json')],
+    ['a directory', dir],
+    ['a device', '/dev/zero'],
+    ['over 1 MiB', join(dir, 'big.json')],
+  ] as const) {
+    await t.rejects(CalleePolicy.load(path, { pollMs: 0 }), { code: 'ERR_POLICY_READ' }, name)
+  }
+  const policy = await CalleePolicy.load(join(dir, 'policy.json'), { pollMs: 0 })
+  await rename(join(dir, 'fifo.json'), join(dir, 'policy.json'))
+  t.match(await policy.reload(), { code: 'ERR_POLICY_READ', message: /not a regular file/ }, 'swapped in under a loaded policy')
+  t.equal(policy.decide('GET /stock/:sku', caller(['stock:read'])), 'allow', 'the rules in force stay')
 })

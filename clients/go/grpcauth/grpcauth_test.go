@@ -144,7 +144,7 @@ func serve(t *testing.T, opts ...grpcauth.Option) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = v.Close() })
-	opts = append(opts, authz.OnDecision(f.counters.Observe))
+	opts = append([]grpcauth.Option{authz.OnDecision(f.counters.Observe)}, opts...) // a test's own hook wins
 	p, err := authz.ParseCalleePolicy([]byte(policy))
 	if err != nil {
 		t.Fatal(err)
@@ -390,3 +390,17 @@ var (
 	_ grpc.UnaryServerInterceptor                                                = grpcauth.UnaryServerInterceptor(nil, nil)
 	_ grpc.StreamServerInterceptor                                               = grpcauth.StreamServerInterceptor(nil, nil)
 )
+
+// A counter hook that panics changes no answer and takes no server down (grpc-go does not recover an
+// interceptor's panic; the TypeScript SDK ignores a throwing onDecision too).
+func TestAPanickingOnDecisionHookChangesNothing(t *testing.T) {
+	f := serve(t, authz.OnDecision(func(authz.CallOutcome) { panic("a counter's bug") }))
+	conn := f.dial(t, "order-service", grpc.WithPerRPCCredentials(grpcauth.PerRPCCredentials(tokens(t, "order-service"), "inventory-service", "stock:read")))
+	if _, err := call(t, conn, "GetStock", ctx(t)); err != nil {
+		t.Fatalf("an allowed call: %v", err)
+	}
+	_, err := call(t, conn, "Deduct", ctx(t))
+	wantStatus(t, err, codes.PermissionDenied)
+	_, err = call(t, f.dial(t, "order-service"), "GetStock", ctx(t))
+	wantStatus(t, err, codes.Unauthenticated)
+}

@@ -16,8 +16,8 @@
  * (`/package.Service/Method`). The rule of `GET /x` governs `HEAD /x`, so a `HEAD` key is refused (it would
  * never be consulted), and so is a path without a method (it would never match).
  */
-import { watch, type FSWatcher } from 'node:fs'
-import { readFile } from 'node:fs/promises'
+import { constants, watch, type FSWatcher } from 'node:fs'
+import { open, type FileHandle } from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
 import { CalleePolicyError } from './errors.js'
 import { isCallerName, isScopeToken, isServiceName } from './grammar.js'
@@ -112,11 +112,28 @@ export function parseCalleePolicy(text: string, source = 'policy'): CalleePolicy
   return Object.freeze({ ...(doc.service === undefined ? {} : { service: doc.service as string }), routes: Object.freeze(routes) })
 }
 
+/** The largest policy file read (the Go kit's bound too). */
+const MAX_POLICY_BYTES = 1 << 20
+
+/**
+ * Reads a policy file, which must be a regular file of at most 1 MiB: a FIFO at the path would block the
+ * read (a libuv thread, and the process's exit, for ever), a device would never end. Opened non-blocking,
+ * then judged by what it is.
+ */
 async function readPolicyText(path: string): Promise<string> {
+  const refuse = (why: string): CalleePolicyError => new CalleePolicyError('ERR_POLICY_READ', path, '', `cannot read: ${why}`)
+  let handle: FileHandle | undefined
   try {
-    return await readFile(path, 'utf8')
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK)
+    const stat = await handle.stat()
+    if (!stat.isFile()) throw refuse('not a regular file')
+    if (stat.size > MAX_POLICY_BYTES) throw refuse('larger than 1 MiB')
+    return await handle.readFile('utf8')
   } catch (err) {
-    throw new CalleePolicyError('ERR_POLICY_READ', path, '', `cannot read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
+    if (err instanceof CalleePolicyError) throw err
+    throw refuse((err as NodeJS.ErrnoException).code ?? 'error')
+  } finally {
+    await handle?.close()
   }
 }
 
