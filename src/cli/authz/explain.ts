@@ -48,7 +48,7 @@ export async function explain(args: string[], { env, io }: CliContext): Promise<
   const { caller, audience, scope } = values
   if (caller === undefined || audience === undefined) throw usageError('explain needs --caller <cn> and --audience <aud>')
   const cfg = toolConfig(env)
-  const store = await PolicyStore.load(cfg.policyPath)
+  const store = await PolicyStore.load(cfg.policyPath, cfg.identity)
   const policy = store.current
   const decision = decide(policy, caller, audience, scope)
   // /token refuses an unknown caller before reading the body, then a body that fails its schema.

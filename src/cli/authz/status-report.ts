@@ -124,7 +124,7 @@ async function keysStatus(cfg: Config, clock: Clock): Promise<KeysStatus> {
 
 async function policyStatus(cfg: Config): Promise<PolicyStatus> {
   try {
-    const current = (await PolicyStore.load(cfg.policyPath)).current
+    const current = (await PolicyStore.load(cfg.policyPath, cfg.identity)).current
     return { path: cfg.policyPath, ok: true, sha256: current.sha256, callers: current.grants.size, audiences: current.audiences.size }
   } catch (err) {
     return { path: cfg.policyPath, ok: false, error: failure(err) }
