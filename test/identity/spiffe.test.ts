@@ -4,27 +4,14 @@
  */
 import { X509Certificate } from 'node:crypto'
 import { decodeJwt } from 'jose'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { thumbprintOf } from '@authz/sdk'
 import { identityOf } from '../../src/identity/peer.js'
 import { svidOf } from '../../src/identity/svid.js'
 import { createCa, createCertificate, createSvid, type CertOptions, type KeyPairPem } from '../../src/pki/dev-pki.js'
-import { startHarness, type Harness } from '../helpers/harness.js'
+import type { Harness } from '../helpers/harness.js'
 import { VALID_FROM } from '../helpers/material.js'
-
-const ORDER = 'spiffe://example.org/ns/default/sa/order'
-const PAYMENT = 'spiffe://prod.example.org/payments/api'
-const SPIFFE_ENV = { AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'example.org, prod.example.org' }
-const SPIFFE_POLICY = {
-  audiences: ['inventory-service', 'order-service'],
-  grants: {
-    [ORDER]: { 'inventory-service': ['stock:read', 'stock:deduct'] },
-    [PAYMENT]: { 'order-service': ['order:read'] },
-  },
-}
-
-const spiffeHarness = (t: Test, env: Record<string, string> = {}): Promise<Harness> =>
-  startHarness(t, { env: { ...SPIFFE_ENV, ...env }, policy: SPIFFE_POLICY })
+import { ORDER, PAYMENT, spiffeHarness } from '../helpers/spiffe.js'
 
 /** POST /token as `client`: 'handshake refused' when TLS failed, else the status, error and refusal reason. */
 async function attempt(h: Harness, client: KeyPairPem, body: Record<string, unknown> = { audience: 'inventory-service' }): Promise<string> {
