@@ -20,7 +20,7 @@ export function pemBlocks(text: string | Buffer, label: string): Buffer[] {
   return out
 }
 
-export const toArrayBuffer = (der: Uint8Array): ArrayBuffer => der.buffer.slice(der.byteOffset, der.byteOffset + der.byteLength) as ArrayBuffer
+const toArrayBuffer = (der: Uint8Array): ArrayBuffer => der.buffer.slice(der.byteOffset, der.byteOffset + der.byteLength) as ArrayBuffer
 
 /** The certificates a peer presented, leaf first, as DER (Node links them through issuerCertificate). */
 export function presentedChain(socket: TLSSocket): Buffer[] {
