@@ -94,6 +94,9 @@ t.test('look-alikes of an SVID are refused (the table of the closing note)', asy
     ['port', () => uri('spiffe://example.org:443/ns/default/sa/order'), '401 invalid_client (not_a_spiffe_id)'],
     ['NUL byte after the ID', () => uri(`${ORDER}\u0000.evil.org`), '401 invalid_client (not_a_spiffe_id)'],
     ['space in the path', () => uri('spiffe://example.org/ns/default/sa/order service'), '401 invalid_client (not_a_spiffe_id)'],
+    // A CA writing UTF-8 into the IA5String: "exаmple.org" with a Cyrillic "а" (the bytes forge writes as given).
+    ['non-ASCII look-alike trust domain (UTF-8 bytes)', () => uri(Buffer.from('spiffe://exаmple.org/ns/default/sa/order', 'utf8').toString('latin1')), '401 invalid_client (not_a_spiffe_id)'],
+    ['SPIFFE ID over 2048 characters', () => uri(`spiffe://example.org/${'a'.repeat(2048)}`), '401 invalid_client (not_a_spiffe_id)'],
     ['path differs in case (not folded)', () => uri('spiffe://example.org/ns/default/sa/ORDER'), '401 invalid_client'],
     ['unknown workload in a trusted domain', () => h.pki.svid('spiffe://example.org/ns/default/sa/billing'), '401 invalid_client'],
     ['CA certificate with the SPIFFE ID', () => shaped(h, { isCa: true, altNames: [{ uri: ORDER }] }), '401 invalid_client (ca_certificate)'],
