@@ -4,7 +4,7 @@
  * as SPIRE and Istio issue them). For development and tests only: production certificates come from the
  * organisation's own CA (or SPIRE/cert-manager).
  */
-import { generateKeyPairSync, randomBytes } from 'node:crypto'
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto'
 import forge from 'node-forge'
 
 /** A certificate and its private key, PEM. */
@@ -35,17 +35,18 @@ export interface CertOptions {
   readonly keyUsage?: KeyUsage
   readonly isCa?: boolean
   readonly keyBits?: number
+  /** Certify this private key (PKCS#8 PEM) instead of a new one: tests that make many certificates. */
+  readonly keyPem?: string
 }
 
 const DAY_MS = 86_400_000
 
-function newKeyPair(bits: number): { privatePem: string; forgeKey: forge.pki.rsa.PrivateKey; forgePublic: forge.pki.rsa.PublicKey } {
+function newKeyPair(bits: number, existing?: string): { privatePem: string; forgeKey: forge.pki.rsa.PrivateKey; forgePublic: forge.pki.rsa.PublicKey } {
   // Native key generation: forge's pure-JS RSA is far slower.
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', {
-    modulusLength: bits,
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-  })
+  const { privateKey, publicKey } =
+    existing === undefined
+      ? generateKeyPairSync('rsa', { modulusLength: bits, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } })
+      : { privateKey: existing, publicKey: createPublicKey(existing).export({ type: 'spki', format: 'pem' }) as string }
   return {
     privatePem: privateKey,
     forgeKey: forge.pki.privateKeyFromPem(privateKey),
@@ -88,7 +89,7 @@ function ekuExtension(eku: ExtendedKeyUsage): object[] {
 /** A certificate signed by `issuer` (or self-signed when `issuer` is undefined). */
 export function createCertificate(options: CertOptions, issuer?: KeyPairPem): KeyPairPem {
   const now = Date.now()
-  const pair = newKeyPair(options.keyBits ?? 2048)
+  const pair = newKeyPair(options.keyBits ?? 2048, options.keyPem)
   const cert = forge.pki.createCertificate()
   cert.publicKey = pair.forgePublic
   cert.serialNumber = serialNumber()

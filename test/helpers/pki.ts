@@ -15,30 +15,27 @@ export type TestPki = Omit<PkiMaterial, 'clients'> & {
 
 let cached: TestPki | undefined
 
+/** `make(key)` made once per key (per process), starting from `known`. */
+function madeOnce(make: (key: string) => KeyPairPem, known: Record<string, KeyPairPem> = {}): (key: string) => KeyPairPem {
+  const made = new Map(Object.entries(known))
+  return (key) => {
+    let pair = made.get(key)
+    if (pair === undefined) {
+      pair = make(key)
+      made.set(key, pair)
+    }
+    return pair
+  }
+}
+
 /** The run's test PKI (made once per run by tap's `before`, see material.ts). */
 export function testPki(): TestPki {
   if (cached !== undefined) return cached
   const material = loadPki()
-  const clients = new Map<string, KeyPairPem>(Object.entries(material.clients))
-  const svids = new Map<string, KeyPairPem>()
   cached = {
     ...material,
-    client(name: string): KeyPairPem {
-      let pair = clients.get(name)
-      if (pair === undefined) {
-        pair = createClientCert(material.ca, name, VALID_FROM)
-        clients.set(name, pair)
-      }
-      return pair
-    },
-    svid(spiffeId: string): KeyPairPem {
-      let pair = svids.get(spiffeId)
-      if (pair === undefined) {
-        pair = createSvid(material.ca, spiffeId, VALID_FROM)
-        svids.set(spiffeId, pair)
-      }
-      return pair
-    },
+    client: madeOnce((name) => createClientCert(material.ca, name, VALID_FROM), material.clients),
+    svid: madeOnce((spiffeId) => createSvid(material.ca, spiffeId, VALID_FROM)),
   }
   return cached
 }

@@ -8,7 +8,7 @@ import t from 'tap'
 import { thumbprintOf } from '@authz/sdk'
 import { identityOf } from '../../src/identity/peer.js'
 import { svidOf } from '../../src/identity/svid.js'
-import { createCa, createCertificate, createSvid, type CertOptions, type KeyPairPem } from '../../src/pki/dev-pki.js'
+import { createCertificate, createSvid, type CertOptions, type KeyPairPem } from '../../src/pki/dev-pki.js'
 import type { Harness } from '../helpers/harness.js'
 import { VALID_FROM } from '../helpers/material.js'
 import { ORDER, PAYMENT, spiffeHarness } from '../helpers/spiffe.js'
@@ -55,15 +55,18 @@ t.test('an X.509-SVID is a caller: sub and client_id are its SPIFFE ID, the toke
   t.equal(await attempt(h, svid, { audience: 'order-service' }), '400 invalid_target', 'the policy decides as in cn mode')
 })
 
-/** A certificate from the test CA shaped by `options` (no subject, EKU clientAuth, unless said otherwise). */
+/**
+ * A certificate from the test CA shaped by `options` (no subject, EKU clientAuth + serverAuth, key usage
+ * digitalSignature, unless said otherwise), for one key shared by all of them: the table makes dozens.
+ */
 function shaped(h: Harness, options: Partial<CertOptions>): KeyPairPem {
-  return createCertificate({ subject: [], eku: 'both', keyUsage: { digitalSignature: true }, ...VALID_FROM, ...options }, h.pki.ca)
+  const keyPem = h.pki.client('order-service').keyPem
+  return createCertificate({ subject: [], eku: 'both', keyUsage: { digitalSignature: true }, keyPem, ...VALID_FROM, ...options }, h.pki.ca)
 }
 
 t.test('look-alikes of an SVID are refused (the table of the closing note)', async (t) => {
   const h = await spiffeHarness(t)
   const uri = (value: string) => shaped(h, { altNames: [{ uri: value }] })
-  const otherCa = createCa('another SPIFFE CA')
   const cases: [string, () => KeyPairPem, string][] = [
     ['valid SVID (control)', () => h.pki.svid(ORDER), `200 sub=${ORDER}`],
     ['valid SVID, second trust domain', () => h.pki.svid(PAYMENT), '400 invalid_target'],
@@ -105,7 +108,7 @@ t.test('look-alikes of an SVID are refused (the table of the closing note)', asy
     ['leaf with keyCertSign', () => shaped(h, { altNames: [{ uri: ORDER }], keyUsage: { digitalSignature: true, keyCertSign: true } }), '401 invalid_client (signing_key_usage)'],
     ['leaf with cRLSign', () => shaped(h, { altNames: [{ uri: ORDER }], keyUsage: { digitalSignature: true, cRLSign: true } }), '401 invalid_client (signing_key_usage)'],
     ['EKU serverAuth only', () => shaped(h, { altNames: [{ uri: ORDER }], eku: 'serverAuth' }), 'handshake refused'],
-    ['SVID from an untrusted CA', () => createSvid(otherCa, ORDER, VALID_FROM), 'handshake refused'],
+    ['SVID from an untrusted CA', () => createSvid(h.pki.otherCa, ORDER, { keyPem: h.pki.client('order-service').keyPem, ...VALID_FROM }), 'handshake refused'],
   ]
   const table: Record<string, string> = {}
   for (const [name, make] of cases) table[name] = await attempt(h, make())
@@ -168,7 +171,10 @@ t.test('cost by certificate shape: reading the SVID of a certificate with 1,000 
   // for 3,000 URIs, on the event loop of every caller), and ~5× the handshake's own work for a normal SVID.
   const pki = (await import('../helpers/pki.js')).testPki()
   const big = new X509Certificate(
-    createCertificate({ subject: [], eku: 'both', keyUsage: { digitalSignature: true }, altNames: Array.from({ length: 1000 }, (_, i) => ({ uri: `${ORDER}-${i}` })), ...VALID_FROM }, pki.ca).certPem,
+    createCertificate(
+      { subject: [], eku: 'both', keyUsage: { digitalSignature: true }, altNames: Array.from({ length: 1000 }, (_, i) => ({ uri: `${ORDER}-${i}` })), keyPem: pki.client('order-service').keyPem, ...VALID_FROM },
+      pki.ca,
+    ).certPem,
   ).raw
   const median = (f: () => unknown): number => {
     const runs: number[] = []
