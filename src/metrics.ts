@@ -9,6 +9,7 @@ export interface Metrics {
   readonly tokensIssued: Counter<'audience'>
   readonly tokenDenied: Counter<'error'>
   readonly requestsDenied: Counter<'route' | 'error'>
+  readonly callerCertificatesRefused: Counter<'reason'>
   readonly signingSeconds: Histogram
   readonly policyReloads: Counter<'result'>
   readonly keysetReloads: Counter<'result'>
@@ -41,6 +42,12 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
       name: 'authz_requests_denied_total',
       help: 'Requests answered with an error on either listener, by route pattern ("unserved" for 404s) and error code',
       labelNames: ['route', 'error'],
+      registers: [registry],
+    }),
+    callerCertificatesRefused: new Counter({
+      name: 'authz_caller_certificates_refused_total',
+      help: 'Client certificates that passed the TLS handshake but name no caller under AUTHZ_IDENTITY (their /token requests are 401 invalid_client), once per connection, by reason',
+      labelNames: ['reason'],
       registers: [registry],
     }),
     signingSeconds: new Histogram({

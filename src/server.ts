@@ -61,7 +61,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
 
   let policy: PolicyStore
   try {
-    policy = await PolicyStore.load(config.policyPath)
+    policy = await PolicyStore.load(config.policyPath, config.identity)
   } catch (err) {
     throw new ConfigError('AUTHZ_POLICY', (err as Error).message)
   }

@@ -1,6 +1,7 @@
 /**
  * POST /token: OAuth 2.0 client credentials (RFC 6749 §4.4) with mTLS client authentication (RFC 8705).
- * The caller is the certificate's CN; the body only chooses the audience and scopes. Faults are reported in
+ * The caller is named by the certificate (its CN, or its SPIFFE ID: AUTHZ_IDENTITY); the body only chooses
+ * the audience and scopes. Faults are reported in
  * the order DESIGN.md fixes: invalid_client, invalid_request, unsupported_grant_type, invalid_target,
  * invalid_scope.
  */
@@ -9,6 +10,7 @@ import type { TLSSocket } from 'node:tls'
 import { Ajv } from 'ajv'
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
 import type { FromSchema } from 'json-schema-to-ts'
+import type { Logger } from 'pino'
 import type { Config } from '../config.js'
 import type { Clock } from '../clock.js'
 import {
@@ -20,7 +22,8 @@ import {
   TemporarilyUnavailable,
   UnsupportedGrantType,
 } from '../errors.js'
-import { peerIdentity, type PeerIdentity } from '../identity/peer.js'
+import { PeerJudge, type PeerIdentity } from '../identity/peer.js'
+import { SPIFFE_ID_MAX_LENGTH } from '../identity/spiffe-id.js'
 import type { KeyStore } from '../keys/store.js'
 import type { Metrics } from '../metrics.js'
 import { explainDecision } from '../policy/explain.js'
@@ -30,6 +33,7 @@ import type { RateLimiter } from '../rate-limit.js'
 import type { ConnectionLifetimes } from '../tls/connections.js'
 import { buildClaims } from '../tokens/claims.js'
 import { signAccessToken } from '../tokens/signer.js'
+import { LogSummary } from '../util/log-summary.js'
 import './errors.js' // FastifyRequest.peer
 import { repeatedTopLevelKey } from './json-keys.js'
 
@@ -49,7 +53,8 @@ export const tokenRequestSchema = {
         { type: 'array', maxItems: 64, items: { type: 'string', maxLength: 128 } },
       ],
     },
-    client_id: { type: 'string', maxLength: 255 },
+    // A CN (≤ 255) or a SPIFFE ID (≤ 2048).
+    client_id: { type: 'string', maxLength: SPIFFE_ID_MAX_LENGTH },
   },
 } as const
 
@@ -114,7 +119,7 @@ export function parseForm(body: string): Record<string, string | RepeatedParamet
 function checkBody(body: unknown, caller: string): { audience: string; scope: string | string[] | undefined } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequest('body must be an object')
   const clientId = (body as Record<string, unknown>).client_id
-  // client_id never sets the identity: when present it must be exactly the certificate's CN, and a
+  // client_id never sets the identity: when present it must be exactly the caller's name, and a
   // mismatch (whatever its type) is an authentication failure that outranks every other fault.
   if (clientId !== undefined && clientId !== caller) throw new InvalidClient('client_id does not match the certificate')
   if (!validateBody(body)) throw new InvalidRequest('body does not match the schema')
@@ -134,6 +139,19 @@ function debugEnabled(log: FastifyBaseLogger): boolean {
 export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): Promise<void> {
   const { config, clock, keys, policy, metrics, rateLimiter, connections } = deps
   const newJti = deps.randomUUID ?? randomUUID
+  // A certificate that passed the handshake but names no caller (judged once per connection): counted by
+  // reason, and one log line per reason (then a count per interval), whatever the traffic.
+  const refusals = new LogSummary({
+    logger: app.log as unknown as Logger,
+    event: 'caller_certificate_refused',
+    message: 'a client certificate that passed the TLS handshake names no caller',
+  })
+  app.addHook('onClose', async () => refusals.close())
+  const judge = new PeerJudge(config.identity, (refusal) => {
+    metrics.callerCertificatesRefused.inc({ reason: refusal.reason })
+    const trustDomain = refusal.trustDomain === undefined ? {} : { trust_domain: refusal.trustDomain }
+    refusals.note(`${refusal.reason} ${refusal.trustDomain ?? ''}`, { reason: refusal.reason, identity: config.identity.kind, ...trustDomain })
+  })
 
   app.addContentTypeParser(
     'application/x-www-form-urlencoded',
@@ -172,7 +190,7 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
       const socket = request.raw.socket as TLSSocket
       // The certificate is judged at every request, not only at the handshake: a keep-alive connection or
       // a resumed session outlives its validity, and a new CA bundle or CRL may no longer trust it.
-      const result = peerIdentity(socket, clock.now())
+      const result = judge.identify(socket, clock.now())
       if (!result.ok) {
         connections.closeAfterAnswer(socket)
         throw new InvalidClient(result.reason)

@@ -2,45 +2,14 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair, SignJWT } from 'jose'
 import t, { type Test } from 'tap'
-import { runAuthzCli, type AuthzIo } from '../../src/cli/authz.js'
-import type { Clock } from '../../src/clock.js'
 import { ManualClock } from '../../src/clock.js'
 import { revokeKey, rotateKeys } from '../../src/keys/admin.js'
 import { createCrl } from '../../src/pki/dev-pki.js'
 import { explainDecision } from '../../src/policy/explain.js'
 import { decide, parsePolicy } from '../../src/policy/policy.js'
 import { SAMPLE_POLICY, startHarness, type Harness } from '../helpers/harness.js'
+import { cli, harnessEnv, type Run } from '../helpers/authz-cli.js'
 import { freePort } from '../helpers/http.js'
-
-interface Run {
-  readonly code: number
-  readonly out: string
-  readonly err: string
-  json<T = Record<string, unknown>>(): T
-}
-
-function cli(env: Record<string, string>, clock?: Clock, stdin?: string) {
-  return async (...argv: string[]): Promise<Run> => {
-    const out: string[] = []
-    const err: string[] = []
-    const io: AuthzIo = {
-      out: (l) => out.push(l),
-      err: (l) => err.push(l),
-      ...(stdin === undefined ? {} : { readStdin: async () => stdin }),
-    }
-    const code = await runAuthzCli(argv, env, io, clock)
-    const text = out.join('\n')
-    return { code, out: text, err: err.join('\n'), json: <T>() => JSON.parse(text) as T }
-  }
-}
-
-const harnessEnv = (h: Harness, extra: Record<string, string> = {}): Record<string, string> => ({
-  AUTHZ_POLICY: h.config.policyPath,
-  AUTHZ_KEYS_DIR: h.config.keysDir,
-  AUTHZ_OPS_PORT: String(h.opsPort),
-  ...extra,
-})
-
 
 async function issue(h: Harness, body: Record<string, unknown>, cn = 'order-service'): Promise<string> {
   const res = await h.token(body, h.pki.client(cn))

@@ -118,7 +118,7 @@ export async function startHarness(t: Test, options: HarnessOptions = {}): Promi
     else writeFileSync(join(config.keysDir, 'manifest.json'), JSON.stringify({ version: 1, keys: [] }))
   }
   const keys = await KeyStore.open({ dir: config.keysDir, timing, clock })
-  const policy = await PolicyStore.load(config.policyPath)
+  const policy = await PolicyStore.load(config.policyPath, config.identity)
   const metrics = createMetrics({ defaults: false })
   const logs = new LogCapture()
   const logger = createLogger(config.logLevel, logs)
