@@ -7,7 +7,7 @@
 import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { NotFound, SlowDown, WireError, type WireErrorCode } from '../errors.js'
+import { NotFound, SlowDown, TemporarilyUnavailable, WireError, type WireErrorCode } from '../errors.js'
 import type { PeerIdentity } from '../identity/peer.js'
 import type { Metrics } from '../metrics.js'
 
@@ -15,6 +15,8 @@ import type { Metrics } from '../metrics.js'
 declare module 'fastify' {
   interface FastifyRequest {
     peer?: PeerIdentity
+    /** The error code the request was answered with, once sendError answered it (metrics read it). */
+    answeredWith?: WireErrorCode
   }
 }
 
@@ -47,9 +49,10 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, err: unk
       'request denied',
     )
   }
+  request.answeredWith = wire.code
   metrics?.requestsDenied.inc({ route, error: wire.code })
   if (route === '/token') metrics?.tokenDenied.inc({ error: wire.code })
-  if (err instanceof SlowDown) void reply.header('retry-after', String(err.retryAfterSeconds))
+  if (err instanceof SlowDown || err instanceof TemporarilyUnavailable) void reply.header('retry-after', String(err.retryAfterSeconds))
   return reply
     .code(wire.statusCode)
     .header('cache-control', 'no-store')
