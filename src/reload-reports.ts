@@ -4,6 +4,7 @@
  * recovery and a change with its details.
  */
 import type { Logger } from 'pino'
+import type { Clock } from './clock.js'
 import type { AuthzError } from './errors.js'
 import type { KeyStore } from './keys/store.js'
 import type { Metrics } from './metrics.js'
@@ -22,6 +23,7 @@ export interface ReloadReporting {
 
 export function reloadReporter(what: ReloadTarget, reporting: ReloadReporting, metrics: Metrics, logger: Logger): (event: ReloadEvent<AuthzError>) => void {
   metrics.reloadFailing.set({ what }, 0)
+  for (const result of ['changed', 'error']) reporting.counter.inc({ result }, 0)
   return (event) => {
     if (event.kind === 'failed') {
       reporting.counter.inc({ result: 'error' })
@@ -48,11 +50,11 @@ export function reloadReporter(what: ReloadTarget, reporting: ReloadReporting, m
  * error line — at start and at run time alike — naming the key that stopped and the next one, if any;
  * its end is a warning. Returns the function that stops reporting.
  */
-export function reportSigningKey(keys: KeyStore, logger: Logger): () => void {
+export function reportSigningKey(keys: KeyStore, logger: Logger, clock: Clock): () => void {
   let last = keys.signingKey()
   let noneSince: number | undefined
   const noKey = (previous: string | undefined): void => {
-    noneSince = Date.now()
+    noneSince = clock.now()
     const next = keys.statuses().find((s) => s.state === 'next')?.key
     logger.error(
       {
@@ -71,7 +73,7 @@ export function reportSigningKey(keys: KeyStore, logger: Logger): () => void {
     if (active?.kid === last?.kid) return
     if (active === undefined) noKey(last?.kid)
     else if (last === undefined) {
-      logger.warn({ event: 'signing_key_active', kid: active.kid, alg: active.alg, store: active.store, failed_for_ms: noneSince === undefined ? undefined : Date.now() - noneSince }, 'a signing key is active again')
+      logger.warn({ event: 'signing_key_active', kid: active.kid, alg: active.alg, store: active.store, failed_for_ms: noneSince === undefined ? undefined : clock.now() - noneSince }, 'a signing key is active again')
     } else {
       logger.info({ event: 'signing_key_switched', kid: active.kid, alg: active.alg, store: active.store, previous: last.kid }, 'signing key switched')
     }

@@ -94,7 +94,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     throw new ConfigError('AUTHZ_KEYS_DIR', `${(err as Error).message} (create a key with: npm run keys -- init)`)
   }
   for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
-  const stopKeyReports = reportSigningKey(keys, logger)
+  const stopKeyReports = reportSigningKey(keys, logger, clock)
 
   const deps = { keys, policy, metrics, clock, logger }
   const main = await buildApp(config, tls, deps)
