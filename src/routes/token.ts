@@ -21,6 +21,7 @@ import {
   SlowDown,
   TemporarilyUnavailable,
   UnsupportedGrantType,
+  type UnavailableReason,
 } from '../errors.js'
 import { PeerJudge, type PeerIdentity } from '../identity/peer.js'
 import { SPIFFE_ID_MAX_LENGTH } from '../identity/spiffe-id.js'
@@ -136,8 +137,24 @@ function debugEnabled(log: FastifyBaseLogger): boolean {
   return (log as FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled?.('debug') ?? true
 }
 
+/** Retry-After of a 503 while the signer cannot sign (a PKCS#11 token reconnects within 1–30 s). */
+export const SIGNER_RETRY_AFTER_SEC = 5
+/** Retry-After of a 503 while no key is active and none is scheduled: an operator has to act. */
+export const NO_KEY_RETRY_AFTER_SEC = 30
+
+/** While no key signs: until the next key activates (1–60 s), or NO_KEY_RETRY_AFTER_SEC when none is scheduled. */
+export function noKeyRetryAfter(keys: Pick<KeyStore, 'statuses'>, now: number): number {
+  const next = keys.statuses().find((s) => s.state === 'next')
+  if (next === undefined) return NO_KEY_RETRY_AFTER_SEC
+  return Math.min(60, Math.max(1, Math.ceil((next.key.activatesAt - now) / 1000)))
+}
+
 export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): Promise<void> {
   const { config, clock, keys, policy, metrics, rateLimiter, connections } = deps
+  const unavailable = (reason: UnavailableReason, retryAfter: number): TemporarilyUnavailable => {
+    metrics.tokenUnavailable.inc({ reason })
+    return new TemporarilyUnavailable(reason, retryAfter)
+  }
   const newJti = deps.randomUUID ?? randomUUID
   // A certificate that passed the handshake but names no caller (judged once per connection): counted by
   // reason, and one log line per reason (then a count per interval), whatever the traffic.
@@ -209,7 +226,14 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
         throw new InvalidClient('unknown caller')
       }
       const rate = rateLimiter.take(result.identity.subject)
-      if (!rate.allowed) throw new SlowDown(rate.retryAfter)
+      if (!rate.allowed) {
+        metrics.tokenRateLimited.inc({ caller: result.identity.subject })
+        throw new SlowDown(rate.retryAfter)
+      }
+    },
+    onResponse: async (request, reply) => {
+      const outcome = reply.statusCode === 200 ? 'issued' : (request.answeredWith ?? 'server_error')
+      metrics.tokenRequestSeconds.observe({ outcome }, reply.elapsedTime / 1000)
     },
     handler: async (request, reply) => {
       const peer = request.peer as PeerIdentity
@@ -224,7 +248,7 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
         throw new InvalidScope(decision.reason)
       }
       const key = keys.signingKey()
-      if (key === undefined) throw new TemporarilyUnavailable()
+      if (key === undefined) throw unavailable('no_active_key', noKeyRetryAfter(keys, clock.now()))
       const claims = buildClaims({
         issuer: config.issuer,
         subject: peer.subject,
@@ -242,8 +266,9 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
       } catch (err) {
         // The key cannot sign right now (a PKCS#11 token down or being reloaded, which is reported once
         // where it is noticed): try again shortly. Any other failure is logged here.
-        if ((err as { code?: unknown }).code !== 'ERR_TOKEN_UNAVAILABLE') request.log.error({ event: 'signing_failed', kid: key.kid, err }, 'signing failed')
-        throw new TemporarilyUnavailable('signing failed')
+        if ((err as { code?: unknown }).code === 'ERR_TOKEN_UNAVAILABLE') throw unavailable('signer_unavailable', SIGNER_RETRY_AFTER_SEC)
+        request.log.error({ event: 'signing_failed', kid: key.kid, err }, 'signing failed')
+        throw unavailable('signing_failed', SIGNER_RETRY_AFTER_SEC)
       }
       metrics.signingSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
       metrics.tokensIssued.inc({ audience })
