@@ -9,7 +9,8 @@ import t from 'tap'
 import { CalleePolicy, GRPC_ROUTE_KEY, HTTP_ROUTE_KEY, parseCalleePolicy } from '../../packages/sdk/src/callee-policy.js'
 import { ManualClock } from '../../packages/sdk/src/clock.js'
 import { CALLEE_POLICY_ERROR_CODES, CalleePolicyError, DENIAL_REASONS, VERIFY_ERROR_CODES, VerifyError } from '../../packages/sdk/src/errors.js'
-import { SCOPE_TOKEN, SERVICE_NAME, SPIFFE_ID, SPIFFE_ID_MAX_LENGTH } from '../../packages/sdk/src/grammar.js'
+import { isSpiffeId, SCOPE_TOKEN, SERVICE_NAME, SPIFFE_ID, SPIFFE_ID_MAX_LENGTH } from '../../packages/sdk/src/grammar.js'
+import { parseWorkloadId } from '../../src/identity/spiffe-id.js'
 import { createGuard, type CallOutcome } from '../../packages/sdk/src/guard.js'
 import type { Algorithm } from '../../packages/sdk/src/key-set.js'
 import { createVerifier } from '../../packages/sdk/src/verifier.js'
@@ -46,6 +47,23 @@ t.test('the grammar is the schema: the kit parses with the patterns conformance/
   t.equal(defs.spiffeId?.maxLength, SPIFFE_ID_MAX_LENGTH)
   t.equal(defs.httpRouteKey?.pattern, HTTP_ROUTE_KEY)
   t.equal(defs.grpcRouteKey?.pattern, GRPC_ROUTE_KEY)
+})
+
+t.test("the issuer's SPIFFE ID grammar (AUTHZ_IDENTITY=spiffe) is the kits': every spiffe: caller of the vectors", async (t) => {
+  const callers = new Map<string, boolean>()
+  for (const v of policies) {
+    const routes = (v.document as { routes?: Record<string, { callers?: unknown }> } | undefined)?.routes
+    for (const rule of Object.values(routes ?? {})) {
+      for (const caller of Array.isArray(rule?.callers) ? rule.callers : []) {
+        if (typeof caller === 'string' && caller.toLowerCase().startsWith('spiffe:')) callers.set(caller, 'valid' in v.expect)
+      }
+    }
+  }
+  t.ok(callers.size >= 20, `${callers.size} SPIFFE IDs`)
+  for (const [id, valid] of callers) {
+    t.equal(isSpiffeId(id), valid, `the SDK: ${id.slice(0, 60)}`)
+    t.equal(parseWorkloadId(id).ok, valid, `the issuer: ${id.slice(0, 60)}`)
+  }
 })
 
 t.test('callee-policy documents: the parser and the JSON Schema give each vector its verdict', async (t) => {
