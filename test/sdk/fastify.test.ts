@@ -1,4 +1,5 @@
 import { writeFile } from 'node:fs/promises'
+import { connect } from 'node:http2'
 import { join } from 'node:path'
 import Fastify from 'fastify'
 import { Counter, Registry } from 'prom-client'
@@ -210,4 +211,33 @@ t.test('serviceAuth: the GET rule governs the automatic HEAD route', async (t) =
     t.equal(res.text, '', 'empty body')
     t.equal((await closed.call(method as string, path as string)).status, 401, `${method} ${path} without a token: 401`)
   }
+})
+
+t.test('serviceAuth over HTTP/2: the token is read from the stream headers (regression: HTTP/2 requests have no headersDistinct)', async (t) => {
+  const h = await startHarness(t)
+  const verifier = await createVerifier({ issuer: 'https://authz.internal', audience: 'inventory-service', jwksUrl: `http://127.0.0.1:${h.opsPort}/.well-known/jwks.json`, clock: h.clock })
+  const server = createServerCert(h.pki.ca)
+  const app = Fastify({ http2: true, https: { ca: h.pki.ca.certPem, cert: server.certPem, key: server.keyPem, requestCert: true, rejectUnauthorized: true } })
+  await app.register(serviceAuth, { verifier })
+  app.get('/stock/:sku', { config: { scope: 'stock:read' } }, async (request) => request.caller)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const order = h.pki.client('order-service')
+  const session = connect(`https://localhost:${(app.server.address() as { port: number }).port}`, { ca: h.pki.ca.certPem, cert: order.certPem, key: order.keyPem })
+  t.teardown(async () => {
+    session.close()
+    verifier.close()
+    await app.close()
+  })
+  const get = (headers: Record<string, string | string[]>) =>
+    new Promise<number>((resolve, reject) => {
+      const stream = session.request({ ':path': '/stock/sku-1', ...headers })
+      stream.on('response', (res) => resolve(res[':status'] as number))
+      stream.on('error', reject)
+      stream.resume()
+      stream.end()
+    })
+  const read = await tokenOf(h, { audience: 'inventory-service', scope: 'stock:read' })
+  t.equal(await get({ 'x-service-token': read }), 200, 'a token')
+  t.equal(await get({ 'x-service-token': [read, read] }), 401, 'two token fields')
+  t.equal(await get({}), 401, 'none')
 })

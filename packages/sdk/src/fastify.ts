@@ -71,6 +71,18 @@ function deny(request: FastifyRequest, reply: FastifyReply, denial: Denial): voi
   void reply.code(status).header('cache-control', 'no-store').send()
 }
 
+/**
+ * Every X-Service-Token field as sent, HTTP/1.1 or HTTP/2: two of them are no token (Node's `headers` would
+ * join them with ", ", and HTTP/2 requests have no `headersDistinct`).
+ */
+function tokensOf(rawHeaders: readonly string[]): string[] {
+  const tokens: string[] = []
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).toLowerCase() === SERVICE_TOKEN_HEADER) tokens.push(rawHeaders[i + 1] as string)
+  }
+  return tokens
+}
+
 /** What a route's config says, read once per route (Fastify's route config object lives as long as the route). */
 interface RouteAuth {
   readonly exempt: boolean
@@ -117,8 +129,7 @@ async function plugin(app: FastifyInstance, options: ServiceAuthOptions): Promis
     }
     const verdict = guard({
       peerThumbprint: verified ? (peerThumbprint(socket) ?? undefined) : undefined,
-      // Every X-Service-Token line as sent: two of them are no token (Node would join them with ", ").
-      tokens: request.raw.headersDistinct[SERVICE_TOKEN_HEADER],
+      tokens: tokensOf(request.raw.rawHeaders),
       key: `${request.method} ${route.url ?? request.url}`,
       rule: auth.rule,
       method: request.method,
