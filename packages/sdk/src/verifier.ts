@@ -311,9 +311,10 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
     async verify(token, context = {}) {
       if (typeof token !== 'string' || token === '') throw new VerifyError('ERR_TOKEN_MISSING', 'no token')
       if (token.length > TOKEN_MAX_LENGTH) throw new VerifyError('ERR_TOKEN_MALFORMED', 'token too long')
-      if (!COMPACT_JWS.test(token) || !canonical(token)) throw new VerifyError('ERR_TOKEN_MALFORMED', 'not three canonical base64url segments')
+      // A cached token is this exact string, which passed every check when it entered the cache.
       let verified = cache?.get(token)
       if (verified === undefined) {
+        if (!COMPACT_JWS.test(token) || !canonical(token)) throw new VerifyError('ERR_TOKEN_MALFORMED', 'not three canonical base64url segments')
         const before = generation
         verified = await verifyToken(token)
         // Verified against a key set that changed meanwhile: good for this request, not for the cache.
