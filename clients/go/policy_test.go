@@ -224,20 +224,10 @@ func TestCalleePolicyReadsRegularFilesOnly(t *testing.T) {
 	writeAtomic(t, big, `{"routes": {}, "$schema": "`+strings.Repeat("x", 1<<20)+`"}`)
 	for name, path := range map[string]string{"a FIFO": fifo, "a directory": dir, "a device": "/dev/zero", "over 1 MiB": big} {
 		t.Run(name, func(t *testing.T) {
-			done := make(chan error, 1)
-			go func() {
+			wantReadErrorAtOnce(t, func() error {
 				_, err := authz.LoadCalleePolicyWith(path, authz.WithPollInterval(0))
-				done <- err
-			}()
-			select {
-			case err := <-done:
-				var pe *authz.PolicyError
-				if !errors.As(err, &pe) || pe.Code != authz.ErrCodePolicyRead {
-					t.Fatalf("want ERR_POLICY_READ, got %v", err)
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatal("reading it blocked")
-			}
+				return err
+			})
 		})
 	}
 	// Swapped in under a watched policy: the reload fails at once and the rules in force stay.
@@ -251,8 +241,17 @@ func TestCalleePolicyReadsRegularFilesOnly(t *testing.T) {
 	if err := os.Rename(fifo, path); err != nil {
 		t.Fatal(err)
 	}
+	wantReadErrorAtOnce(t, p.Reload)
+	if p.DecideHTTP("GET", "/x", reader) != authz.Allow {
+		t.Fatal("the rules in force stay")
+	}
+}
+
+// wantReadErrorAtOnce runs read, which must fail with ERR_POLICY_READ rather than block.
+func wantReadErrorAtOnce(t *testing.T, read func() error) {
+	t.Helper()
 	done := make(chan error, 1)
-	go func() { done <- p.Reload() }()
+	go func() { done <- read() }()
 	select {
 	case err := <-done:
 		var pe *authz.PolicyError
@@ -260,9 +259,6 @@ func TestCalleePolicyReadsRegularFilesOnly(t *testing.T) {
 			t.Fatalf("want ERR_POLICY_READ, got %v", err)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("a reload blocked on a FIFO")
-	}
-	if p.DecideHTTP("GET", "/x", reader) != authz.Allow {
-		t.Fatal("the rules in force stay")
+		t.Fatal("reading it blocked")
 	}
 }
