@@ -29,6 +29,21 @@ func (ts *TokenSource) schedule(e *tokenEntry, at time.Time) {
 // fetch asks authz for e's token, stores it and plans the next refresh; on failure it plans a retry
 // with backoff while the cached token is still good.
 func (ts *TokenSource) fetch(e *tokenEntry, background bool) (any, error) {
+	if !background {
+		// A caller that found nothing usable may start its flight just after another flight ended: what
+		// that one left (a token, or an error within the backoff) answers it, without a request.
+		ts.mu.Lock()
+		now := ts.clock.Now()
+		token, lastErr := e.token, e.lastErr
+		fresh, backingOff := token != "" && now.Before(e.expiresAt), lastErr != nil && now.Before(e.retryAt)
+		ts.mu.Unlock()
+		if fresh {
+			return token, nil
+		}
+		if backingOff {
+			return nil, lastErr
+		}
+	}
 	requestedAt := ts.clock.Now()
 	token, lifetime, err := ts.request(e)
 	ts.mu.Lock()

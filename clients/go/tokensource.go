@@ -17,6 +17,10 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
+// testHookBeforeFlight runs between a Token call's look at the cache and its joining (or starting) a
+// flight: tests make another flight end there.
+var testHookBeforeFlight func()
+
 // DefaultRefreshBefore is the refresh margin: a token is refreshed no later than this long before it
 // expires (the TypeScript SDK's REFRESH_BEFORE_MS).
 const DefaultRefreshBefore = 60 * time.Second
@@ -209,6 +213,9 @@ func (ts *TokenSource) Token(ctx context.Context, audience string, scopes ...str
 		return "", err
 	}
 	ts.mu.Unlock()
+	if testHookBeforeFlight != nil {
+		testHookBeforeFlight()
+	}
 	ch := ts.group.DoChan(key, func() (any, error) { return ts.fetch(e, false) })
 	select {
 	case res := <-ch:

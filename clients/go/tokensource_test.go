@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -390,5 +391,47 @@ func TestTransportSetsTheServiceTokenAndNeverSendsItInClear(t *testing.T) {
 	}
 	if asked != 1 {
 		t.Fatalf("the wrapper was asked %d times, want 1 (the https request)", asked)
+	}
+}
+
+// A caller that found nothing cached may start its flight just after another flight ended: it gets
+// that flight's token, or its failure within the backoff, without a request of its own (found under
+// load: the look at the cache and the flight were not one step, and one step of the backoff test saw
+// two requests).
+func TestTokenSourceACallerBetweenTheCacheAndTheFlightAsksNothing(t *testing.T) {
+	for name, mode := range map[string]string{"after a failed flight": "unavailable", "after a good flight": ""} {
+		t.Run(name, func(t *testing.T) {
+			f := testissuer.StartFake()
+			defer f.Close()
+			f.Mode.Store(mode)
+			ts := tokenSource(t, f, "order-service", func(c *authz.TokenSourceConfig) { c.Clock = testissuer.NewFakeClock() })
+			atGate, flightDone := make(chan struct{}), make(chan struct{})
+			var hooked atomic.Bool
+			restore := authz.SetTestHookBeforeFlight(func() {
+				if hooked.CompareAndSwap(false, true) {
+					close(atGate) // B looked: nothing cached, no error yet
+					<-flightDone  // A's flight ends meanwhile
+				}
+			})
+			defer restore()
+			type answer struct {
+				token string
+				err   error
+			}
+			late := make(chan answer, 1)
+			go func() {
+				token, err := ts.Token(ctxT(t), "inventory-service") // B
+				late <- answer{token, err}
+			}()
+			<-atGate
+			token, err := ts.Token(ctxT(t), "inventory-service") // A
+			close(flightDone)
+			if b := <-late; b.token != token || b.err != err || (mode == "") != (err == nil) {
+				t.Fatalf("B and A got different answers (same token: %v; errors %v and %v)", b.token == token, b.err, err)
+			}
+			if n := f.Requests(); n != 1 {
+				t.Fatalf("authz got %d requests, want 1", n)
+			}
+		})
 	}
 }
