@@ -16,6 +16,7 @@ import (
 	"errors"
 	"math/big"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -344,5 +345,37 @@ func TestConformanceStaticKeySets(t *testing.T) {
 				t.Fatalf("kids %v, want %v", got, c.Expect.Kids)
 			}
 		})
+	}
+}
+
+// One set of callee counters: after the same observations, the same Prometheus text as the TypeScript SDK.
+func TestConformanceCalleeCounters(t *testing.T) {
+	var vectors struct {
+		Observations []struct {
+			Allowed      bool   `json:"allowed"`
+			Denied       string `json:"denied"`
+			Status       int    `json:"status"`
+			PolicyReload string `json:"policyReload"`
+		} `json:"observations"`
+		Exposition []string `json:"exposition"`
+	}
+	readVectors(t, "callee-counters.json", &vectors)
+	c := &authz.CalleeCounters{}
+	for _, o := range vectors.Observations {
+		switch {
+		case o.PolicyReload == "failed":
+			c.ObservePolicyReload(errors.New("the source cannot be read"))
+		case o.PolicyReload == "succeeded":
+			c.ObservePolicyReload(nil)
+		default:
+			c.Observe(authz.CallOutcome{Allowed: o.Allowed, Reason: o.Denied, Status: o.Status})
+		}
+	}
+	var text strings.Builder
+	if err := c.WritePrometheus(&text); err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Join(vectors.Exposition, "\n") + "\n"; text.String() != want {
+		t.Fatalf("the kit writes\n%s\nconformance/callee-counters.json says\n%s", text.String(), want)
 	}
 }
