@@ -172,6 +172,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     },
     close() {
       closing ??= (async () => {
+        const started = Date.now()
         policy.close()
         keys.close()
         tlsReloader.close()
@@ -185,6 +186,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
         connections.stop()
         opsConnections.stop()
         await token?.close()
+        logger.info({ event: 'shutdown_complete', elapsed_ms: Date.now() - started }, 'drained')
         stopFlushing()
       })()
       return closing

@@ -2,12 +2,12 @@
  * The keys manifest (`<AUTHZ_KEYS_DIR>/manifest.json`): the list every replica reads to agree on which key
  * signs when. It names key files by kid; it holds no key material. The one reader and writer of the file.
  */
-import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Ajv } from 'ajv'
 import { AuthzError } from '../errors.js'
 import { sha256Hex } from '../util/digest.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
+import { MiB, readFailure, readRegularFile } from '../util/read-file.js'
 import type { KeyTimes } from './lifecycle.js'
 import { ALGORITHMS, type Alg } from './material.js'
 
@@ -161,10 +161,10 @@ export const EMPTY_MANIFEST: Manifest = Object.freeze({ version: 1, keys: Object
 /** The manifest's bytes, or null when the directory has none. Any other read failure throws `ERR_KEYSET_READ`. */
 export async function readManifestText(dir: string): Promise<string | null> {
   try {
-    return await readFile(join(dir, MANIFEST_FILE), 'utf8')
+    return (await readRegularFile(join(dir, MANIFEST_FILE), { maxBytes: MiB })).toString('utf8')
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw new AuthzError('ERR_KEYSET_READ', `cannot read ${MANIFEST_FILE} in ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
+    throw new AuthzError('ERR_KEYSET_READ', `cannot read ${MANIFEST_FILE} in ${dir}: ${readFailure(err)}`)
   }
 }
 

@@ -3,24 +3,29 @@
  * change and on SIGHUP with `setSecureContext`: new handshakes use the new material. When the client CA
  * bundle or the CRL changed, `onTrustChange` receives the new trust, so connections opened before are
  * checked against it (see connections.ts); a new server certificate alone leaves them as they are. A set
- * that does not load (bad PEM, a key that does not match the certificate, an unreadable file) is reported,
+ * that does not load (bad PEM, a key that does not match the certificate, an unreadable file or one that is
+ * not a regular file) is reported,
  * the previous one stays in force, and the reload is retried until it loads.
  */
-import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { createSecureContext, type Server as TlsServer } from 'node:tls'
 import type { TlsFiles } from '../config.js'
 import { ConfigError } from '../errors.js'
 import { sha256Hex } from '../util/digest.js'
+import { MiB, readFailure, readRegularFile } from '../util/read-file.js'
 import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
 import { secureContextOptions, type TlsMaterial } from './options.js'
 import { ClientTrust } from './trust.js'
 
-async function readNamed(variable: string, path: string): Promise<Buffer> {
+/** Certificates, keys and CA bundles are small; a CA's CRL can list many revocations. */
+const PEM_MAX_BYTES = MiB
+const CRL_MAX_BYTES = 64 * MiB
+
+async function readNamed(variable: string, path: string, maxBytes = PEM_MAX_BYTES): Promise<Buffer> {
   try {
-    return await readFile(path)
+    return await readRegularFile(path, { maxBytes })
   } catch (err) {
-    throw new ConfigError(variable, `cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+    throw new ConfigError(variable, `cannot read ${path} (${readFailure(err)})`)
   }
 }
 
@@ -30,7 +35,7 @@ export async function readTlsMaterial(files: TlsFiles): Promise<TlsMaterial> {
     cert: await readNamed('AUTHZ_TLS_CERT', files.cert),
     key: await readNamed('AUTHZ_TLS_KEY', files.key),
     clientCa: await readNamed('AUTHZ_CLIENT_CA', files.clientCa),
-    crl: files.crl === undefined ? undefined : await readNamed('AUTHZ_CRL', files.crl),
+    crl: files.crl === undefined ? undefined : await readNamed('AUTHZ_CRL', files.crl, CRL_MAX_BYTES),
   }
 }
 
