@@ -8,7 +8,11 @@ import type { AuthzError } from './errors.js'
 import type { Metrics } from './metrics.js'
 import type { ReloadEvent } from './util/reloader.js'
 
-export type ReloadTarget = 'policy' | 'keyset' | 'TLS'
+/** The `what` label (lowercase, as Prometheus label values are). */
+export type ReloadTarget = 'policy' | 'keyset' | 'tls'
+
+/** How a log message names each target. */
+const NAMES: Readonly<Record<ReloadTarget, string>> = { policy: 'policy', keyset: 'keyset', tls: 'TLS material' }
 
 export interface ReloadReporting {
   readonly counter: Metrics['policyReloads']
@@ -26,16 +30,16 @@ export function reloadReporter(what: ReloadTarget, reporting: ReloadReporting, m
       metrics.reloadFailing.set({ what }, 1)
       logger.error(
         { event: 'reload_failed', what, code: event.error.code, detail: event.error.message, retry_in_ms: event.retryInMs },
-        `${what} reload failed; ${reporting.keeps} stay in force; retrying until it loads`,
+        `${NAMES[what]} reload failed; ${reporting.keeps} stay in force; retrying until it loads`,
       )
       return
     }
     if (event.kind === 'recovered') {
       metrics.reloadFailing.set({ what }, 0)
-      logger.warn({ event: 'reload_recovered', what, failed_for_ms: event.failedFor }, `${what} loads again`)
+      logger.warn({ event: 'reload_recovered', what, failed_for_ms: event.failedFor }, `${NAMES[what]} loads again`)
       if (!event.changed) return
     }
     reporting.counter.inc({ result: 'changed' })
-    logger.info({ event: 'reloaded', what, ...reporting.onChange() }, `${what} reloaded`)
+    logger.info({ event: 'reloaded', what, ...reporting.onChange() }, `${NAMES[what]} reloaded`)
   }
 }

@@ -122,7 +122,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     metrics,
     logger,
   )
-  const onTls = reloadReporter('TLS', { counter: metrics.tlsReloads, keeps: 'the previous certificates, CA and CRL', onChange: () => ({}) }, metrics, logger)
+  const onTls = reloadReporter('tls', { counter: metrics.tlsReloads, keeps: 'the previous certificates, CA and CRL', onChange: () => ({}) }, metrics, logger)
   let lastActive = keys.signingKey()?.kid
   keys.onChange(() => {
     const active = keys.signingKey()?.kid
