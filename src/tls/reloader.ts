@@ -1,12 +1,14 @@
 /**
  * The main listener's TLS material (server certificate and key, client CA bundle, CRLs), reloaded on file
- * change and on SIGHUP with `setSecureContext`: new handshakes use the new material. When the client CA
- * bundle or the CRL changed, `onTrustChange` receives the new trust, so connections opened before are
- * checked against it (see connections.ts); a new server certificate alone leaves them as they are. A set
+ * change and on SIGHUP with `setSecureContext`: new connections use the new material. When the client CA
+ * bundle or the CRL changed, `onTrustChange` receives the new trust, so connections accepted before are
+ * checked against it (see connections.ts), and the session-ticket key is replaced, so no session verified
+ * under the old material is resumed under the new; a new server certificate alone leaves both as they are. A set
  * that does not load (bad PEM, a key that does not match the certificate, an unreadable file or one that is
  * not a regular file) is reported,
  * the previous one stays in force, and the reload is retried until it loads.
  */
+import { randomBytes } from 'node:crypto'
 import { dirname } from 'node:path'
 import { createSecureContext, type Server as TlsServer } from 'node:tls'
 import type { TlsFiles } from '../config.js'
@@ -93,9 +95,14 @@ export class TlsReloader {
     checkTlsMaterial(material)
     const trustHash = trustDigest(material)
     const trust = trustHash === this.#trust ? undefined : parseTrust(material)
+    // From here on, synchronously: a connection is accepted either before all of it or after all of it.
     this.#server.setSecureContext(secureContextOptions(material))
     this.#current = hash
     if (trust !== undefined) {
+      // A resumed session skips the certificate check: none verified under the old CA bundle or CRL may
+      // resume under the new. (Node 20 happens not to resume sessions across setSecureContext; a new
+      // ticket key makes that ours to rely on.)
+      this.#server.setTicketKeys(randomBytes(48))
       this.#trust = trustHash
       this.#onTrustChange(trust)
     }
