@@ -18,6 +18,25 @@ export interface Metrics {
   readonly signerAvailable: Gauge
   readonly activeKeyAgeSeconds: Gauge
   readonly nextActivationSeconds: Gauge
+  readonly tlsHandshakeFailures: Counter<'reason'>
+  readonly tlsServerCertificateExpiry: Gauge
+  readonly tlsClientCaExpiry: Gauge
+  /** Registered only while a CRL with a nextUpdate is in force (see setCrlNextUpdate): absent otherwise, never 0. */
+  readonly tlsCrlNextUpdate: Gauge
+}
+
+const CRL_NEXT_UPDATE = 'authz_tls_crl_next_update_timestamp_seconds'
+
+/** Sets the CRL's nextUpdate gauge, or removes the series when no CRL (with a nextUpdate) is in force. */
+export function setCrlNextUpdate(metrics: Metrics, nextUpdateMs: number | null): void {
+  const { registry, tlsCrlNextUpdate: gauge } = metrics
+  const registered = registry.getSingleMetric(CRL_NEXT_UPDATE) !== undefined
+  if (nextUpdateMs === null) {
+    if (registered) registry.removeSingleMetric(CRL_NEXT_UPDATE)
+    return
+  }
+  if (!registered) registry.registerMetric(gauge)
+  gauge.set(nextUpdateMs / 1000)
 }
 
 export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
@@ -88,6 +107,27 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
       name: 'authz_next_key_activation_seconds',
       help: 'Seconds until the next key activates (-1 when none is scheduled)',
       registers: [registry],
+    }),
+    tlsHandshakeFailures: new Counter({
+      name: 'authz_tls_handshake_failures_total',
+      help: 'TLS handshakes of the main listener that did not end authenticated, by reason: no_certificate, unknown_ca, revoked, expired, not_yet_valid, crl_expired, protocol, timeout, other',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    tlsServerCertificateExpiry: new Gauge({
+      name: 'authz_tls_server_certificate_expiry_timestamp_seconds',
+      help: 'notAfter of the server certificate in force (the earliest of the chain it presents), seconds since the epoch',
+      registers: [registry],
+    }),
+    tlsClientCaExpiry: new Gauge({
+      name: 'authz_tls_client_ca_expiry_timestamp_seconds',
+      help: 'The earliest notAfter in the client CA bundle in force, seconds since the epoch',
+      registers: [registry],
+    }),
+    tlsCrlNextUpdate: new Gauge({
+      name: CRL_NEXT_UPDATE,
+      help: 'The earliest nextUpdate of the CRLs in force, seconds since the epoch (absent without AUTHZ_CRL); past it every client certificate the CRL covers is refused',
+      registers: [],
     }),
   }
 }

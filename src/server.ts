@@ -12,9 +12,11 @@ import { loadConfig, type Config } from './config.js'
 import { ConfigError } from './errors.js'
 import { KeyStore } from './keys/store.js'
 import { bufferedStdout, createLogger, keepFlushing } from './logger.js'
-import { createMetrics, type Metrics } from './metrics.js'
+import { createMetrics, setCrlNextUpdate, type Metrics } from './metrics.js'
 import { PolicyStore } from './policy/store.js'
 import { reloadReporter } from './reload-reports.js'
+import { CrlDeadline, materialDates } from './tls/expiry.js'
+import type { TlsMaterial } from './tls/options.js'
 import { checkTlsMaterial, readTlsMaterial, TlsReloader } from './tls/reloader.js'
 
 /** Where a started server sends its output, and its clock (tests). */
@@ -71,7 +73,17 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   const dev = config.tls === null ? await (await import('./dev/bootstrap.js')).prepareDevMaterial(config, policy.current, timing, clock, logger) : undefined
   const tlsFiles = dev?.tls ?? (config.tls as NonNullable<Config['tls']>)
   const tls = await readTlsMaterial(tlsFiles)
-  checkTlsMaterial(tls)
+  checkTlsMaterial(tls, tlsFiles, clock.now())
+  const crl = tlsFiles.crl === undefined ? undefined : new CrlDeadline(clock, logger, tlsFiles.crl)
+  const tlsInForce = (material: TlsMaterial): void => {
+    // (OpenSSL accepted the material: its certificates have dates.)
+    const dates = materialDates(material)
+    if (dates.serverCertificateNotAfter !== null) metrics.tlsServerCertificateExpiry.set(dates.serverCertificateNotAfter / 1000)
+    if (dates.clientCaNotAfter !== null) metrics.tlsClientCaExpiry.set(dates.clientCaNotAfter / 1000)
+    setCrlNextUpdate(metrics, dates.crlNextUpdate)
+    crl?.follow(dates.crlNextUpdate)
+  }
+  tlsInForce(tls)
 
   // Keys in a PKCS#11 token: the module is loaded and logged in now (a ConfigError names what is wrong);
   // when it fails later, /token answers 503 and /readyz fails until it is reloaded.
@@ -90,18 +102,19 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   try {
     keys = await KeyStore.open({ dir: config.keysDir, timing, clock, passphrase: config.keyPassphrase, token })
   } catch (err) {
+    crl?.close()
     await token?.close()
     throw new ConfigError('AUTHZ_KEYS_DIR', `${(err as Error).message} (create a key with: npm run keys -- init)`)
   }
   for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
   if (keys.signingKey() === undefined) logger.error({ dir: config.keysDir }, 'no signing key is active: /token answers 503 until one is')
 
-  const deps = { keys, policy, metrics, clock, logger }
+  const deps = { keys, policy, metrics, clock, logger, ...(crl === undefined ? {} : { crl }) }
   const main = await buildApp(config, tls, deps)
   const ops = await buildOpsApp(config, deps)
   const connections = connectionsOf(main)
-  // New handshakes use reloaded TLS material; a new client CA or CRL also retires older connections.
-  const tlsReloader = new TlsReloader(tlsFiles, main.server, tls, (trust) => connections.retire(trust))
+  // New connections use reloaded TLS material; a new client CA or CRL also retires older connections.
+  const tlsReloader = new TlsReloader(tlsFiles, main.server, tls, { clock, onTrustChange: (trust) => connections.retire(trust), onApplied: tlsInForce })
 
   const onPolicy = reloadReporter(
     'policy',
@@ -141,6 +154,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     policy.close()
     keys.close()
     tlsReloader.close()
+    crl?.close()
     await Promise.allSettled([main.close(), ops.close()])
     stopFlushing()
     throw err
@@ -176,6 +190,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
         policy.close()
         keys.close()
         tlsReloader.close()
+        crl?.close()
         // Answers in progress finish (and close their connections); idle, handshaking, silent and
         // half-received connections close now; at the deadline everything left is destroyed.
         const deadlineMs = config.shutdownTimeout * 1000

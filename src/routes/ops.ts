@@ -13,6 +13,8 @@ export interface OpsDeps {
   readonly policy: PolicyStore
   readonly metrics: Metrics
   readonly clock: Clock
+  /** The CRL in force, when AUTHZ_CRL is set. */
+  readonly crl?: { passed(): boolean }
 }
 
 /** Key gauges are computed at scrape time from (keyset, now), like everything else about keys. */
@@ -37,9 +39,11 @@ export async function opsRoutes(app: FastifyInstance, deps: OpsDeps): Promise<vo
     const signing = deps.keys.signingAvailable()
     // A PolicyStore only exists around a validated policy; a bad reload keeps the previous one.
     const policy = deps.policy.current !== undefined
-    const ready = signing && policy
+    // Past its nextUpdate, the CRL in force makes OpenSSL refuse every client it covers.
+    const crl = deps.crl === undefined ? undefined : !deps.crl.passed()
+    const ready = signing && policy && crl !== false
     void reply.code(ready ? 200 : 503).header('cache-control', 'no-store')
-    return { status: ready ? 'ready' : 'not_ready', checks: { signing_key: signing, policy } }
+    return { status: ready ? 'ready' : 'not_ready', checks: { signing_key: signing, policy, ...(crl === undefined ? {} : { crl }) } }
   })
 
   app.get('/metrics', async (_request, reply) => {

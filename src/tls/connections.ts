@@ -113,6 +113,11 @@ export class ConnectionLifetimes {
     return this.#open.size
   }
 
+  /** True from the start of the drain (shutdown): connections closed from then on were closed by the server. */
+  get draining(): boolean {
+    return this.#draining
+  }
+
   /** The client CA bundle or CRL changed: connections opened before are retired (see the module comment). */
   retire(trust: ClientTrust): void {
     this.#generation++

@@ -3,19 +3,21 @@
  * change and on SIGHUP with `setSecureContext`: new connections use the new material. When the client CA
  * bundle or the CRL changed, `onTrustChange` receives the new trust, so connections accepted before are
  * checked against it (see connections.ts), and the session-ticket key is replaced, so no session verified
- * under the old material is resumed under the new; a new server certificate alone leaves both as they are. A set
- * that does not load (bad PEM, a key that does not match the certificate, an unreadable file or one that is
- * not a regular file) is reported,
- * the previous one stays in force, and the reload is retried until it loads.
+ * under the old material is resumed under the new; a new server certificate alone leaves both as they are.
+ * A set that does not load (bad PEM, a key that does not match the certificate, a CRL past its nextUpdate,
+ * a file that is not a regular file) is reported, the previous one stays in force, and the reload is
+ * retried until it loads.
  */
 import { randomBytes } from 'node:crypto'
 import { dirname } from 'node:path'
 import { createSecureContext, type Server as TlsServer } from 'node:tls'
+import type { Clock } from '../clock.js'
 import type { TlsFiles } from '../config.js'
 import { ConfigError } from '../errors.js'
 import { sha256Hex } from '../util/digest.js'
 import { MiB, readFailure, readRegularFile } from '../util/read-file.js'
 import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
+import { checkCrlDates } from './expiry.js'
 import { secureContextOptions, type TlsMaterial } from './options.js'
 import { ClientTrust } from './trust.js'
 
@@ -41,8 +43,11 @@ export async function readTlsMaterial(files: TlsFiles): Promise<TlsMaterial> {
   }
 }
 
-/** Throws a ConfigError when the material cannot make a secure context (the same check OpenSSL makes). */
-export function checkTlsMaterial(material: TlsMaterial): void {
+/**
+ * Throws a ConfigError when OpenSSL cannot make a secure context of the material, or when it would refuse
+ * every client under it (a CRL past its nextUpdate at `now`).
+ */
+export function checkTlsMaterial(material: TlsMaterial, files: Pick<TlsFiles, 'crl'>, now: number): void {
   try {
     createSecureContext(secureContextOptions(material))
   } catch (err) {
@@ -51,6 +56,7 @@ export function checkTlsMaterial(material: TlsMaterial): void {
     // OpenSSL's message names the failing check, never key bytes.
     throw new ConfigError(variable, `TLS material does not load: ${message}`)
   }
+  checkCrlDates(material, files.crl, now)
 }
 
 const materialDigest = (m: TlsMaterial): string => sha256Hex(m.cert, m.key, m.clientCa, m.crl)
@@ -59,20 +65,27 @@ const trustDigest = (m: TlsMaterial): string => sha256Hex(m.clientCa, m.crl)
 
 export type TlsReloadResult = ReloadResult<ConfigError>
 
+export interface TlsReloaderOptions {
+  readonly clock: Clock
+  /** Runs after a new client CA bundle or CRL is in force. */
+  readonly onTrustChange?: (trust: ClientTrust) => void
+  /** Runs after any new material is in force. */
+  readonly onApplied?: (material: TlsMaterial) => void
+}
+
 export class TlsReloader {
   readonly #files: TlsFiles
   readonly #server: TlsServer
+  readonly #options: TlsReloaderOptions
   #current: string
   #trust: string
-  readonly #onTrustChange: (trust: ClientTrust) => void
   readonly #reloader: Reloader<ConfigError>
   #unsubscribe: (() => void) | undefined
 
-  /** `onTrustChange` runs after a new client CA bundle or CRL is in force. */
-  constructor(files: TlsFiles, server: TlsServer, loaded: TlsMaterial, onTrustChange: (trust: ClientTrust) => void = () => undefined) {
+  constructor(files: TlsFiles, server: TlsServer, loaded: TlsMaterial, options: TlsReloaderOptions) {
     this.#files = files
     this.#server = server
-    this.#onTrustChange = onTrustChange
+    this.#options = options
     this.#trust = trustDigest(loaded)
     this.#current = materialDigest(loaded)
     this.#reloader = new Reloader({ attempt: () => this.#attempt(), toError: (err) => err as ConfigError })
@@ -92,7 +105,7 @@ export class TlsReloader {
     const material = await readTlsMaterial(this.#files)
     const hash = materialDigest(material)
     if (hash === this.#current) return false
-    checkTlsMaterial(material)
+    checkTlsMaterial(material, this.#files, this.#options.clock.now())
     const trustHash = trustDigest(material)
     const trust = trustHash === this.#trust ? undefined : parseTrust(material)
     // From here on, synchronously: a connection is accepted either before all of it or after all of it.
@@ -104,8 +117,9 @@ export class TlsReloader {
       // ticket key makes that ours to rely on.)
       this.#server.setTicketKeys(randomBytes(48))
       this.#trust = trustHash
-      this.#onTrustChange(trust)
+      this.#options.onTrustChange?.(trust)
     }
+    this.#options.onApplied?.(material)
     return true
   }
 
