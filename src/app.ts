@@ -18,6 +18,7 @@ import { clientErrorHandler, installErrorHandling } from './routes/errors.js'
 import { jwksRoutes } from './routes/jwks.js'
 import { opsRoutes } from './routes/ops.js'
 import { TOKEN_BODY_LIMIT, tokenRoutes } from './routes/token.js'
+import { HandshakeAdmission } from './tls/admission.js'
 import { ConnectionLifetimes } from './tls/connections.js'
 import { watchHandshakeFailures } from './tls/handshake-failures.js'
 import { DEFAULT_LIMITS, tlsOptions, type ConnectionLimits, type TlsMaterial } from './tls/options.js'
@@ -58,6 +59,12 @@ const commonOptions = {
 /** The main app: Fastify over an HTTPS (TLS) server. */
 export type MainApp = FastifyInstance<HttpsServer>
 
+/**
+ * The main listener's accept queue. Node's default (511) overflows under a flood of reconnects, and a real
+ * caller's SYN that finds it full is retransmitted a second later; the kernel caps it at somaxconn.
+ */
+export const MAIN_LISTEN_BACKLOG = 4096
+
 const lifetimes = new WeakMap<object, ConnectionLifetimes>()
 
 /** The connection lifetimes of an app built here (retire on trust change, drain on shutdown). */
@@ -92,18 +99,21 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
     loggerInstance: deps.logger.child({ listener: 'main' }),
   })
   const server = app.server
-  server.maxConnections = config.maxConnections
+  // Budgets: authenticated connections, handshaking ones, per source (replaces net's maxConnections,
+  // which counted a silent socket like a caller). First: it decides before anything else sees a socket.
   const logger = deps.logger.child({ listener: 'main' }) as unknown as Logger
+  const admission = new HandshakeAdmission(server, config, deps.metrics, logger)
   // A connection's certificate, and so its identity, must not change under us (TLS 1.2 renegotiation).
   server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
   const connections = trackLifetimes(app, new ConnectionLifetimes(server, { clock: deps.clock, maxAgeMs: config.maxConnectionAge * 1000 }))
   const failures = watchHandshakeFailures(server, deps.metrics, logger, {
-    closedByServer: () => connections.draining,
+    closedByServer: (raw) => admission.shedSocket(raw) || connections.draining,
     onFailure: (reason) => void (reason === 'crl_expired' && deps.crl?.passed()),
   })
   const stopTickets = rotateTicketKeys(server, deps.ticketKeyRotationMs)
   app.addHook('onClose', async () => {
     stopTickets()
+    admission.close()
     failures.close()
   })
   app.removeContentTypeParser('text/plain')

@@ -19,6 +19,8 @@ export interface Metrics {
   readonly activeKeyAgeSeconds: Gauge
   readonly nextActivationSeconds: Gauge
   readonly tlsHandshakeFailures: Counter<'reason'>
+  readonly tlsConnections: Gauge<'state'>
+  readonly tlsConnectionsShed: Counter<'reason'>
   readonly tlsServerCertificateExpiry: Gauge
   readonly tlsClientCaExpiry: Gauge
   /** Registered only while a CRL with a nextUpdate is in force (see setCrlNextUpdate): absent otherwise, never 0. */
@@ -111,6 +113,18 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
     tlsHandshakeFailures: new Counter({
       name: 'authz_tls_handshake_failures_total',
       help: 'TLS handshakes of the main listener that did not end authenticated, by reason: no_certificate, unknown_ca, revoked, expired, not_yet_valid, crl_expired, protocol, timeout, other',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    tlsConnections: new Gauge({
+      name: 'authz_tls_connections',
+      help: 'Open connections of the main listener by state: handshaking (TLS handshake not finished) or established (authenticated)',
+      labelNames: ['state'],
+      registers: [registry],
+    }),
+    tlsConnectionsShed: new Counter({
+      name: 'authz_tls_connections_shed_total',
+      help: 'Connections the main listener closed at accept or during their handshake because a budget was full, by reason: max_connections, handshake_budget, source_handshakes, source_rate',
       labelNames: ['reason'],
       registers: [registry],
     }),

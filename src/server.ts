@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import type { DestinationStream, Logger } from 'pino'
-import { buildApp, buildOpsApp, connectionsOf, type MainApp } from './app.js'
+import { buildApp, buildOpsApp, connectionsOf, MAIN_LISTEN_BACKLOG, type MainApp } from './app.js'
 import { systemClock, type Clock } from './clock.js'
 import { loadConfig, type Config } from './config.js'
 import { ConfigError } from './errors.js'
@@ -148,7 +148,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
 
   const stopFlushing = keepFlushing(destination)
   try {
-    await main.listen({ host: config.host, port: config.port })
+    await main.listen({ host: config.host, port: config.port, backlog: MAIN_LISTEN_BACKLOG })
     await ops.listen({ host: config.opsHost, port: config.opsPort })
   } catch (err) {
     policy.close()

@@ -65,6 +65,8 @@ export class ConnectionLifetimes {
   constructor(server: NetServer, options: LifetimeOptions) {
     this.#options = options
     server.on('connection', (raw: Socket) => {
+      // (Refused at accept by the admission: nothing to track.)
+      if (raw.destroyed) return
       if (this.#draining) {
         raw.destroy()
         return
