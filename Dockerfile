@@ -61,6 +61,13 @@ RUN groupadd --system --gid 10001 authz \
 # Code and dependencies belong to root: the service user can read them, not change them.
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
+# The CLIs on PATH under their package.json bin names, as an npm install would link them (the image has no
+# npm): `docker run … authz authz-keys revoke <kid>`, and the names authz's own messages give.
+RUN chmod 0755 dist/bin/server.js dist/bin/keys.js dist/bin/pki.js dist/bin/authz.js \
+ && ln -s /app/dist/bin/server.js /usr/local/bin/authz-server \
+ && ln -s /app/dist/bin/keys.js /usr/local/bin/authz-keys \
+ && ln -s /app/dist/bin/pki.js /usr/local/bin/authz-pki \
+ && ln -s /app/dist/bin/authz.js /usr/local/bin/authz
 # node_modules/@authz/sdk links to the workspace: its manifest and built dist/.
 COPY --from=build /src/packages/sdk/dist ./packages/sdk/dist
 COPY packages/sdk/package.json ./packages/sdk/package.json

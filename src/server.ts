@@ -9,8 +9,9 @@ import type { DestinationStream, Logger } from 'pino'
 import { buildApp, buildOpsApp, connectionsOf, MAIN_LISTEN_BACKLOG, type MainApp } from './app.js'
 import { systemClock, type Clock } from './clock.js'
 import { loadConfig, type Config } from './config.js'
-import { ConfigError } from './errors.js'
-import { KeyStore } from './keys/store.js'
+import { AuthzError, ConfigError } from './errors.js'
+import { keysStartAdvice } from './keys/commands.js'
+import { KeyStore, type OpenWait } from './keys/store.js'
 import { bufferedStdout, createLogger, keepFlushing } from './logger.js'
 import { createMetrics, setCrlNextUpdate, type Metrics } from './metrics.js'
 import { PolicyStore } from './policy/store.js'
@@ -29,6 +30,8 @@ export interface StartOptions {
   readonly bannerOut?: { write(text: string): unknown }
   /** Polling interval of the file watchers, ms (default 5000). */
   readonly pollMs?: number
+  /** How long a start waits for a key file the manifest names (default 15 s). */
+  readonly keysWaitMs?: number
 }
 
 /** A started authz: both listeners, its stores, reload and graceful close. */
@@ -99,12 +102,17 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
         })
   if (token !== undefined) metrics.signerAvailable.set(1)
   let keys: KeyStore
+  const wait: OpenWait = {
+    ...(options.keysWaitMs === undefined ? {} : { maxMs: options.keysWaitMs }),
+    onWait: (err, retryInMs) => logger.warn({ event: 'keys_waiting', dir: config.keysDir, detail: err.message, retry_in_ms: retryInMs }, 'waiting for a key file the manifest names'),
+  }
   try {
-    keys = await KeyStore.open({ dir: config.keysDir, timing, clock, passphrase: config.keyPassphrase, token })
+    keys = await KeyStore.open({ dir: config.keysDir, timing, clock, passphrase: config.keyPassphrase, token }, wait)
   } catch (err) {
     crl?.close()
     await token?.close()
-    throw new ConfigError('AUTHZ_KEYS_DIR', `${(err as Error).message} (create a key with: npm run keys -- init)`)
+    const advice = err instanceof AuthzError ? ` (${keysStartAdvice(err)})` : ''
+    throw new ConfigError('AUTHZ_KEYS_DIR', `${(err as Error).message}${advice}`)
   }
   for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
   if (keys.signingKey() === undefined) logger.error({ dir: config.keysDir }, 'no signing key is active: /token answers 503 until one is')

@@ -46,6 +46,11 @@ export interface Manifest {
   readonly keys: readonly ManifestKey[]
   /** Emergency-revoked kids, kept so operators can tell "revoked" from "unknown". */
   readonly revoked: readonly RevokedKey[]
+  /**
+   * Kids the file listed under `keys` although they are revoked too: left out of `keys` (revoked wins, see
+   * parseManifest), named here so the loader can warn. Never written back.
+   */
+  readonly revokedButListed?: readonly string[]
 }
 
 interface ManifestJson {
@@ -136,7 +141,17 @@ export function parseManifest(text: string): Manifest {
   const revoked = (json.revoked ?? []).map((r, i) =>
     Object.freeze({ kid: r.kid, revokedAt: instant(r.revokedAt, `revoked[${i}].revokedAt`) }),
   )
-  return Object.freeze({ version: 1, keys: Object.freeze(keys), revoked: Object.freeze(revoked) })
+  // A kid listed both as a key and as revoked (a hand edit, a bad merge: `revoke` never writes one) is
+  // revoked: never published, never signing. Refusing the whole manifest instead would keep a running
+  // server on its previous keyset, in which the key an operator meant to revoke still signs.
+  const revokedKids = new Set(revoked.map((r) => r.kid))
+  const listed = keys.filter((k) => revokedKids.has(k.kid)).map((k) => k.kid)
+  return Object.freeze({
+    version: 1,
+    keys: Object.freeze(keys.filter((k) => !revokedKids.has(k.kid))),
+    revoked: Object.freeze(revoked),
+    ...(listed.length === 0 ? {} : { revokedButListed: Object.freeze(listed) }),
+  })
 }
 
 /** Serialises a manifest with ISO instants, stable key order and a trailing newline. */
