@@ -2,7 +2,7 @@
 // process alive before: a reload has met a FIFO at a watched path (AUTHZ_POLICY); a request whose body
 // trickles in past the deadline; a keep-alive connection held after its answer; a TCP connection that never
 // speaks. The promise: exit 0 within AUTHZ_SHUTDOWN_TIMEOUT + 1 s in every state.
-// Usage: npm run build && node bench/shutdown.mjs [runs=20] [AUTHZ_SHUTDOWN_TIMEOUT seconds=2]
+// Usage: npm run build && node bench/shutdown.mjs [runs=20] [AUTHZ_SHUTDOWN_TIMEOUT seconds=2] [states, e.g. fifo,trickle]
 import { execFileSync } from 'node:child_process'
 import { closeSync, constants, existsSync, openSync, readFileSync, renameSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
@@ -12,6 +12,7 @@ import { prepareInstall, startServerProcess } from './lib.mjs'
 
 const runs = Number(process.argv[2] ?? 20)
 const timeoutS = Number(process.argv[3] ?? 2)
+const only = process.argv[4]?.split(',')
 
 /** A port free a moment ago (other processes on this machine use the usual ones). */
 async function freePort() {
@@ -85,6 +86,7 @@ const STATES = {
 
 const results = {}
 for (const [state, prepare] of Object.entries(STATES)) {
+  if (only !== undefined && !only.includes(state)) continue
   const ports = { main: await freePort(), ops: await freePort() }
   const install = await prepareInstall({ prefix: 'authz-shutdown-', ports })
   const env = { ...install.env, AUTHZ_SHUTDOWN_TIMEOUT: String(timeoutS), AUTHZ_PORT: String(ports.main), AUTHZ_OPS_PORT: String(ports.ops) }
