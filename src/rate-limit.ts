@@ -1,7 +1,8 @@
 /**
- * Token buckets by key: `rate` events per second with a burst of `burst` (default `rate`). Keyed by
- * certificate CN for /token, by source address for unauthenticated handshakes (tls/admission.ts). One key
- * over its limit costs the others nothing (a Map lookup). Idle buckets are swept.
+ * Token buckets by key: `rate` events per second with a burst of `burst` (default `rate`). Keyed by the
+ * caller's name (its certificate CN, or its SPIFFE ID) for /token, by source address for unauthenticated
+ * handshakes (tls/admission.ts). One key over its limit costs the others nothing (a Map lookup). Idle
+ * buckets are swept.
  */
 import type { Clock } from './clock.js'
 

@@ -13,9 +13,9 @@ import { AuthzError, ConfigError } from './errors.js'
 import { keysStartAdvice } from './keys/commands.js'
 import { KeyStore, type OpenWait } from './keys/store.js'
 import { bufferedStdout, createLogger, keepFlushing } from './logger.js'
-import { createMetrics, setCrlNextUpdate, type Metrics } from './metrics.js'
+import { createMetrics, type Metrics } from './metrics.js'
 import { PolicyStore } from './policy/store.js'
-import { reloadReporter } from './reload-reports.js'
+import { reloadReporter, reportSigningKey } from './reload-reports.js'
 import { CrlDeadline, materialDates } from './tls/expiry.js'
 import type { TlsMaterial } from './tls/options.js'
 import { checkTlsMaterial, readTlsMaterial, TlsReloader } from './tls/reloader.js'
@@ -66,7 +66,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
 
   let policy: PolicyStore
   try {
-    policy = await PolicyStore.load(config.policyPath)
+    policy = await PolicyStore.load(config.policyPath, config.identity)
   } catch (err) {
     throw new ConfigError('AUTHZ_POLICY', (err as Error).message)
   }
@@ -83,7 +83,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     const dates = materialDates(material)
     if (dates.serverCertificateNotAfter !== null) metrics.tlsServerCertificateExpiry.set(dates.serverCertificateNotAfter / 1000)
     if (dates.clientCaNotAfter !== null) metrics.tlsClientCaExpiry.set(dates.clientCaNotAfter / 1000)
-    setCrlNextUpdate(metrics, dates.crlNextUpdate)
+    metrics.tlsCrlNextUpdate.set(dates.crlNextUpdate === null ? undefined : dates.crlNextUpdate / 1000)
     crl?.follow(dates.crlNextUpdate)
   }
   tlsInForce(tls)
@@ -95,12 +95,12 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
       ? undefined
       : await (await import('./keys/pkcs11/token.js')).openPkcs11(config.pkcs11, {
           onState: (available, reason) => {
-            metrics.signerAvailable.set(available ? 1 : 0)
+            metrics.pkcs11Available.set(available ? 1 : 0)
             if (available) logger.warn({ event: 'pkcs11_available' }, 'PKCS#11 token available again')
             else logger.error({ event: 'pkcs11_unavailable', detail: reason }, 'PKCS#11 token unavailable: /token answers 503 until it is reloaded')
           },
         })
-  if (token !== undefined) metrics.signerAvailable.set(1)
+  if (token !== undefined) metrics.pkcs11Available.set(1)
   let keys: KeyStore
   const wait: OpenWait = {
     ...(options.keysWaitMs === undefined ? {} : { maxMs: options.keysWaitMs }),
@@ -115,7 +115,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     throw new ConfigError('AUTHZ_KEYS_DIR', `${(err as Error).message}${advice}`)
   }
   for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
-  if (keys.signingKey() === undefined) logger.error({ dir: config.keysDir }, 'no signing key is active: /token answers 503 until one is')
+  const stopKeyReports = reportSigningKey(keys, logger, clock)
 
   const deps = { keys, policy, metrics, clock, logger, ...(crl === undefined ? {} : { crl }) }
   const main = await buildApp(config, tls, deps)
@@ -144,12 +144,6 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     logger,
   )
   const onTls = reloadReporter('tls', { counter: metrics.tlsReloads, keeps: 'the previous certificates, CA and CRL', onChange: () => ({}) }, metrics, logger)
-  let lastActive = keys.signingKey()?.kid
-  keys.onChange(() => {
-    const active = keys.signingKey()?.kid
-    if (active !== lastActive) logger.info({ kid: active, previous: lastActive }, 'signing key switched')
-    lastActive = active
-  })
   policy.watch(onPolicy, options.pollMs)
   keys.watch(onKeys, options.pollMs)
   tlsReloader.watch(onTls, options.pollMs)
@@ -159,6 +153,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     await main.listen({ host: config.host, port: config.port, backlog: MAIN_LISTEN_BACKLOG })
     await ops.listen({ host: config.opsHost, port: config.opsPort })
   } catch (err) {
+    stopKeyReports()
     policy.close()
     keys.close()
     tlsReloader.close()
@@ -195,6 +190,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     close() {
       closing ??= (async () => {
         const started = Date.now()
+        stopKeyReports()
         policy.close()
         keys.close()
         tlsReloader.close()

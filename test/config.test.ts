@@ -86,3 +86,22 @@ t.test('an empty value means unset; tools need no TLS files even with AUTHZ_DEV=
   t.equal(loadConfig({ AUTHZ_CRL: '', AUTHZ_PORT: '' }).port, 8443)
   t.equal(loadConfig({ AUTHZ_DEV: 'false' }, '/srv', { requireTls: false }).tls, null)
 })
+
+t.test('AUTHZ_IDENTITY: cn by default; spiffe needs AUTHZ_SPIFFE_TRUST_DOMAINS, checked entry by entry', async (t) => {
+  t.same(loadConfig({}).identity, { kind: 'cn' })
+  t.same(loadConfig({ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'prod.example.org, example.org,example.org' }).identity, {
+    kind: 'spiffe',
+    trustDomains: ['prod.example.org', 'example.org'],
+  })
+  const refused: [Record<string, string>, RegExp][] = [
+    [{ AUTHZ_IDENTITY: 'x509' }, /^AUTHZ_IDENTITY: must be equal to one of the allowed values/],
+    [{ AUTHZ_IDENTITY: 'spiffe' }, /^AUTHZ_SPIFFE_TRUST_DOMAINS: required when AUTHZ_IDENTITY=spiffe/],
+    [{ AUTHZ_SPIFFE_TRUST_DOMAINS: 'example.org' }, /^AUTHZ_SPIFFE_TRUST_DOMAINS: only used with AUTHZ_IDENTITY=spiffe/],
+    [{ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'Example.org' }, /"Example\.org": not a trust domain name: trust domain characters are limited to lowercase/],
+    [{ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'spiffe://example.org' }, /without spiffe:\/\//],
+    [{ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'example.org:8443' }, /"example\.org:8443": not a trust domain name/],
+    [{ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'example.org,' }, /"": not a trust domain name: empty entry/],
+    [{ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'a'.repeat(256) }, /longer than 255/],
+  ]
+  for (const [env, message] of refused) t.throws(() => loadConfig(env), { code: 'ERR_CONFIG', message }, JSON.stringify(env))
+})
