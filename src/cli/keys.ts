@@ -3,6 +3,7 @@
  * the same AUTHZ_* variables as the server. Exit codes: 0 ok, 1 failure, 2 usage.
  */
 import { systemClock, type Clock } from '../clock.js'
+import type { NewKey } from '../keys/admin.js'
 import { check } from './keys/check.js'
 import { exportPublic } from './keys/export.js'
 import { init } from './keys/init.js'
@@ -38,6 +39,6 @@ const KEYS_CLI: Cli = {
 }
 
 /** Runs one CLI invocation; returns the exit code. */
-export async function runKeysCli(argv: string[], env: NodeJS.ProcessEnv, io: Io = processIo, clock: Clock = systemClock): Promise<number> {
-  return runCli(KEYS_CLI, argv, { env, io, clock })
+export async function runKeysCli(argv: string[], env: NodeJS.ProcessEnv, io: Io = processIo, clock: Clock = systemClock, newKey?: NewKey): Promise<number> {
+  return runCli(KEYS_CLI, argv, { env, io, clock, newKey })
 }

@@ -6,6 +6,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import type { Clock } from '../clock.js'
+import type { NewKey } from '../keys/admin.js'
 import { AuthzError } from '../errors.js'
 
 export const EXIT_OK = 0
@@ -47,6 +48,8 @@ export interface CliContext<I extends Io = Io> {
   readonly env: NodeJS.ProcessEnv
   readonly io: I
   readonly clock: Clock
+  /** Where new signing keys come from (default: generated); tests hand out keys made once per run. */
+  readonly newKey?: NewKey | undefined
 }
 
 /** One verb: its arguments (after the verb) in, an exit code out. */

@@ -16,6 +16,9 @@ import { readManifest, writeManifest, type FileKey, type KeyStoreKind, type Mani
 import type { TokenKeys } from './keyset.js'
 import { DEFAULT_ALG, generateKey, kidOf, toPkcs8Pem, type Alg } from './material.js'
 
+/** Makes a new private key for a file key. */
+export type NewKey = (alg: Alg) => Promise<KeyObject>
+
 export interface KeysAdminOptions {
   readonly dir: string
   readonly timing: Timing
@@ -24,7 +27,7 @@ export interface KeysAdminOptions {
   /** RSA modulus length of new keys (default 2048). */
   readonly bits?: number
   /** Makes a new private key for a file key (default: a fresh one); tests hand out pre-made ones. */
-  readonly newKey?: (alg: Alg) => Promise<KeyObject>
+  readonly newKey?: NewKey
   /** The PKCS#11 token, for keys whose store is `pkcs11`. */
   readonly token?: (TokenAdmin & TokenKeys & { readonly available: boolean }) | undefined
   /** How long to wait for another CLI run's lock, ms (default 10 s). */

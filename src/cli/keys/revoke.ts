@@ -8,8 +8,8 @@ import { reportLeftovers } from './leftovers.js'
 /** An RFC 7638 thumbprint: 43 base64url characters. */
 const KID_RE = /^[A-Za-z0-9_-]{43}$/
 
-export async function revoke(args: string[], { env, io, clock }: CliContext): Promise<number> {
-  const options = keysOptions(toolConfig(env), clock)
+export async function revoke(args: string[], { env, io, clock, newKey }: CliContext): Promise<number> {
+  const options = keysOptions(toolConfig(env), clock, newKey)
   // A kid is base64url and may start with '-': take kids out before option parsing reads one as a flag.
   const kids = args.filter((a) => KID_RE.test(a))
   const { positionals } = parse({ args: args.filter((a) => !KID_RE.test(a)), options: {}, strict: true, allowPositionals: true })
