@@ -71,7 +71,7 @@ async function spawnServer(t: Test, env: Record<string, string>) {
   const [port, opsPort] = [await freePort(), await freePort()]
   const child = track(
     spawn(process.execPath, [...tsNodeArgs(), new URL('../src/bin/server.ts', import.meta.url).pathname], {
-      env: { PATH: process.env.PATH, ...env, AUTHZ_PORT: String(port), AUTHZ_OPS_PORT: String(opsPort), AUTHZ_RATE_LIMIT: '0', TS_NODE_TRANSPILE_ONLY: '1' },
+      env: { PATH: process.env.PATH, ...env, AUTHZ_PORT: String(port), AUTHZ_OPS_PORT: String(opsPort), AUTHZ_RATE_LIMIT: '0' },
       stdio: ['ignore', 'pipe', 'pipe'],
     }),
   )

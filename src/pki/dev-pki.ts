@@ -3,7 +3,7 @@
  * certificates whose Subject CN is a service name. For development and tests only: production
  * certificates come from the organisation's own CA (or SPIFFE/cert-manager).
  */
-import { generateKeyPairSync, randomBytes } from 'node:crypto'
+import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto'
 import forge from 'node-forge'
 
 /** A certificate and its private key, PEM. */
@@ -28,13 +28,23 @@ export interface CertOptions {
 
 const DAY_MS = 86_400_000
 
+let presetKeys: string[] = []
+
+/**
+ * Tests: certify these RSA-2048 private keys (PKCS#8 PEM, each used once, in order) before generating new
+ * ones. Generating an RSA key is most of what a certificate costs, and a test suite makes hundreds.
+ */
+export function useKeysForCertificates(pems: readonly string[]): void {
+  presetKeys = [...pems]
+}
+
 function newKeyPair(bits: number): { privatePem: string; forgeKey: forge.pki.rsa.PrivateKey; forgePublic: forge.pki.rsa.PublicKey } {
+  const preset = bits === 2048 ? presetKeys.shift() : undefined
   // Native key generation: forge's pure-JS RSA is far slower.
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', {
-    modulusLength: bits,
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-  })
+  const { privateKey, publicKey } =
+    preset === undefined
+      ? generateKeyPairSync('rsa', { modulusLength: bits, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } })
+      : { privateKey: preset, publicKey: createPublicKey(preset).export({ type: 'spki', format: 'pem' }).toString() }
   return {
     privatePem: privateKey,
     forgeKey: forge.pki.privateKeyFromPem(privateKey),

@@ -201,7 +201,7 @@ t.test('a lock left by a killed keys command is taken over; `keys list` shows a 
   const lockModule = new URL('../../src/keys/lock.ts', import.meta.url).pathname
   const script = `import { withLock } from '${lockModule}'\nsetInterval(() => undefined, 1000)\nawait withLock(process.argv[1], () => { process.stdout.write('locked\\n'); return new Promise(() => undefined) }, 10000, 'rotate')\n`
   // It holds the lock forever: tracked, and guarded, so a test that fails or times out does not leave it.
-  const child = track(spawn(process.execPath, [...tsNodeArgs(), '--input-type=module', '-e', script, dir], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' } }))
+  const child = track(spawn(process.execPath, [...tsNodeArgs(), '--input-type=module', '-e', script, dir], { stdio: ['ignore', 'pipe', 'inherit'], env: process.env }))
   await new Promise<void>((resolve) => child.stdout.on('data', (c: Buffer) => c.toString().includes('locked') && resolve()))
   const held = await run('list')
   t.match(held.out, /^lock: .*\.lock is held by keys rotate, pid \d+ on .*, since \d{4}-/m, 'list shows the held lock')

@@ -1,7 +1,11 @@
-/** Project entry points run as their own processes (TypeScript through tap's loader), for tests. */
+/**
+ * Project entry points run as their own processes, for tests: a `.ts` file runs as the JavaScript `tsc -b`
+ * compiled from it (test/loader/: `src/bin/keys.ts` runs dist/bin/keys.js, what ships), and the child
+ * cannot outlive the test process.
+ */
 import { execFile, type ChildProcess } from 'node:child_process'
 
-const loader = new URL('../../node_modules/@tapjs/typescript/dist/esm/import.mjs', import.meta.url).href
+const loader = new URL('../loader/register.mjs', import.meta.url).href
 
 /**
  * `--import` of the orphan guard (orphan-guard.mjs): the child exits when this test process is gone. Give
@@ -22,7 +26,7 @@ export function track<C extends ChildProcess>(child: C): C {
   return child
 }
 
-/** Node arguments that run a TypeScript file of this repository (tap's loader) in a child that cannot outlive the test. */
+/** Node arguments that run a TypeScript file of this repository (compiled) in a child that cannot outlive the test. */
 export function tsNodeArgs(): string[] {
   return [`--import=${loader}`, ORPHAN_GUARD]
 }
@@ -30,7 +34,7 @@ export function tsNodeArgs(): string[] {
 /** Runs a TypeScript file of this repository with arguments; resolves its exit code and output. */
 export function runTs(file: URL, args: readonly string[], env: Record<string, string | undefined>): Promise<{ code: number; out: string; err: string }> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [...tsNodeArgs(), file.pathname, ...args], { env: { PATH: process.env.PATH, TS_NODE_TRANSPILE_ONLY: '1', ...env } }, (err, stdout, stderr) => {
+    const child = execFile(process.execPath, [...tsNodeArgs(), file.pathname, ...args], { env: { PATH: process.env.PATH, ...env } }, (err, stdout, stderr) => {
       const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1
       resolve({ code, out: stdout, err: stderr })
     })
