@@ -91,6 +91,8 @@ export type AuthzErrorCode =
   | 'ERR_KEYSET_READ'
   | 'ERR_KEYSET_LOCKED'
   | 'ERR_KEY_NOT_FOUND'
+  | 'ERR_NO_ACTIVE_KEY'
+  | 'ERR_CLOCK'
   | 'ERR_ROTATION_REFUSED'
   | 'ERR_USAGE'
   | 'ERR_TOKEN_UNAVAILABLE'

@@ -80,7 +80,7 @@ export async function resolve(specifier, context, nextResolve) {
     // `./x.js` written in a .ts file means ./x.ts (what tsc resolves), and so does a worker's entry URL
     // (`new Worker(new URL('./worker.js', import.meta.url))`); only when nothing else resolved it.
     const relativeJs = /^\.{1,2}\/.*\.js$/.test(specifier) && context.parentURL?.startsWith('file:') === true && context.parentURL.endsWith('.ts')
-    const fileJs = specifier.startsWith('file:') && specifier.endsWith('.js')
+    const fileJs = (specifier.startsWith('file:') || specifier.startsWith('/')) && specifier.endsWith('.js')
     if (err?.code === 'ERR_MODULE_NOT_FOUND' && (relativeJs || fileJs)) return nextResolve(specifier.replace(/\.js$/, '.ts'), context)
     throw err
   }
