@@ -13,7 +13,7 @@ import type { Metrics } from './metrics.js'
 import type { PolicyStore } from './policy/store.js'
 import { RateLimiter } from './rate-limit.js'
 import { discoveryRoutes } from './routes/discovery.js'
-import { clientErrorHandler, installErrorHandling } from './routes/errors.js'
+import { clientErrorHandler, denialLogs, installErrorHandling } from './routes/errors.js'
 import { jwksRoutes } from './routes/jwks.js'
 import { opsRoutes } from './routes/ops.js'
 import { TOKEN_BODY_LIMIT, tokenRoutes } from './routes/token.js'
@@ -36,6 +36,8 @@ export interface AppDeps {
   readonly ticketKeyRotationMs?: number
   /** Connection limits of the main listener (defaults: DEFAULT_LIMITS). */
   readonly limits?: Partial<ConnectionLimits>
+  /** Interval of the summary lines of repeated denials, ms (default 10 s). */
+  readonly logSummaryMs?: number
 }
 
 const commonOptions = {
@@ -94,7 +96,7 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
   const stopTickets = rotateTicketKeys(server, deps.ticketKeyRotationMs)
   app.addHook('onClose', async () => stopTickets())
   app.removeContentTypeParser('text/plain')
-  installErrorHandling(app, deps.metrics)
+  installErrorHandling(app, deps.metrics, denialLogs(app.log, deps.logSummaryMs))
   const rateLimiter = new RateLimiter(config.rateLimit, deps.clock)
   await app.register(tokenRoutes, { config, rateLimiter, connections, ...deps })
   await app.register(jwksRoutes, { keys: deps.keys, maxAge: config.jwksMaxAge })

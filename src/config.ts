@@ -7,6 +7,8 @@ import { resolve } from 'node:path'
 import envSchema from 'env-schema'
 import type { FromSchema } from 'json-schema-to-ts'
 import { ConfigError } from './errors.js'
+import { CN_IDENTITY, type IdentityMode } from './identity/mode.js'
+import { SPIFFE_ID_FAULTS, trustDomainFault } from './identity/spiffe-id.js'
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
@@ -29,7 +31,18 @@ export const configSchema = {
     AUTHZ_OPS_HOST: { type: 'string', default: '127.0.0.1', description: 'ops listener address (health, readiness, metrics, JWKS)' },
     AUTHZ_OPS_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 9464, description: 'ops listener port' },
     AUTHZ_LOG_LEVEL: { type: 'string', enum: [...LOG_LEVELS], default: 'info', description: 'pino log level' },
-    AUTHZ_RATE_LIMIT: { type: 'integer', minimum: 0, maximum: 1000000, default: 100, description: 'token requests per second per caller CN; 0 turns the limit off' },
+    AUTHZ_IDENTITY: {
+      type: 'string',
+      enum: ['cn', 'spiffe'],
+      default: 'cn',
+      description: 'what names the caller: `cn`, the client certificate\'s Subject CommonName; `spiffe`, its one `spiffe://` URI SAN (X.509-SVID)',
+    },
+    AUTHZ_SPIFFE_TRUST_DOMAINS: {
+      type: 'string',
+      minLength: 1,
+      description: 'with `AUTHZ_IDENTITY=spiffe` (and only then; required): the trust domains callers may come from, comma-separated (e.g. `prod.example.org,example.org`)',
+    },
+    AUTHZ_RATE_LIMIT: { type: 'integer', minimum: 0, maximum: 1000000, default: 100, description: 'token requests per second per caller (CN or SPIFFE ID); 0 turns the limit off' },
     AUTHZ_MAX_CONNECTIONS: { type: 'integer', minimum: 1, maximum: 1000000, default: 4096, description: 'open connections the main listener accepts at once; more are refused at accept' },
     AUTHZ_SHUTDOWN_TIMEOUT: {
       type: 'integer',
@@ -77,6 +90,8 @@ export interface Config {
   readonly opsHost: string
   readonly opsPort: number
   readonly logLevel: LogLevel
+  /** What names the caller: its certificate's CN, or its SPIFFE ID in one of the trusted trust domains. */
+  readonly identity: IdentityMode
   readonly rateLimit: number
   readonly maxConnections: number
   /** Seconds from SIGTERM to exit. */
@@ -152,6 +167,25 @@ function tlsFiles(env: RawEnv, cwd: string, requireTls: boolean): TlsFiles | nul
   }
 }
 
+function identityMode(env: RawEnv): IdentityMode {
+  const list = env.AUTHZ_SPIFFE_TRUST_DOMAINS
+  if (env.AUTHZ_IDENTITY === 'cn') {
+    if (list !== undefined) throw new ConfigError('AUTHZ_SPIFFE_TRUST_DOMAINS', 'only used with AUTHZ_IDENTITY=spiffe (AUTHZ_IDENTITY is cn)')
+    return CN_IDENTITY
+  }
+  if (list === undefined) throw new ConfigError('AUTHZ_SPIFFE_TRUST_DOMAINS', 'required when AUTHZ_IDENTITY=spiffe (comma-separated trust domain names, e.g. example.org)')
+  const trustDomains: string[] = []
+  for (const entry of list.split(',').map((e) => e.trim())) {
+    const fault = trustDomainFault(entry)
+    if (fault !== undefined) {
+      const hint = entry.startsWith('spiffe://') ? ' (write the trust domain name without spiffe://)' : ''
+      throw new ConfigError('AUTHZ_SPIFFE_TRUST_DOMAINS', `${JSON.stringify(entry)}: not a trust domain name: ${entry === '' ? 'empty entry' : SPIFFE_ID_FAULTS[fault]}${hint}`)
+    }
+    if (!trustDomains.includes(entry)) trustDomains.push(entry)
+  }
+  return Object.freeze({ kind: 'spiffe', trustDomains: Object.freeze(trustDomains) })
+}
+
 function pkcs11Settings(env: RawEnv, cwd: string): Pkcs11Settings | null {
   const module = env.AUTHZ_PKCS11_MODULE
   if (module === undefined) {
@@ -220,6 +254,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd(), options:
     opsHost: raw.AUTHZ_OPS_HOST,
     opsPort: raw.AUTHZ_OPS_PORT,
     logLevel: raw.AUTHZ_LOG_LEVEL,
+    identity: identityMode(raw),
     rateLimit: raw.AUTHZ_RATE_LIMIT,
     maxConnections: raw.AUTHZ_MAX_CONNECTIONS,
     shutdownTimeout: raw.AUTHZ_SHUTDOWN_TIMEOUT,

@@ -72,7 +72,19 @@ export class InvalidClient extends oauthError('invalid_client', 'client authenti
 export class UnsupportedGrantType extends oauthError('unsupported_grant_type', 'unsupported grant type') {}
 export class InvalidTarget extends oauthError('invalid_target', 'invalid target') {}
 export class InvalidScope extends oauthError('invalid_scope', 'invalid scope') {}
-export class TemporarilyUnavailable extends oauthError('temporarily_unavailable', 'no usable signing key') {}
+/** Why no token can be signed now (the `reason` of `authz_token_requests_unavailable_total`). */
+export type UnavailableReason = 'no_active_key' | 'signer_unavailable' | 'signing_failed'
+
+/** A 503 the caller should retry: `Retry-After` says when. */
+export class TemporarilyUnavailable extends OAuthError {
+  readonly reason: UnavailableReason
+  readonly retryAfterSeconds: number
+  constructor(reason: UnavailableReason, retryAfterSeconds: number) {
+    super('temporarily_unavailable', reason === 'no_active_key' ? 'no signing key is active' : 'signing failed')
+    this.reason = reason
+    this.retryAfterSeconds = retryAfterSeconds
+  }
+}
 
 export class SlowDown extends OAuthError {
   readonly retryAfterSeconds: number

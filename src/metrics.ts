@@ -1,29 +1,48 @@
 /**
  * Prometheus metrics on a registry of the app's own (never the global one), so two apps in one process
- * (tests, several listeners) do not collide.
+ * (tests, several listeners) do not collide. Conventions: `_total`, `_seconds`, `_timestamp_seconds`,
+ * `_info`; lowercase label values from fixed sets (or the policy's own names); "none" is an absent series
+ * or an explicit 0, never a -1.
  */
+import { readFileSync } from 'node:fs'
+import { totalmem } from 'node:os'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { STATUS_OF, type OAuthErrorCode, type UnavailableReason } from './errors.js'
 
-export interface Metrics {
+export interface Metrics extends OperationsMetrics {
   readonly registry: Registry
   readonly tokensIssued: Counter<'audience'>
   readonly tokenDenied: Counter<'error'>
   readonly requestsDenied: Counter<'route' | 'error'>
+  readonly callerCertificatesRefused: Counter<'reason'>
   readonly signingSeconds: Histogram
   readonly policyReloads: Counter<'result'>
   readonly keysetReloads: Counter<'result'>
   readonly tlsReloads: Counter<'result'>
   readonly reloadFailing: Gauge<'what'>
   readonly keysPublished: Gauge
-  readonly signerAvailable: Gauge
-  readonly activeKeyAgeSeconds: Gauge
-  readonly nextActivationSeconds: Gauge
+}
+
+/** What an SRE alerts on beyond the counters above (README "Metrics"). */
+export interface OperationsMetrics {
+  readonly buildInfo: Gauge<'version' | 'node_version'>
+  readonly tokenRequestSeconds: Histogram<'outcome'>
+  readonly tokenUnavailable: Counter<'reason'>
+  readonly tokenRateLimited: Counter<'caller'>
+  readonly ready: Gauge
+  readonly signingKeys: Gauge<'state'>
+  readonly signingKeyInfo: Gauge<'kid' | 'alg' | 'store'>
+  readonly signingKeyActivation: OptionalGauge
+  readonly nextKeyActivation: OptionalGauge
+  readonly jwksInfo: Gauge<'digest'>
+  /** Set only where a PKCS#11 token is configured, so `== 0` always means "down", never "not configured". */
+  readonly pkcs11Available: OptionalGauge
 }
 
 export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
   const registry = new Registry()
   if (options.defaults !== false) collectDefaultMetrics({ register: registry })
-  return {
+  const metrics: Metrics = {
     registry,
     tokensIssued: new Counter({
       name: 'authz_tokens_issued_total',
@@ -41,6 +60,12 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
       name: 'authz_requests_denied_total',
       help: 'Requests answered with an error on either listener, by route pattern ("unserved" for 404s) and error code',
       labelNames: ['route', 'error'],
+      registers: [registry],
+    }),
+    callerCertificatesRefused: new Counter({
+      name: 'authz_caller_certificates_refused_total',
+      help: 'Client certificates that passed the TLS handshake but name no caller under AUTHZ_IDENTITY (their /token requests are 401 invalid_client), once per connection, by reason',
+      labelNames: ['reason'],
       registers: [registry],
     }),
     signingSeconds: new Histogram({
@@ -74,20 +99,139 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
       registers: [registry],
     }),
     keysPublished: new Gauge({ name: 'authz_keys_published', help: 'Keys in the JWKS', registers: [registry] }),
-    signerAvailable: new Gauge({
+    ...operationsMetrics(registry, options.defaults !== false),
+  }
+  // Every error /token can answer with is a series from the start: rate() and "is it zero?" need one.
+  for (const error of TOKEN_OUTCOMES) if (error !== 'issued') metrics.tokenDenied.inc({ error }, 0)
+  return metrics
+}
+
+// --- operations (issue 19) ---------------------------------------------------------------------------
+
+export const UNAVAILABLE_REASONS: readonly UnavailableReason[] = ['no_active_key', 'signer_unavailable', 'signing_failed']
+
+/** How a `/token` request ended: `issued`, or the error code it was answered with. */
+export type TokenOutcome = 'issued' | OAuthErrorCode
+export const TOKEN_OUTCOMES: readonly TokenOutcome[] = ['issued', ...(Object.keys(STATUS_OF).filter((c) => c !== 'not_found') as OAuthErrorCode[])]
+
+/** Lifecycle states counted by `authz_signing_keys` (expired keys are unpublished: not counted). */
+export const COUNTED_KEY_STATES = ['next', 'active', 'retired'] as const
+
+/** The version in package.json (one level above src/ and dist/ alike). */
+export const AUTHZ_VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
+
+/**
+ * The memory limit of the container (cgroup) as Node sees it, or undefined when there is none: Node
+ * reports "no limit" as 0, undefined or a huge number (2^63, 2^64), so a value at or above the machine's
+ * memory means none.
+ */
+export function memoryLimitBytes(constrained: number | undefined = process.constrainedMemory?.(), total = totalmem()): number | undefined {
+  return constrained === undefined || constrained <= 0 || constrained >= total ? undefined : constrained
+}
+
+function operationsMetrics(registry: Registry, processMetrics: boolean): OperationsMetrics {
+  const buildInfo = new Gauge({
+    name: 'authz_build_info',
+    help: 'Always 1; the labels say which authz and which Node.js this replica runs',
+    labelNames: ['version', 'node_version'],
+    registers: [registry],
+  })
+  buildInfo.set({ version: AUTHZ_VERSION, node_version: process.version }, 1)
+  if (processMetrics) {
+    new OptionalGauge(registry, {
+      name: 'authz_memory_limit_bytes',
+      help: "The container's memory limit (cgroup) as the process sees it; absent when there is none",
+    }).set(memoryLimitBytes())
+  }
+  const tokenRequestSeconds = new Histogram({
+    name: 'authz_token_request_duration_seconds',
+    help: 'Time to answer POST /token, from the request to the last byte of the answer, by outcome (issued, or the error code)',
+    labelNames: ['outcome'],
+    // The latency goal (p99 of issued tokens ≤ 50 ms, README "Alerts") is a bucket boundary.
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  })
+  for (const outcome of TOKEN_OUTCOMES) tokenRequestSeconds.zero({ outcome })
+  const tokenUnavailable = new Counter({
+    name: 'authz_token_requests_unavailable_total',
+    help: 'POST /token answered 503 temporarily_unavailable, by reason: no_active_key, signer_unavailable (PKCS#11 token down), signing_failed',
+    labelNames: ['reason'],
+    registers: [registry],
+  })
+  for (const reason of UNAVAILABLE_REASONS) tokenUnavailable.inc({ reason }, 0)
+  const signingKeys = new Gauge({
+    name: 'authz_signing_keys',
+    help: 'Published signing keys by lifecycle state (next, active, retired); active is 0 or 1',
+    labelNames: ['state'],
+    registers: [registry],
+  })
+  for (const state of COUNTED_KEY_STATES) signingKeys.set({ state }, 0)
+  return {
+    buildInfo,
+    tokenRequestSeconds,
+    tokenUnavailable,
+    tokenRateLimited: new Counter({
+      name: 'authz_token_requests_rate_limited_total',
+      help: 'POST /token answered 429 slow_down, by caller (a name the policy knows: unknown callers are refused before the limit)',
+      labelNames: ['caller'],
+      registers: [registry],
+    }),
+    ready: new Gauge({
+      name: 'authz_ready',
+      help: '1 while /readyz answers 200 (this replica can issue tokens: a key signs now and can, a policy is loaded), else 0',
+      registers: [registry],
+    }),
+    signingKeys,
+    signingKeyInfo: new Gauge({
+      name: 'authz_signing_key_info',
+      help: 'Always 1, for the key that signs now (kid, alg, store); absent while no key signs',
+      labelNames: ['kid', 'alg', 'store'],
+      registers: [registry],
+    }),
+    signingKeyActivation: new OptionalGauge(registry, {
+      name: 'authz_signing_key_activation_timestamp_seconds',
+      help: 'When the key that signs now activated (Unix seconds); absent while no key signs',
+    }),
+    nextKeyActivation: new OptionalGauge(registry, {
+      name: 'authz_next_key_activation_timestamp_seconds',
+      help: 'When the next key activates (Unix seconds); absent while no key is scheduled',
+    }),
+    jwksInfo: new Gauge({
+      name: 'authz_jwks_info',
+      help: 'Always 1; digest is the ETag of the JWKS this replica publishes (replicas that agree show the same digest)',
+      labelNames: ['digest'],
+      registers: [registry],
+    }),
+    pkcs11Available: new OptionalGauge(registry, {
       name: 'authz_pkcs11_available',
-      help: '1 while the PKCS#11 token answers, 0 while it is being reloaded (/token answers 503 meanwhile); 0 too when no token is configured',
-      registers: [registry],
+      help: '1 while the PKCS#11 token answers, 0 while it is being reloaded (/token answers 503 meanwhile); absent when no token is configured',
     }),
-    activeKeyAgeSeconds: new Gauge({
-      name: 'authz_active_key_age_seconds',
-      help: 'Seconds since the signing key activated (-1 when none signs)',
-      registers: [registry],
-    }),
-    nextActivationSeconds: new Gauge({
-      name: 'authz_next_key_activation_seconds',
-      help: 'Seconds until the next key activates (-1 when none is scheduled)',
-      registers: [registry],
-    }),
+  }
+}
+
+/**
+ * A gauge without labels that exists only while it has a value: prom-client reports an unset gauge as 0,
+ * which is a value, so "none" is the series leaving the registry.
+ */
+export class OptionalGauge {
+  readonly name: string
+  readonly #registry: Registry
+  readonly #gauge: Gauge
+
+  constructor(registry: Registry, config: { readonly name: string; readonly help: string }) {
+    this.name = config.name
+    this.#registry = registry
+    this.#gauge = new Gauge({ ...config, registers: [] })
+  }
+
+  /** The value, or undefined for none (the series disappears). */
+  set(value: number | undefined): void {
+    const present = this.#registry.getSingleMetric(this.name) !== undefined
+    if (value === undefined) {
+      if (present) this.#registry.removeSingleMetric(this.name)
+      return
+    }
+    if (!present) this.#registry.registerMetric(this.#gauge)
+    this.#gauge.set(value)
   }
 }

@@ -1,5 +1,6 @@
 /**
- * Per-caller token buckets: `rate` requests per second with a burst of `rate`, keyed by certificate CN.
+ * Per-caller token buckets: `rate` requests per second with a burst of `rate`, keyed by the caller's name
+ * (its certificate CN, or its SPIFFE ID).
  * One caller over its limit costs the others nothing (a Map lookup). Idle buckets are swept.
  */
 import type { Clock } from './clock.js'

@@ -14,7 +14,7 @@ import { KeyStore } from './keys/store.js'
 import { bufferedStdout, createLogger, keepFlushing } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { PolicyStore } from './policy/store.js'
-import { reloadReporter } from './reload-reports.js'
+import { reloadReporter, reportSigningKey } from './reload-reports.js'
 import { checkTlsMaterial, readTlsMaterial, TlsReloader } from './tls/reloader.js'
 
 /** Where a started server sends its output, and its clock (tests). */
@@ -61,7 +61,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
 
   let policy: PolicyStore
   try {
-    policy = await PolicyStore.load(config.policyPath)
+    policy = await PolicyStore.load(config.policyPath, config.identity)
   } catch (err) {
     throw new ConfigError('AUTHZ_POLICY', (err as Error).message)
   }
@@ -80,12 +80,12 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
       ? undefined
       : await (await import('./keys/pkcs11/token.js')).openPkcs11(config.pkcs11, {
           onState: (available, reason) => {
-            metrics.signerAvailable.set(available ? 1 : 0)
+            metrics.pkcs11Available.set(available ? 1 : 0)
             if (available) logger.warn({ event: 'pkcs11_available' }, 'PKCS#11 token available again')
             else logger.error({ event: 'pkcs11_unavailable', detail: reason }, 'PKCS#11 token unavailable: /token answers 503 until it is reloaded')
           },
         })
-  if (token !== undefined) metrics.signerAvailable.set(1)
+  if (token !== undefined) metrics.pkcs11Available.set(1)
   let keys: KeyStore
   try {
     keys = await KeyStore.open({ dir: config.keysDir, timing, clock, passphrase: config.keyPassphrase, token })
@@ -94,7 +94,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     throw new ConfigError('AUTHZ_KEYS_DIR', `${(err as Error).message} (create a key with: npm run keys -- init)`)
   }
   for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
-  if (keys.signingKey() === undefined) logger.error({ dir: config.keysDir }, 'no signing key is active: /token answers 503 until one is')
+  const stopKeyReports = reportSigningKey(keys, logger, clock)
 
   const deps = { keys, policy, metrics, clock, logger }
   const main = await buildApp(config, tls, deps)
@@ -122,13 +122,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     metrics,
     logger,
   )
-  const onTls = reloadReporter('TLS', { counter: metrics.tlsReloads, keeps: 'the previous certificates, CA and CRL', onChange: () => ({}) }, metrics, logger)
-  let lastActive = keys.signingKey()?.kid
-  keys.onChange(() => {
-    const active = keys.signingKey()?.kid
-    if (active !== lastActive) logger.info({ kid: active, previous: lastActive }, 'signing key switched')
-    lastActive = active
-  })
+  const onTls = reloadReporter('tls', { counter: metrics.tlsReloads, keeps: 'the previous certificates, CA and CRL', onChange: () => ({}) }, metrics, logger)
   policy.watch(onPolicy, options.pollMs)
   keys.watch(onKeys, options.pollMs)
   tlsReloader.watch(onTls, options.pollMs)
@@ -138,6 +132,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     await main.listen({ host: config.host, port: config.port })
     await ops.listen({ host: config.opsHost, port: config.opsPort })
   } catch (err) {
+    stopKeyReports()
     policy.close()
     keys.close()
     tlsReloader.close()
@@ -172,6 +167,7 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     },
     close() {
       closing ??= (async () => {
+        stopKeyReports()
         policy.close()
         keys.close()
         tlsReloader.close()

@@ -94,3 +94,22 @@ t.test('the main listener: loopback in dev mode unless AUTHZ_HOST says otherwise
   t.equal(loadConfig({ AUTHZ_DEV: 'false', ...tls }, '/srv').host, '0.0.0.0', 'production material: the production default')
   t.equal(loadConfig({ ...tls, AUTHZ_HOST: '10.1.2.3' }, '/srv').host, '10.1.2.3')
 })
+
+t.test('AUTHZ_IDENTITY: cn by default; spiffe needs AUTHZ_SPIFFE_TRUST_DOMAINS, checked entry by entry', async (t) => {
+  t.same(loadConfig({}).identity, { kind: 'cn' })
+  t.same(loadConfig({ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'prod.example.org, example.org,example.org' }).identity, {
+    kind: 'spiffe',
+    trustDomains: ['prod.example.org', 'example.org'],
+  })
+  const refused: [Record<string, string>, RegExp][] = [
+    [{ AUTHZ_IDENTITY: 'x509' }, /^AUTHZ_IDENTITY: must be equal to one of the allowed values/],
+    [{ AUTHZ_IDENTITY: 'spiffe' }, /^AUTHZ_SPIFFE_TRUST_DOMAINS: required when AUTHZ_IDENTITY=spiffe/],
+    [{ AUTHZ_SPIFFE_TRUST_DOMAINS: 'example.org' }, /^AUTHZ_SPIFFE_TRUST_DOMAINS: only used with AUTHZ_IDENTITY=spiffe/],
+    [{ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'Example.org' }, /"Example\.org": not a trust domain name: trust domain characters are limited to lowercase/],
+    [{ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'spiffe://example.org' }, /without spiffe:\/\//],
+    [{ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'example.org:8443' }, /"example\.org:8443": not a trust domain name/],
+    [{ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'example.org,' }, /"": not a trust domain name: empty entry/],
+    [{ AUTHZ_IDENTITY: 'spiffe', AUTHZ_SPIFFE_TRUST_DOMAINS: 'a'.repeat(256) }, /longer than 255/],
+  ]
+  for (const [env, message] of refused) t.throws(() => loadConfig(env), { code: 'ERR_CONFIG', message }, JSON.stringify(env))
+})

@@ -113,3 +113,39 @@ t.test('a method a path does not serve is 404 whatever the body (regression: 400
     t.equal(broken.status, 404, `${method} ${path} with a broken body`)
   }
 })
+
+t.test('one caller over its rate limit: one line at once, then one count per interval (regression: a line per 429)', async (t) => {
+  const h = await startHarness(t, { env: { AUTHZ_RATE_LIMIT: '1' }, logSummaryMs: 60_000 })
+  const statuses = []
+  for (let i = 0; i < 40; i++) statuses.push((await h.token({ audience: 'inventory-service' })).status)
+  t.equal(statuses.filter((s) => s === 429).length, 39)
+  const lines = () => h.logs.records().filter((r) => r.event === 'rate_limited' || (r.event === 'token_denied' && r.error === 'slow_down'))
+  t.match(lines(), [{ level: 40, event: 'rate_limited', sub: 'order-service', path: '/token', count: 1 }], 'one line for 39 refusals')
+  await h.main.close() // what SIGTERM does: pending counts are written
+  t.match(lines().at(-1), { event: 'rate_limited', sub: 'order-service', count: 38, interval_s: 60 })
+  t.equal(lines().length, 2)
+})
+
+t.test('503s while no key signs and an unknown caller repeating itself are summarised the same way', async (t) => {
+  const h = await startHarness(t, { noKey: true, logSummaryMs: 150 })
+  const summary = h.logs.next((r) => r.event === 'request_refused' && r.interval_s !== undefined)
+  for (let i = 0; i < 20; i++) t.equal((await h.token({ audience: 'inventory-service' })).status, 503)
+  for (let i = 0; i < 20; i++) t.equal((await h.token({ audience: 'inventory-service' }, h.pki.client('billing-service'))).status, 401)
+  const refused = h.logs.records().filter((r) => r.event === 'request_refused')
+  t.match(refused[0], { level: 40, reason: 'no_active_key', error: 'temporarily_unavailable', count: 1 })
+  const total = (await summary).count as number
+  t.ok(total >= 1 && total <= 19, `a summary line counts the repeats (${total})`)
+  const unknown = h.logs.records().filter((r) => r.event === 'token_denied' && r.sub === 'billing-service')
+  t.match(unknown[0], { level: 30, error: 'invalid_client', sub: 'billing-service', count: 1 })
+  t.ok(unknown.length < 20, `fewer lines than requests (${unknown.length} for 20)`)
+  const counted = unknown.reduce((n, r) => n + (r.count as number), 0)
+  await h.main.close()
+  const after = h.logs.records().filter((r) => r.event === 'token_denied' && r.sub === 'billing-service')
+  t.equal(after.reduce((n, r) => n + (r.count as number), 0), 20, `every refusal is counted once the summaries are written (${counted} before close)`)
+})
+
+t.test('a known caller’s policy denials stay one line each (bounded by its rate limit)', async (t) => {
+  const h = await startHarness(t)
+  for (let i = 0; i < 3; i++) await h.token({ audience: 'payment-service' })
+  t.equal(h.logs.records().filter((r) => r.event === 'token_denied' && r.error === 'invalid_target').length, 3)
+})

@@ -48,7 +48,7 @@ t.test('TLS material reloads on change without dropping open connections; a bad 
   await writeFile(join(dir, 'server-key.pem'), createServerCert(pki.ca).keyPem)
   await server.reload()
   // (The directory watcher may report each bad file too, before the explicit reload does.)
-  t.ok(logs.records().filter((r) => r.event === 'reload_failed' && r.what === 'TLS').length >= 2, 'both failures logged')
+  t.ok(logs.records().filter((r) => r.event === 'reload_failed' && r.what === 'tls').length >= 2, 'both failures logged')
   await t.rejects(call(victim), 'still revoked under the previous material')
   t.equal((await call(pki.client('payment-service'))).status, 400, 'and the server still serves (payment-service has no grant: 400)')
 

@@ -16,7 +16,7 @@ export type { AuthzIo } from './authz/token-inspect.js'
 
 export const AUTHZ_USAGE = `usage: authz <verb>
 
-  explain --caller <cn> --audience <aud> [--scope "<a b>"] [--json]
+  explain --caller <cn or SPIFFE ID> --audience <aud> [--scope "<a b>"] [--json]
       what POST /token answers this caller under the live policy (AUTHZ_POLICY), and why
   policy check <file> [--against <current file>] [--json]
       validate a policy file; with --against, the grants the change adds and removes

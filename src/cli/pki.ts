@@ -1,12 +1,12 @@
 /**
  * `npm run pki -- <verb>`: a development PKI (node-forge). `init` makes a CA and a server certificate for
- * localhost/127.0.0.1; `client <name>` a client certificate with CN <name>; `server <name>` a server
- * certificate for other host names. Files go to `<AUTHZ_KEYS_DIR>/dev-pki` unless `--dir` says otherwise.
- * Not for production.
+ * localhost/127.0.0.1; `client <name>` a client certificate with CN <name>; `client --spiffe <id>` an
+ * X.509-SVID (empty subject, one URI SAN); `server <name>` a server certificate for other host names. Files
+ * go to `<AUTHZ_KEYS_DIR>/dev-pki` unless `--dir` says otherwise. Not for production.
  */
 import { join, resolve } from 'node:path'
 import { systemClock } from '../clock.js'
-import { devPkiPaths, ensureCa, ensureClient, ensureServer } from '../pki/dev-files.js'
+import { devPkiPaths, ensureCa, ensureClient, ensureServer, ensureSvid } from '../pki/dev-files.js'
 import { EXIT_OK, parse, processIo, runCli, usageError, type Cli, type CliContext, type Io } from './runner.js'
 import { toolConfig } from './tool-config.js'
 
@@ -14,6 +14,9 @@ export const PKI_USAGE = `usage: authz-pki <verb> [--dir <dir>]
 
   init                    dev CA + server certificate for localhost, 127.0.0.1, ::1
   client <name> [--force] client certificate with Subject CN <name> (EKU clientAuth)
+  client --spiffe <id> [--force]
+                          X.509-SVID for that SPIFFE ID (spiffe://trust-domain/path): empty subject,
+                          one URI SAN, as SPIRE and Istio issue them; goes to svids/<domain>+<path>/
   server <name> --host <h> [--host <h>...] [--force]
                           server certificate servers/<name>.pem for those DNS names / IPs
 
@@ -23,7 +26,7 @@ files go to <AUTHZ_KEYS_DIR>/dev-pki by default. For development only.`
 function parsePki(args: string[], env: NodeJS.ProcessEnv) {
   const { values, positionals } = parse({
     args,
-    options: { dir: { type: 'string' }, force: { type: 'boolean' }, host: { type: 'string', multiple: true } },
+    options: { dir: { type: 'string' }, force: { type: 'boolean' }, host: { type: 'string', multiple: true }, spiffe: { type: 'string' } },
     strict: true,
     allowPositionals: true,
   })
@@ -53,8 +56,15 @@ async function init(args: string[], { env, io }: CliContext): Promise<number> {
 
 async function client(args: string[], { env, io }: CliContext): Promise<number> {
   const { values, positionals, paths } = parsePki(args, env)
+  const id = values.spiffe
+  if (id !== undefined) {
+    if (positionals.length > 0) throw usageError('client takes a name or --spiffe <id>, not both')
+    const made = await asUsage(async () => ensureSvid(paths, (await ensureCa(paths)).ca, id, values.force === true))
+    io.out(made ? `created ${paths.svidCert(id)} and ${paths.svidKey(id)}` : `${paths.svidCert(id)} exists (use --force to reissue)`)
+    return EXIT_OK
+  }
   const name = positionals[0]
-  if (name === undefined || positionals.length !== 1) throw usageError('client takes exactly one name')
+  if (name === undefined || positionals.length !== 1) throw usageError('client takes exactly one name (or --spiffe <id>)')
   const made = await asUsage(async () => ensureClient(paths, (await ensureCa(paths)).ca, name, values.force === true))
   io.out(made ? `created ${paths.clientCert(name)} and ${paths.clientKey(name)}` : `${paths.clientCert(name)} exists (use --force to reissue)`)
   return EXIT_OK

@@ -1,6 +1,7 @@
 /**
  * Dev mode (`AUTHZ_DEV` not false and no TLS files): makes what is missing — a dev PKI with a client
- * certificate for every caller the policy names, and a first signing key — and says loudly that it did.
+ * certificate for every caller the policy names (an X.509-SVID when the caller is a SPIFFE ID, with
+ * AUTHZ_IDENTITY=spiffe), and a first signing key — and says loudly that it did.
  * Loaded only in dev mode: a production start never loads node-forge or the keys CLI's code.
  */
 import { join, relative } from 'node:path'
@@ -11,7 +12,7 @@ import { ConfigError } from '../errors.js'
 import { initKeys } from '../keys/admin.js'
 import type { Timing } from '../keys/lifecycle.js'
 import { readManifest } from '../keys/manifest.js'
-import { assertSafeName, ensureDevPki, type DevPkiPaths } from '../pki/dev-files.js'
+import { callerFiles, devPkiPaths, ensureDevPki, type DevPkiPaths } from '../pki/dev-files.js'
 import type { Policy } from '../policy/policy.js'
 
 export interface DevMaterial {
@@ -22,16 +23,17 @@ export interface DevMaterial {
 }
 
 export async function prepareDevMaterial(config: Config, policy: Policy, timing: Timing, clock: Clock, logger: Logger): Promise<DevMaterial> {
+  const dir = join(config.keysDir, 'dev-pki')
   const callers: string[] = []
   for (const name of policy.grants.keys()) {
     try {
-      assertSafeName(name)
+      callerFiles(devPkiPaths(dir), name)
       callers.push(name)
     } catch {
       logger.warn({ caller: name }, 'dev mode: no client certificate for a caller whose name cannot be a file name')
     }
   }
-  const { paths, created } = await ensureDevPki(join(config.keysDir, 'dev-pki'), callers)
+  const { paths, created } = await ensureDevPki(dir, callers)
   const manifest = await readManifest(config.keysDir).catch((err: unknown) => {
     throw new ConfigError('AUTHZ_KEYS_DIR', (err as Error).message)
   })
@@ -52,6 +54,7 @@ export function devBanner(cwd: string, dev: DevMaterial, policy: Policy, port: n
   if (caller === undefined) return ''
   const audience = policy.grants.get(caller)?.keys().next().value ?? 'inventory-service'
   const rel = (p: string): string => relative(cwd, p) || p
+  const files = callerFiles(dev.paths, caller)
   return [
     '',
     '  ================================================================',
@@ -62,7 +65,7 @@ export function devBanner(cwd: string, dev: DevMaterial, policy: Policy, port: n
     `  Get a token as ${caller}:`,
     '',
     `    curl --cacert ${rel(dev.paths.caCert)} \\`,
-    `      --cert ${rel(dev.paths.clientCert(caller))} --key ${rel(dev.paths.clientKey(caller))} \\`,
+    `      --cert ${rel(files.cert)} --key ${rel(files.key)} \\`,
     `      -H 'content-type: application/json' -d '{"audience":"${audience}"}' \\`,
     `      https://localhost:${port}/token`,
     '',

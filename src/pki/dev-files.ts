@@ -1,11 +1,14 @@
 /**
  * The dev PKI on disk (`<keys dir>/dev-pki/`): made once, reused on later starts so the printed curl
- * command keeps working. Private keys are written 0600.
+ * command keeps working. Private keys are written 0600. Client certificates named by a CN live in
+ * `clients/`, X.509-SVIDs in `svids/<trust domain>+<path segments joined by +>/` (`+` is in neither
+ * grammar, so two SPIFFE IDs never share a directory).
  */
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { parseWorkloadId, SPIFFE_ID_FAULTS, SPIFFE_SCHEME } from '../identity/spiffe-id.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
-import { createCa, createClientCert, createServerCert, type KeyPairPem } from './dev-pki.js'
+import { createCa, createClientCert, createServerCert, createSvid, type KeyPairPem } from './dev-pki.js'
 
 export interface DevPkiPaths {
   readonly dir: string
@@ -18,6 +21,9 @@ export interface DevPkiPaths {
   /** Extra server certificates (`pki server <name>`), e.g. for container host names. */
   namedServerCert(name: string): string
   namedServerKey(name: string): string
+  /** The X.509-SVID of a SPIFFE ID (`pki client --spiffe <id>`) and its key. */
+  svidCert(spiffeId: string): string
+  svidKey(spiffeId: string): string
 }
 
 export function devPkiPaths(dir: string): DevPkiPaths {
@@ -31,7 +37,28 @@ export function devPkiPaths(dir: string): DevPkiPaths {
     clientKey: (name) => join(dir, 'clients', `${name}-key.pem`),
     namedServerCert: (name) => join(dir, 'servers', `${name}.pem`),
     namedServerKey: (name) => join(dir, 'servers', `${name}-key.pem`),
+    svidCert: (id) => join(dir, 'svids', svidDirName(id), 'svid.pem'),
+    svidKey: (id) => join(dir, 'svids', svidDirName(id), 'svid-key.pem'),
   }
+}
+
+/** The directory name of a SPIFFE ID's SVID: `example.org+ns+default+sa+order`. TypeError when it is not a workload's SPIFFE ID. */
+export function svidDirName(spiffeId: string): string {
+  const parsed = parseWorkloadId(spiffeId)
+  if (!parsed.ok) throw new TypeError(`${JSON.stringify(spiffeId)} is not a SPIFFE ID: ${SPIFFE_ID_FAULTS[parsed.fault]}`)
+  const name = `${parsed.value.trustDomain}${parsed.value.path.replaceAll('/', '+')}`
+  if (name.length > 255) throw new TypeError(`${JSON.stringify(spiffeId)} is too long for a dev PKI file name (255 characters)`)
+  return name
+}
+
+/**
+ * Where the dev PKI keeps a caller's certificate and key: its SVID for a SPIFFE ID, else its CN certificate.
+ * TypeError when the name cannot become a file name.
+ */
+export function callerFiles(paths: DevPkiPaths, caller: string): { readonly cert: string; readonly key: string } {
+  if (caller.startsWith(SPIFFE_SCHEME)) return { cert: paths.svidCert(caller), key: paths.svidKey(caller) }
+  assertSafeName(caller)
+  return { cert: paths.clientCert(caller), key: paths.clientKey(caller) }
 }
 
 async function readPair(cert: string, key: string): Promise<KeyPairPem | undefined> {
@@ -80,6 +107,16 @@ export async function ensureClient(paths: DevPkiPaths, ca: KeyPairPem, name: str
   return true
 }
 
+/** Issues (or reissues with `force`) an X.509-SVID for `spiffeId` (empty subject, URI SAN only). */
+export async function ensureSvid(paths: DevPkiPaths, ca: KeyPairPem, spiffeId: string, force = false): Promise<boolean> {
+  const cert = paths.svidCert(spiffeId)
+  const key = paths.svidKey(spiffeId)
+  if (!force && (await readPair(cert, key)) !== undefined) return false
+  await mkdir(join(paths.dir, 'svids', svidDirName(spiffeId)), { recursive: true, mode: 0o700 })
+  await writePair(createSvid(ca, spiffeId), cert, key)
+  return true
+}
+
 /** Issues (or reissues with `force`) a server certificate `servers/<name>.pem` for the given hosts. */
 export async function ensureServer(paths: DevPkiPaths, ca: KeyPairPem, name: string, hosts: readonly string[], force = false): Promise<boolean> {
   assertSafeName(name)
@@ -89,12 +126,16 @@ export async function ensureServer(paths: DevPkiPaths, ca: KeyPairPem, name: str
   return true
 }
 
-/** The whole dev PKI: CA, server certificate, and a client certificate for every caller given. */
+/**
+ * The whole dev PKI: CA, server certificate, and for every caller given a client certificate with that CN,
+ * or an X.509-SVID when the caller is a SPIFFE ID.
+ */
 export async function ensureDevPki(dir: string, callers: Iterable<string>): Promise<{ paths: DevPkiPaths; created: string[] }> {
   const paths = devPkiPaths(dir)
   const { ca, created } = await ensureCa(paths)
   for (const name of callers) {
-    if (await ensureClient(paths, ca, name)) created.push(paths.clientCert(name))
+    const spiffe = name.startsWith(SPIFFE_SCHEME)
+    if (await (spiffe ? ensureSvid(paths, ca, name) : ensureClient(paths, ca, name))) created.push(callerFiles(paths, name).cert)
   }
   return { paths, created }
 }

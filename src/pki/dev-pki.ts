@@ -1,7 +1,8 @@
 /**
- * A development PKI made with node-forge: a CA, a server certificate for localhost/127.0.0.1 and client
- * certificates whose Subject CN is a service name. For development and tests only: production
- * certificates come from the organisation's own CA (or SPIFFE/cert-manager).
+ * A development PKI made with node-forge: a CA, a server certificate for localhost/127.0.0.1, client
+ * certificates whose Subject CN is a service name, and X.509-SVIDs (empty subject, one `spiffe://` URI SAN,
+ * as SPIRE and Istio issue them). For development and tests only: production certificates come from the
+ * organisation's own CA (or SPIRE/cert-manager).
  */
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto'
 import forge from 'node-forge'
@@ -14,16 +15,28 @@ export interface KeyPairPem {
 
 export type ExtendedKeyUsage = 'clientAuth' | 'serverAuth' | 'both' | 'none'
 
+/** One subjectAltName entry: a DNS name, an IP address or a URI. */
+export type AltName = { readonly dns: string } | { readonly ip: string } | { readonly uri: string }
+
+/** Key usage bits of a leaf (RFC 5280 §4.2.1.3); `none` leaves the extension out. */
+export type KeyUsage = 'none' | { readonly digitalSignature?: boolean; readonly keyEncipherment?: boolean; readonly keyAgreement?: boolean; readonly keyCertSign?: boolean; readonly cRLSign?: boolean }
+
 export interface CertOptions {
-  /** Subject attributes in order; several `CN` entries make a multi-CN subject (tests). */
+  /** Subject attributes in order; several `CN` entries make a multi-CN subject (tests); none, an empty subject. */
   readonly subject: readonly { readonly shortName: string; readonly value: string }[]
   readonly notBefore?: Date
   readonly notAfter?: Date
   /** Which EKU extension to include: `none` leaves the extension out. */
   readonly eku?: ExtendedKeyUsage
-  readonly altNames?: readonly { readonly dns?: string; readonly ip?: string }[]
+  readonly altNames?: readonly AltName[]
+  /** Each list is one more subjectAltName extension (tests: a certificate with two). */
+  readonly extraAltNames?: readonly (readonly AltName[])[]
+  /** A leaf's key usage (default digitalSignature + keyEncipherment). */
+  readonly keyUsage?: KeyUsage
   readonly isCa?: boolean
   readonly keyBits?: number
+  /** Certify this private key (PKCS#8 PEM) instead of a new one: tests that make many certificates. */
+  readonly keyPem?: string
 }
 
 const DAY_MS = 86_400_000
@@ -38,13 +51,13 @@ export function useKeysForCertificates(pems: readonly string[]): void {
   presetKeys = [...pems]
 }
 
-function newKeyPair(bits: number): { privatePem: string; forgeKey: forge.pki.rsa.PrivateKey; forgePublic: forge.pki.rsa.PublicKey } {
-  const preset = bits === 2048 ? presetKeys.shift() : undefined
+function newKeyPair(bits: number, existing?: string): { privatePem: string; forgeKey: forge.pki.rsa.PrivateKey; forgePublic: forge.pki.rsa.PublicKey } {
+  const key = existing ?? (bits === 2048 ? presetKeys.shift() : undefined)
   // Native key generation: forge's pure-JS RSA is far slower.
   const { privateKey, publicKey } =
-    preset === undefined
+    key === undefined
       ? generateKeyPairSync('rsa', { modulusLength: bits, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } })
-      : { privateKey: preset, publicKey: createPublicKey(preset).export({ type: 'spki', format: 'pem' }).toString() }
+      : { privateKey: key, publicKey: createPublicKey(key).export({ type: 'spki', format: 'pem' }) as string }
   return {
     privatePem: privateKey,
     forgeKey: forge.pki.privateKeyFromPem(privateKey),
@@ -58,6 +71,19 @@ function serialNumber(): string {
   const bytes = randomBytes(16)
   bytes[0] = 0x40 | ((bytes[0] as number) & 0x3f)
   return bytes.toString('hex')
+}
+
+function altNamesExtension(names: readonly AltName[], critical: boolean): object {
+  return {
+    name: 'subjectAltName',
+    // RFC 5280 §4.1.2.6: with an empty subject, the SAN extension is critical.
+    critical,
+    altNames: names.map((a) => ('dns' in a ? { type: 2, value: a.dns } : 'ip' in a ? { type: 7, ip: a.ip } : { type: 6, value: a.uri })),
+  }
+}
+
+function keyUsageExtension(usage: KeyUsage = { digitalSignature: true, keyEncipherment: true }): object[] {
+  return usage === 'none' ? [] : [{ name: 'keyUsage', critical: true, ...usage }]
 }
 
 function ekuExtension(eku: ExtendedKeyUsage): object[] {
@@ -74,7 +100,7 @@ function ekuExtension(eku: ExtendedKeyUsage): object[] {
 /** A certificate signed by `issuer` (or self-signed when `issuer` is undefined). */
 export function createCertificate(options: CertOptions, issuer?: KeyPairPem): KeyPairPem {
   const now = Date.now()
-  const pair = newKeyPair(options.keyBits ?? 2048)
+  const pair = newKeyPair(options.keyBits ?? 2048, options.keyPem)
   const cert = forge.pki.createCertificate()
   cert.publicKey = pair.forgePublic
   cert.serialNumber = serialNumber()
@@ -92,17 +118,10 @@ export function createCertificate(options: CertOptions, issuer?: KeyPairPem): Ke
     )
   } else {
     if (issuer === undefined) throw new TypeError('a leaf certificate needs an issuer')
-    extensions.push(
-      { name: 'basicConstraints', cA: false },
-      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
-      ...ekuExtension(options.eku ?? 'clientAuth'),
-    )
-    if (options.altNames !== undefined && options.altNames.length > 0) {
-      extensions.push({
-        name: 'subjectAltName',
-        altNames: options.altNames.map((a) => (a.dns !== undefined ? { type: 2, value: a.dns } : { type: 7, ip: a.ip })),
-      })
-    }
+    extensions.push({ name: 'basicConstraints', cA: false }, ...keyUsageExtension(options.keyUsage), ...ekuExtension(options.eku ?? 'clientAuth'))
+  }
+  for (const names of [options.altNames ?? [], ...(options.extraAltNames ?? [])]) {
+    if (names.length > 0) extensions.push(altNamesExtension(names, subject.length === 0))
   }
   let signingKey = pair.forgeKey
   if (issuer !== undefined) {
@@ -136,6 +155,14 @@ export function createServerCert(ca: KeyPairPem, hosts: readonly string[] = ['lo
 /** A client certificate (EKU clientAuth) with Subject CN `commonName`, signed by `ca`. */
 export function createClientCert(ca: KeyPairPem, commonName: string, options: Partial<CertOptions> = {}): KeyPairPem {
   return createCertificate({ subject: [{ shortName: 'CN', value: commonName }], eku: 'clientAuth', ...options }, ca)
+}
+
+/**
+ * An X.509-SVID (X509-SVID.md): empty subject, one critical URI SAN `spiffeId`, CA:FALSE, key usage
+ * digitalSignature, EKU clientAuth + serverAuth, signed by `ca`. `options` shape look-alikes in tests.
+ */
+export function createSvid(ca: KeyPairPem, spiffeId: string, options: Partial<CertOptions> = {}): KeyPairPem {
+  return createCertificate({ subject: [], eku: 'both', keyUsage: { digitalSignature: true }, altNames: [{ uri: spiffeId }], ...options }, ca)
 }
 
 /**

@@ -63,7 +63,7 @@ export function explainDecision(
   const granted = decision.granted === undefined ? {} : { granted: decision.granted }
   switch (decision.reason) {
     case 'unknown_caller':
-      return { ...base, detail: `${who} is not a caller in the policy: no entry in "grants" for this certificate CN` }
+      return { ...base, detail: `${who} is not a caller in the policy: no entry in "grants" for this name (its certificate CN, or SPIFFE ID with AUTHZ_IDENTITY=spiffe)` }
     case 'unknown_audience':
       return { ...base, detail: `${to} is not listed in the policy's "audiences"` }
     case 'no_grant':

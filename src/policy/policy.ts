@@ -7,6 +7,14 @@ import { isScopeToken, SCOPE_TOKEN, SERVICE_NAME, splitScopes } from '@authz/sdk
 import { sha256Hex } from '../util/digest.js'
 import { Ajv, type ErrorObject } from 'ajv'
 import { AuthzError } from '../errors.js'
+import { callerNameProblem, CN_IDENTITY, type IdentityMode } from '../identity/mode.js'
+
+/**
+ * A caller name as the schema sees it: printable ASCII, no space. Whether it fits the identity mode (a
+ * service name of at most 255 characters for `cn`, a SPIFFE ID of at most 2048 for `spiffe`) is checked
+ * after the schema, with a message that says which mode and which rule.
+ */
+const CALLER_NAME = '^[\\x21-\\x7E]+$'
 
 export const policySchema = {
   $id: 'https://authz.internal/schemas/service-policy.json',
@@ -25,7 +33,7 @@ export const policySchema = {
     grants: {
       type: 'object',
       maxProperties: 10000,
-      propertyNames: { pattern: SERVICE_NAME },
+      propertyNames: { pattern: CALLER_NAME },
       additionalProperties: {
         type: 'object',
         propertyNames: { pattern: SERVICE_NAME },
@@ -89,10 +97,10 @@ function describe(error: ErrorObject): string {
 }
 
 /**
- * Parses and validates a policy file's text. Throws AuthzError `ERR_POLICY_INVALID` whose message names
- * the bad entry.
+ * Parses and validates a policy file's text; its callers must be names of the identity mode's kind (CNs
+ * by default). Throws AuthzError `ERR_POLICY_INVALID` whose message names the bad entry.
  */
-export function parsePolicy(text: string, source = 'policy'): Policy {
+export function parsePolicy(text: string, source = 'policy', identity: IdentityMode = CN_IDENTITY): Policy {
   let doc: unknown
   try {
     doc = JSON.parse(text)
@@ -106,6 +114,8 @@ export function parsePolicy(text: string, source = 'policy'): Policy {
   const audiences = new Set(doc.audiences)
   const grants = new Map<string, Map<string, readonly string[]>>()
   for (const [caller, byAudience] of Object.entries(doc.grants)) {
+    const problem = callerNameProblem(identity, caller)
+    if (problem !== undefined) throw new AuthzError('ERR_POLICY_INVALID', `${source}: grants[${JSON.stringify(caller)}]: caller ${problem}`)
     const entries = new Map<string, readonly string[]>()
     for (const [audience, scopes] of Object.entries(byAudience)) {
       if (!audiences.has(audience)) {
@@ -183,7 +193,7 @@ export function decide(
   return { allowed: true, scopes }
 }
 
-/** Is this CN a caller the policy knows? (checked before the body is even parsed) */
+/** Is this caller (CN or SPIFFE ID) one the policy knows? (checked before the body is even parsed) */
 export function isKnownCaller(policy: Policy, caller: string): boolean {
   return policy.grants.has(caller)
 }

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { AuthzError } from '../errors.js'
+import { CN_IDENTITY, type IdentityMode } from '../identity/mode.js'
 import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
 import { parsePolicy, type Policy } from './policy.js'
 
@@ -12,24 +13,30 @@ export type PolicyReloadResult = ReloadResult<AuthzError>
  */
 export class PolicyStore {
   readonly path: string
+  /** The identity mode the policy's callers must fit (on every reload too). */
+  readonly identity: IdentityMode
   #current: Policy
   readonly #reloader: Reloader<AuthzError>
   #unsubscribe: (() => void) | undefined
 
-  private constructor(path: string, policy: Policy) {
+  private constructor(path: string, policy: Policy, identity: IdentityMode) {
     this.path = path
+    this.identity = identity
     this.#current = policy
     this.#reloader = new Reloader({ attempt: () => this.#attempt(), toError: (err) => err as AuthzError })
   }
 
-  /** Loads and validates the file; throws AuthzError (naming the bad entry) when it cannot. */
-  static async load(path: string): Promise<PolicyStore> {
-    return new PolicyStore(path, await readPolicy(path))
+  /**
+   * Loads and validates the file, whose callers must fit `identity` (CNs by default); throws AuthzError
+   * (naming the bad entry) when it cannot.
+   */
+  static async load(path: string, identity: IdentityMode = CN_IDENTITY): Promise<PolicyStore> {
+    return new PolicyStore(path, await readPolicy(path, identity), identity)
   }
 
   /** Builds a store around an already validated policy (tests, embedding). */
-  static of(path: string, policy: Policy): PolicyStore {
-    return new PolicyStore(path, policy)
+  static of(path: string, policy: Policy, identity: IdentityMode = CN_IDENTITY): PolicyStore {
+    return new PolicyStore(path, policy, identity)
   }
 
   get current(): Policy {
@@ -63,7 +70,7 @@ export class PolicyStore {
   }
 
   async #attempt(): Promise<boolean> {
-    const next = parsePolicy(await readPolicyText(this.path), this.path)
+    const next = parsePolicy(await readPolicyText(this.path), this.path, this.identity)
     if (next.sha256 === this.#current.sha256) return false
     this.#current = next
     return true
@@ -78,6 +85,6 @@ async function readPolicyText(path: string): Promise<string> {
   }
 }
 
-async function readPolicy(path: string): Promise<Policy> {
-  return parsePolicy(await readPolicyText(path), path)
+async function readPolicy(path: string, identity: IdentityMode): Promise<Policy> {
+  return parsePolicy(await readPolicyText(path), path, identity)
 }

@@ -7,14 +7,17 @@
 import { STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { NotFound, SlowDown, WireError, type WireErrorCode } from '../errors.js'
+import { NotFound, SlowDown, TemporarilyUnavailable, WireError, type WireErrorCode } from '../errors.js'
 import type { PeerIdentity } from '../identity/peer.js'
 import type { Metrics } from '../metrics.js'
+import { LogSummary, type LogSummaryOptions } from '../util/log-summary.js'
 
 /** The caller, once its certificate was judged usable (set by /token's identity hook). */
 declare module 'fastify' {
   interface FastifyRequest {
     peer?: PeerIdentity
+    /** The error code the request was answered with, once sendError answered it (metrics read it). */
+    answeredWith?: WireErrorCode
   }
 }
 
@@ -30,26 +33,63 @@ export function toWireError(err: unknown): { readonly statusCode: number; readon
 /** The route a metric label may name: the registered pattern, never a caller-chosen URL. */
 const routeOf = (request: FastifyRequest): string => request.routeOptions.url ?? 'unserved'
 
-export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, metrics: Metrics | undefined): FastifyReply {
-  const wire = toWireError(err)
-  const route = routeOf(request)
+/**
+ * The log lines of answers a caller can repeat at will, each summarised (one line at once, then one per
+ * interval with a count): 429s per caller, 503s per reason, and `invalid_client` per certificate name —
+ * unknown callers are refused before the rate limit, so nothing else bounds them. Other denials come from
+ * callers the policy knows, at most `AUTHZ_RATE_LIMIT` per second each: one line per denial.
+ */
+export interface DenialLogs {
+  readonly rateLimited: LogSummary
+  readonly refused: LogSummary
+  readonly unknownClients: LogSummary
+  close(): void
+}
+
+export function denialLogs(logger: LogSummaryOptions['logger'], intervalMs?: number): DenialLogs {
+  const common = { logger, ...(intervalMs === undefined ? {} : { intervalMs }) }
+  const rateLimited = new LogSummary({ ...common, event: 'rate_limited', message: 'caller over its rate limit', level: 'warn' })
+  const refused = new LogSummary({ ...common, event: 'request_refused', message: 'request refused', level: 'warn' })
+  const unknownClients = new LogSummary({ ...common, event: 'token_denied', message: 'request denied', level: 'info' })
+  return {
+    rateLimited,
+    refused,
+    unknownClients,
+    close() {
+      for (const summary of [rateLimited, refused, unknownClients]) summary.close()
+    },
+  }
+}
+
+function logDenial(request: FastifyRequest, err: unknown, wire: ReturnType<typeof toWireError>, route: string, logs: DenialLogs | undefined): void {
+  const sub = request.peer?.subject
   if (wire.statusCode >= 500 && !(err instanceof WireError)) {
     request.log.error({ err, path: route }, 'request failed')
+  } else if (err instanceof SlowDown && logs !== undefined) {
+    logs.rateLimited.note(sub ?? '', { path: route, sub })
+  } else if (err instanceof TemporarilyUnavailable && logs !== undefined) {
+    // An answer we chose (503 while no key can sign): its cause is logged where it happens, once.
+    logs.refused.note(err.reason, { error: wire.code, reason: err.reason, path: route })
   } else if (wire.statusCode >= 500) {
-    // An answer we chose (503 while no key can sign): the cause is logged where it happened, once.
-    request.log.warn({ event: 'request_refused', error: wire.code, path: route, sub: request.peer?.subject }, 'request refused')
+    request.log.warn({ event: 'request_refused', error: wire.code, path: route, sub }, 'request refused')
+  } else if (wire.code === 'invalid_client' && route === '/token' && logs !== undefined) {
+    logs.unknownClients.note(sub ?? '', { error: wire.code, path: route, sub })
   } else if (wire.code === 'not_found') {
     // Scanners probe paths all day: not worth a line at info.
     request.log.debug({ event: 'request_denied', error: wire.code, method: request.method }, 'not found')
   } else {
-    request.log.info(
-      { event: route === '/token' ? 'token_denied' : 'request_denied', error: wire.code, path: route, sub: request.peer?.subject },
-      'request denied',
-    )
+    request.log.info({ event: route === '/token' ? 'token_denied' : 'request_denied', error: wire.code, path: route, sub }, 'request denied')
   }
+}
+
+export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, metrics: Metrics | undefined, logs?: DenialLogs): FastifyReply {
+  const wire = toWireError(err)
+  const route = routeOf(request)
+  logDenial(request, err, wire, route, logs)
+  request.answeredWith = wire.code
   metrics?.requestsDenied.inc({ route, error: wire.code })
   if (route === '/token') metrics?.tokenDenied.inc({ error: wire.code })
-  if (err instanceof SlowDown) void reply.header('retry-after', String(err.retryAfterSeconds))
+  if (err instanceof SlowDown || err instanceof TemporarilyUnavailable) void reply.header('retry-after', String(err.retryAfterSeconds))
   return reply
     .code(wire.statusCode)
     .header('cache-control', 'no-store')
@@ -78,9 +118,10 @@ export function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoExcep
   socket.destroy()
 }
 
-/** Installs the error and not-found handlers on an app. */
-export function installErrorHandling(app: FastifyInstance, metrics: Metrics): void {
-  app.setErrorHandler((err, request, reply) => sendError(request, reply, err, metrics))
+/** Installs the error and not-found handlers on an app (with `logs`, repeated denials are summarised). */
+export function installErrorHandling(app: FastifyInstance, metrics: Metrics, logs?: DenialLogs): void {
+  if (logs !== undefined) app.addHook('onClose', async () => logs.close())
+  app.setErrorHandler((err, request, reply) => sendError(request, reply, err, metrics, logs))
   // A method or path the app does not serve is 404 before anything else runs: whatever its body (an
   // OPTIONS or DELETE with an empty JSON body must not reach the body parser and its 400).
   app.addHook('onRequest', async (request, reply) => {

@@ -1,6 +1,10 @@
 /**
  * The ops listener's routes: liveness, readiness, Prometheus metrics. Plain HTTP, bound to loopback or
  * the cluster network by default; it publishes nothing secret.
+ *
+ * Two probes, two meanings: /healthz says the process answers (and so serves its JWKS, which it always
+ * has: a server never starts without a keyset); /readyz says it can issue tokens now. A replica that cannot
+ * sign fails /readyz but keeps serving keys: verifiers need them most exactly then.
  */
 import type { FastifyInstance } from 'fastify'
 import type { Clock } from '../clock.js'
@@ -15,15 +19,37 @@ export interface OpsDeps {
   readonly clock: Clock
 }
 
-/** Key gauges are computed at scrape time from (keyset, now), like everything else about keys. */
-export function refreshKeyGauges(deps: OpsDeps): void {
-  const now = deps.clock.now()
-  const statuses = deps.keys.statuses()
-  const active = statuses.find((s) => s.state === 'active')
-  const next = statuses.find((s) => s.state === 'next')
-  deps.metrics.keysPublished.set(deps.keys.jwks().kids.length)
-  deps.metrics.activeKeyAgeSeconds.set(active === undefined ? -1 : (now - active.key.activatesAt) / 1000)
-  deps.metrics.nextActivationSeconds.set(next === undefined ? -1 : (next.key.activatesAt - now) / 1000)
+export interface Readiness {
+  readonly ready: boolean
+  readonly checks: { readonly signing_key: boolean; readonly policy: boolean }
+}
+
+/** Whether this replica can issue tokens now: what /readyz answers and `authz_ready` reports. */
+export function readiness(deps: Pick<OpsDeps, 'keys' | 'policy'>): Readiness {
+  // A key signs now, and can: a PKCS#11 token that is down makes this replica not ready.
+  const signing = deps.keys.signingAvailable()
+  // A PolicyStore only exists around a validated policy; a bad reload keeps the previous one.
+  const policy = deps.policy.current !== undefined
+  return { ready: signing && policy, checks: { signing_key: signing, policy } }
+}
+
+/** Gauges computed at scrape time from (keyset, now), like everything else about keys. */
+export function refreshGauges(deps: OpsDeps): void {
+  const { metrics, keys } = deps
+  const statuses = keys.statuses()
+  const active = statuses.find((s) => s.state === 'active')?.key
+  // Keys are in activation order: the first next key is the one that activates next.
+  const next = statuses.find((s) => s.state === 'next')?.key
+  const jwks = keys.jwks()
+  metrics.keysPublished.set(jwks.kids.length)
+  for (const state of ['next', 'active', 'retired'] as const) metrics.signingKeys.set({ state }, statuses.filter((s) => s.state === state).length)
+  metrics.signingKeyInfo.reset()
+  if (active !== undefined) metrics.signingKeyInfo.set({ kid: active.kid, alg: active.alg, store: active.store }, 1)
+  metrics.signingKeyActivation.set(active === undefined ? undefined : active.activatesAt / 1000)
+  metrics.nextKeyActivation.set(next === undefined ? undefined : next.activatesAt / 1000)
+  metrics.jwksInfo.reset()
+  metrics.jwksInfo.set({ digest: jwks.etag.replaceAll('"', '') }, 1)
+  metrics.ready.set(readiness(deps).ready ? 1 : 0)
 }
 
 export async function opsRoutes(app: FastifyInstance, deps: OpsDeps): Promise<void> {
@@ -33,17 +59,13 @@ export async function opsRoutes(app: FastifyInstance, deps: OpsDeps): Promise<vo
   })
 
   app.get('/readyz', async (_request, reply) => {
-    // A key signs now, and can: a PKCS#11 token that is down makes this replica not ready.
-    const signing = deps.keys.signingAvailable()
-    // A PolicyStore only exists around a validated policy; a bad reload keeps the previous one.
-    const policy = deps.policy.current !== undefined
-    const ready = signing && policy
+    const { ready, checks } = readiness(deps)
     void reply.code(ready ? 200 : 503).header('cache-control', 'no-store')
-    return { status: ready ? 'ready' : 'not_ready', checks: { signing_key: signing, policy } }
+    return { status: ready ? 'ready' : 'not_ready', checks }
   })
 
   app.get('/metrics', async (_request, reply) => {
-    refreshKeyGauges(deps)
+    refreshGauges(deps)
     void reply.header('content-type', deps.metrics.registry.contentType).header('cache-control', 'no-store')
     return deps.metrics.registry.metrics()
   })

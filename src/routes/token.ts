@@ -1,6 +1,7 @@
 /**
  * POST /token: OAuth 2.0 client credentials (RFC 6749 §4.4) with mTLS client authentication (RFC 8705).
- * The caller is the certificate's CN; the body only chooses the audience and scopes. Faults are reported in
+ * The caller is named by the certificate (its CN, or its SPIFFE ID: AUTHZ_IDENTITY); the body only chooses
+ * the audience and scopes. Faults are reported in
  * the order DESIGN.md fixes: invalid_client, invalid_request, unsupported_grant_type, invalid_target,
  * invalid_scope.
  */
@@ -9,6 +10,7 @@ import type { TLSSocket } from 'node:tls'
 import { Ajv } from 'ajv'
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
 import type { FromSchema } from 'json-schema-to-ts'
+import type { Logger } from 'pino'
 import type { Config } from '../config.js'
 import type { Clock } from '../clock.js'
 import {
@@ -19,8 +21,10 @@ import {
   SlowDown,
   TemporarilyUnavailable,
   UnsupportedGrantType,
+  type UnavailableReason,
 } from '../errors.js'
-import { peerIdentity, type PeerIdentity } from '../identity/peer.js'
+import { PeerJudge, type PeerIdentity } from '../identity/peer.js'
+import { SPIFFE_ID_MAX_LENGTH } from '../identity/spiffe-id.js'
 import type { KeyStore } from '../keys/store.js'
 import type { Metrics } from '../metrics.js'
 import { explainDecision } from '../policy/explain.js'
@@ -30,6 +34,7 @@ import type { RateLimiter } from '../rate-limit.js'
 import type { ConnectionLifetimes } from '../tls/connections.js'
 import { buildClaims } from '../tokens/claims.js'
 import { signAccessToken } from '../tokens/signer.js'
+import { LogSummary } from '../util/log-summary.js'
 import './errors.js' // FastifyRequest.peer
 import { repeatedTopLevelKey } from './json-keys.js'
 
@@ -49,7 +54,8 @@ export const tokenRequestSchema = {
         { type: 'array', maxItems: 64, items: { type: 'string', maxLength: 128 } },
       ],
     },
-    client_id: { type: 'string', maxLength: 255 },
+    // A CN (≤ 255) or a SPIFFE ID (≤ 2048).
+    client_id: { type: 'string', maxLength: SPIFFE_ID_MAX_LENGTH },
   },
 } as const
 
@@ -114,7 +120,7 @@ export function parseForm(body: string): Record<string, string | RepeatedParamet
 function checkBody(body: unknown, caller: string): { audience: string; scope: string | string[] | undefined } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequest('body must be an object')
   const clientId = (body as Record<string, unknown>).client_id
-  // client_id never sets the identity: when present it must be exactly the certificate's CN, and a
+  // client_id never sets the identity: when present it must be exactly the caller's name, and a
   // mismatch (whatever its type) is an authentication failure that outranks every other fault.
   if (clientId !== undefined && clientId !== caller) throw new InvalidClient('client_id does not match the certificate')
   if (!validateBody(body)) throw new InvalidRequest('body does not match the schema')
@@ -131,9 +137,38 @@ function debugEnabled(log: FastifyBaseLogger): boolean {
   return (log as FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled?.('debug') ?? true
 }
 
+/** Retry-After of a 503 while the signer cannot sign (a PKCS#11 token reconnects within 1–30 s). */
+export const SIGNER_RETRY_AFTER_SEC = 5
+/** Retry-After of a 503 while no key is active and none is scheduled: an operator has to act. */
+export const NO_KEY_RETRY_AFTER_SEC = 30
+
+/** While no key signs: until the next key activates (1–60 s), or NO_KEY_RETRY_AFTER_SEC when none is scheduled. */
+export function noKeyRetryAfter(keys: Pick<KeyStore, 'statuses'>, now: number): number {
+  const next = keys.statuses().find((s) => s.state === 'next')
+  if (next === undefined) return NO_KEY_RETRY_AFTER_SEC
+  return Math.min(60, Math.max(1, Math.ceil((next.key.activatesAt - now) / 1000)))
+}
+
 export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): Promise<void> {
   const { config, clock, keys, policy, metrics, rateLimiter, connections } = deps
+  const unavailable = (reason: UnavailableReason, retryAfter: number): TemporarilyUnavailable => {
+    metrics.tokenUnavailable.inc({ reason })
+    return new TemporarilyUnavailable(reason, retryAfter)
+  }
   const newJti = deps.randomUUID ?? randomUUID
+  // A certificate that passed the handshake but names no caller (judged once per connection): counted by
+  // reason, and one log line per reason (then a count per interval), whatever the traffic.
+  const refusals = new LogSummary({
+    logger: app.log as unknown as Logger,
+    event: 'caller_certificate_refused',
+    message: 'a client certificate that passed the TLS handshake names no caller',
+  })
+  app.addHook('onClose', async () => refusals.close())
+  const judge = new PeerJudge(config.identity, (refusal) => {
+    metrics.callerCertificatesRefused.inc({ reason: refusal.reason })
+    const trustDomain = refusal.trustDomain === undefined ? {} : { trust_domain: refusal.trustDomain }
+    refusals.note(`${refusal.reason} ${refusal.trustDomain ?? ''}`, { reason: refusal.reason, identity: config.identity.kind, ...trustDomain })
+  })
 
   app.addContentTypeParser(
     'application/x-www-form-urlencoded',
@@ -172,7 +207,7 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
       const socket = request.raw.socket as TLSSocket
       // The certificate is judged at every request, not only at the handshake: a keep-alive connection or
       // a resumed session outlives its validity, and a new CA bundle or CRL may no longer trust it.
-      const result = peerIdentity(socket, clock.now())
+      const result = judge.identify(socket, clock.now())
       if (!result.ok) {
         connections.closeAfterAnswer(socket)
         throw new InvalidClient(result.reason)
@@ -191,7 +226,14 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
         throw new InvalidClient('unknown caller')
       }
       const rate = rateLimiter.take(result.identity.subject)
-      if (!rate.allowed) throw new SlowDown(rate.retryAfter)
+      if (!rate.allowed) {
+        metrics.tokenRateLimited.inc({ caller: result.identity.subject })
+        throw new SlowDown(rate.retryAfter)
+      }
+    },
+    onResponse: async (request, reply) => {
+      const outcome = reply.statusCode === 200 ? 'issued' : (request.answeredWith ?? 'server_error')
+      metrics.tokenRequestSeconds.observe({ outcome }, reply.elapsedTime / 1000)
     },
     handler: async (request, reply) => {
       const peer = request.peer as PeerIdentity
@@ -206,7 +248,7 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
         throw new InvalidScope(decision.reason)
       }
       const key = keys.signingKey()
-      if (key === undefined) throw new TemporarilyUnavailable()
+      if (key === undefined) throw unavailable('no_active_key', noKeyRetryAfter(keys, clock.now()))
       const claims = buildClaims({
         issuer: config.issuer,
         subject: peer.subject,
@@ -224,8 +266,9 @@ export async function tokenRoutes(app: FastifyInstance, deps: TokenRouteDeps): P
       } catch (err) {
         // The key cannot sign right now (a PKCS#11 token down or being reloaded, which is reported once
         // where it is noticed): try again shortly. Any other failure is logged here.
-        if ((err as { code?: unknown }).code !== 'ERR_TOKEN_UNAVAILABLE') request.log.error({ event: 'signing_failed', kid: key.kid, err }, 'signing failed')
-        throw new TemporarilyUnavailable('signing failed')
+        if ((err as { code?: unknown }).code === 'ERR_TOKEN_UNAVAILABLE') throw unavailable('signer_unavailable', SIGNER_RETRY_AFTER_SEC)
+        request.log.error({ event: 'signing_failed', kid: key.kid, err }, 'signing failed')
+        throw unavailable('signing_failed', SIGNER_RETRY_AFTER_SEC)
       }
       metrics.signingSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9)
       metrics.tokensIssued.inc({ audience })

@@ -17,7 +17,7 @@ export interface AccessTokenClaims {
 
 export interface ClaimsInput {
   readonly issuer: string
-  /** The caller's certificate CN. */
+  /** The caller's name: its certificate CN, or its SPIFFE ID (AUTHZ_IDENTITY). */
   readonly subject: string
   /** base64url SHA-256 of the caller's certificate DER. */
   readonly thumbprint: string

@@ -7,7 +7,7 @@
 import type { Logger } from 'pino'
 
 export interface LogSummaryOptions {
-  readonly logger: Logger
+  readonly logger: Pick<Logger, 'warn' | 'info' | 'error'>
   /** The `event` field of every line (`rate_limited`, `tls_handshake_refused`, …). */
   readonly event: string
   /** The message of every line; a summary line says how many events it stands for. */
@@ -31,7 +31,7 @@ interface Tally {
 const OVERFLOW = '\0overflow'
 
 export class LogSummary {
-  readonly #options: Required<Omit<LogSummaryOptions, 'logger'>> & { logger: Logger }
+  readonly #options: Required<LogSummaryOptions>
   readonly #tallies = new Map<string, Tally>()
   #timer: NodeJS.Timeout | undefined
 

@@ -40,3 +40,29 @@ t.test('usage errors exit 2', async (t) => {
   t.equal((await run(dir, 'frobnicate')).code, 2)
   t.equal(await runPkiCli([], {}, { out: () => undefined, err: () => undefined }), 2)
 })
+
+t.test('client --spiffe makes an X.509-SVID: empty subject, one URI SAN, CA:FALSE, digitalSignature, from the dev CA', async (t) => {
+  const dir = t.testdir({})
+  const id = 'spiffe://example.org/ns/default/sa/order'
+  const made = await run(dir, 'client', '--spiffe', id)
+  t.equal(made.code, 0)
+  t.match(made.out, /svids\/example\.org\+ns\+default\+sa\+order\/svid\.pem/)
+  t.match((await run(dir, 'client', '--spiffe', id)).out, /exists/)
+  const ca = new X509Certificate(await readFile(join(dir, 'ca.pem')))
+  const svid = new X509Certificate(await readFile(join(dir, 'svids', 'example.org+ns+default+sa+order', 'svid.pem')))
+  t.ok(svid.verify(ca.publicKey), 'signed by the dev CA')
+  t.equal(svid.subject, undefined, 'empty subject')
+  t.equal(svid.subjectAltName, `URI:${id}`)
+  t.equal(svid.ca, false)
+  t.same(svid.keyUsage?.sort(), ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2'], 'EKU serverAuth + clientAuth')
+  t.equal((await stat(join(dir, 'svids', 'example.org+ns+default+sa+order', 'svid-key.pem'))).mode & 0o777, 0o600)
+  // The key usage extension as the SVID's verifier reads it (svid.ts), through authz's own judge.
+  const { svidOf } = await import('../../src/identity/svid.js')
+  t.same(svidOf(svid.raw, ['example.org']), { ok: true, id, trustDomain: 'example.org' })
+  for (const bad of ['spiffe://example.org', 'spiffe://example.org/../x', 'https://example.org/x', 'spiffe://Example.org/x']) {
+    const res = await run(dir, 'client', '--spiffe', bad)
+    t.equal(res.code, 2, bad)
+    t.match(res.err, /is not a SPIFFE ID/)
+  }
+  t.equal((await run(dir, 'client', 'order-service', '--spiffe', id)).code, 2, 'a name and --spiffe')
+})

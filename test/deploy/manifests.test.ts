@@ -418,3 +418,20 @@ t.test('grace periods agree with AUTHZ_SHUTDOWN_TIMEOUT: the process exits befor
   }
   t.ok(defaultTimeout + margin <= 10, `the default (${defaultTimeout} s) fits docker stop's default 10 s`)
 })
+
+t.test('kubernetes: /readyz gates the /token Service only; the key Services keep every running replica', async (t) => {
+  type KeyedService = Service & { spec: Service['spec'] & { publishNotReadyAddresses?: boolean } }
+  const services = new Map(ofKind<KeyedService>('Service').map((s) => [s.metadata.name, s]))
+  const token = services.get('authz')
+  t.ok(token?.spec.ports.some((p) => p.port === 8443), 'authz: 8443')
+  t.notOk(token?.spec.publishNotReadyAddresses, 'authz (POST /token): only replicas whose /readyz answers 200')
+  for (const [name, port] of [['authz-jwks', 8443], ['authz-ops', 9464]] as const) {
+    const keys = services.get(name)
+    t.ok(keys?.spec.ports.some((p) => p.port === port), `${name}: ${port}`)
+    t.equal(keys?.spec.publishNotReadyAddresses, true, `${name} (JWKS): a replica that cannot sign still serves keys`)
+    t.ok(selects(keys?.spec.selector, podLabels), `${name} selects the pods`)
+  }
+  const container = deployment?.spec.template.spec.containers.find((c) => c.name === 'authz')
+  t.equal(container?.readinessProbe?.httpGet?.path, '/readyz')
+  t.equal(container?.livenessProbe?.httpGet?.path, '/healthz', 'liveness never depends on signing: an HSM outage must not restart every pod')
+})

@@ -93,6 +93,8 @@ export interface HarnessOptions {
   readonly crl?: string
   /** Connection limits of the main listener. */
   readonly limits?: Partial<ConnectionLimits>
+  /** Interval of the summary lines of repeated denials, ms. */
+  readonly logSummaryMs?: number
 }
 
 export async function startHarness(t: Test, options: HarnessOptions = {}): Promise<Harness> {
@@ -118,11 +120,19 @@ export async function startHarness(t: Test, options: HarnessOptions = {}): Promi
     else writeFileSync(join(config.keysDir, 'manifest.json'), JSON.stringify({ version: 1, keys: [] }))
   }
   const keys = await KeyStore.open({ dir: config.keysDir, timing, clock })
-  const policy = await PolicyStore.load(config.policyPath)
+  const policy = await PolicyStore.load(config.policyPath, config.identity)
   const metrics = createMetrics({ defaults: false })
   const logs = new LogCapture()
   const logger = createLogger(config.logLevel, logs)
-  const deps = { keys, policy, metrics, clock, logger, ...(options.limits === undefined ? {} : { limits: options.limits }) }
+  const deps = {
+    keys,
+    policy,
+    metrics,
+    clock,
+    logger,
+    ...(options.limits === undefined ? {} : { limits: options.limits }),
+    ...(options.logSummaryMs === undefined ? {} : { logSummaryMs: options.logSummaryMs }),
+  }
   const tls = { cert: pki.server.certPem, key: pki.server.keyPem, clientCa: pki.ca.certPem, crl: options.crl }
   const main = await buildApp(config, tls, deps)
   const ops = await buildOpsApp(config, deps)

@@ -141,10 +141,15 @@ t.test('a token that fails later: /token answers 503 and /readyz fails, then it 
   await rename(hsm.tokenDir, `${hsm.tokenDir}.away`)
   const refused = await httpsCall(port, { ...tokenRequest, ca: pki.ca.certPem, client })
   t.match({ status: refused.status, body: refused.text }, { status: 503, body: '{"error":"temporarily_unavailable"}' }, '503 temporarily_unavailable')
+  t.equal(refused.headers['retry-after'], '5', 'with Retry-After: the module reconnects within seconds')
   await down
   const ready = await httpCall(opsPort, { path: '/readyz' })
   t.match({ status: ready.status, body: ready.json() }, { status: 503, body: { status: 'not_ready', checks: { signing_key: false } } }, '/readyz fails')
-  t.match((await httpCall(opsPort, { path: '/metrics' })).text, /authz_pkcs11_available 0/)
+  t.equal((await httpCall(opsPort, { path: '/.well-known/jwks.json' })).status, 200, 'and the JWKS is still served')
+  const metrics = (await httpCall(opsPort, { path: '/metrics' })).text
+  t.match(metrics, /authz_pkcs11_available 0/)
+  t.match(metrics, /authz_token_requests_unavailable_total\{reason="signer_unavailable"\} [1-9]/, 'the 503 counted by reason')
+  t.match(metrics, /authz_ready 0/)
   t.notMatch(logs.text, /246810/, 'the PIN never reaches a log')
 
   // It comes back: the server reloads the module by itself, with no restart and no SIGHUP.

@@ -32,6 +32,33 @@ t.test('an invalid policy names the bad entry', async (t) => {
   t.equal(bad({ audiences: [], grants: {} }), 'accepted', 'an empty policy denies everything, and is valid')
 })
 
+t.test('the policy\'s callers must fit the identity mode: CNs for cn, SPIFFE IDs of a trusted domain for spiffe', async (t) => {
+  const spiffe = { kind: 'spiffe', trustDomains: ['example.org', 'prod.example.org'] } as const
+  const order = 'spiffe://example.org/ns/default/sa/order'
+  const doc = (caller: string) => JSON.stringify({ audiences: ['a'], grants: { [caller]: { a: ['x:y'] } } })
+  const policy = parsePolicy(doc(order), 'p.json', spiffe)
+  t.same(decide(policy, order, 'a', undefined), { allowed: true, scopes: ['x:y'] })
+  t.match(decide(policy, 'order-service', 'a', undefined), { error: 'invalid_client' })
+  const long = `spiffe://example.org/${'a'.repeat(2048 - 'spiffe://example.org/'.length)}`
+  t.equal(parsePolicy(doc(long), 'p.json', spiffe).grants.has(long), true, 'a SPIFFE ID of 2048 characters')
+  const refused: [string, typeof spiffe | undefined, RegExp][] = [
+    ['order-service', spiffe, /^p\.json: grants\["order-service"\]: caller is not a SPIFFE ID \(AUTHZ_IDENTITY=spiffe\): does not start with spiffe:\/\//],
+    ['spiffe://evil.org/ns/default/sa/order', spiffe, /grants\["spiffe:\/\/evil\.org\/ns\/default\/sa\/order"\]: caller trust domain "evil\.org" is not in AUTHZ_SPIFFE_TRUST_DOMAINS/],
+    ['spiffe://example.org', spiffe, /names a trust domain, not a workload/],
+    ['spiffe://example.org/ns/../sa/order', spiffe, /"\." or "\.\." segment/],
+    ['spiffe://example.org/ns/default/sa/order/', spiffe, /ends with "\/"/],
+    ['spiffe://Example.org/ns/default/sa/order', spiffe, /lowercase/],
+    ['spiffe://example.org/ns/%64efault/sa/order', spiffe, /no percent-encoding/],
+    [`${long}b`, spiffe, /longer than 2048/],
+    [order, undefined, /^p\.json: grants\["spiffe:\/\/example\.org\/ns\/default\/sa\/order"\]: caller is a SPIFFE ID, but AUTHZ_IDENTITY is cn/],
+    ['SPIFFE://example.org/x', undefined, /is a SPIFFE ID, but AUTHZ_IDENTITY is cn/],
+    ['a'.repeat(256), undefined, /caller is not a valid service name/],
+  ]
+  for (const [caller, mode, message] of refused) {
+    t.throws(() => parsePolicy(doc(caller), 'p.json', mode), { code: 'ERR_POLICY_INVALID', message }, caller.slice(0, 80))
+  }
+})
+
 t.test('decide: deny by default, in the wire order', async (t) => {
   t.same(decide(sample, 'billing-service', 'inventory-service', undefined), { allowed: false, error: 'invalid_client', reason: 'unknown_caller' })
   t.same(decide(sample, 'order-service', 'nope', undefined), { allowed: false, error: 'invalid_target', reason: 'unknown_audience' })

@@ -50,3 +50,19 @@ t.test('watch picks up a change by itself', async (t) => {
   await reloaded
   t.same([...store.current.audiences], ['x'])
 })
+
+t.test('reload in spiffe mode: a new file with a CN caller or a foreign trust domain is refused, the SPIFFE policy stays', async (t) => {
+  const order = 'spiffe://example.org/ns/default/sa/order'
+  const doc = (caller: string) => JSON.stringify({ audiences: ['a'], grants: { [caller]: { a: [] } } })
+  const dir = t.testdir({ 'policy.json': doc(order) })
+  const path = join(dir, 'policy.json')
+  const store = await PolicyStore.load(path, { kind: 'spiffe', trustDomains: ['example.org'] })
+  for (const caller of ['order-service', 'spiffe://evil.org/ns/default/sa/order']) {
+    await writeFile(path, doc(caller))
+    const result = await store.reload()
+    t.match(result, { changed: false, error: { code: 'ERR_POLICY_INVALID', message: /grants\[".*"\]: caller / } }, caller)
+    t.ok(store.current.grants.has(order), 'the SPIFFE policy stays in force')
+  }
+  await writeFile(path, doc('spiffe://example.org/ns/default/sa/billing'))
+  t.same(await store.reload(), { changed: true })
+})

@@ -29,8 +29,9 @@ t.test('metrics: prometheus text with the authz series', async (t) => {
     'authz_token_requests_denied_total',
     'authz_signing_duration_seconds',
     'authz_keys_published 1',
-    'authz_active_key_age_seconds 0',
-    'authz_next_key_activation_seconds -1',
+    'authz_signing_keys{state="active"} 1',
+    'authz_signing_keys{state="next"} 0',
+    'authz_ready 1',
   ]) {
     t.ok(res.text.includes(name), name)
   }

@@ -1,5 +1,6 @@
 /** `authz explain`: what POST /token answers a caller under the live policy, and why, with the `decide()` /token uses. */
 import { Ajv } from 'ajv'
+import { callerNameProblem, describeIdentity } from '../../identity/mode.js'
 import { explainDecision, type DecisionExplanation } from '../../policy/explain.js'
 import { decide } from '../../policy/policy.js'
 import { PolicyStore } from '../../policy/store.js'
@@ -20,6 +21,10 @@ type Explanation =
 /** `explain --json`: the explanation's fields, the answer /token would give, and the caller's grants. */
 export type ExplainReport = Explanation & {
   readonly caller: string
+  /** What names callers (AUTHZ_IDENTITY): the caller is a CN or a SPIFFE ID. */
+  readonly identity: 'cn' | 'spiffe'
+  /** For a caller the policy does not know: why the name cannot be a caller under AUTHZ_IDENTITY, if it cannot. */
+  readonly note?: string
   readonly audience: string
   readonly requested: string | null
   /** The token lifetime, seconds (allowed only). */
@@ -46,9 +51,9 @@ export async function explain(args: string[], { env, io }: CliContext): Promise<
     strict: true,
   })
   const { caller, audience, scope } = values
-  if (caller === undefined || audience === undefined) throw usageError('explain needs --caller <cn> and --audience <aud>')
+  if (caller === undefined || audience === undefined) throw usageError('explain needs --caller <cn or SPIFFE ID> and --audience <aud>')
   const cfg = toolConfig(env)
-  const store = await PolicyStore.load(cfg.policyPath)
+  const store = await PolicyStore.load(cfg.policyPath, cfg.identity)
   const policy = store.current
   const decision = decide(policy, caller, audience, scope)
   // /token refuses an unknown caller before reading the body, then a body that fails its schema.
@@ -64,8 +69,12 @@ export async function explain(args: string[], { env, io }: CliContext): Promise<
   const callerGrants = policy.grants.get(caller)
   const forAudience = callerGrants?.get(audience)
   const httpStatus = explanation.allowed ? 200 : STATUS_OF[explanation.error as keyof typeof STATUS_OF]
+  // A name that cannot be a caller at all (a SPIFFE ID in cn mode, a CN in spiffe mode, another trust domain).
+  const problem = callerGrants === undefined ? callerNameProblem(cfg.identity, caller) : undefined
   const report: ExplainReport = {
     caller,
+    identity: cfg.identity.kind,
+    ...(problem === undefined ? {} : { note: `${JSON.stringify(caller)} ${problem}` }),
     audience,
     requested: scope ?? null,
     ...explanation,
@@ -86,6 +95,7 @@ export async function explain(args: string[], { env, io }: CliContext): Promise<
     io.out(`error:    ${explanation.error} (HTTP ${httpStatus})`)
   }
   io.out(`why:      ${explanation.detail}`)
+  if (report.note !== undefined) io.out(`note:     ${report.note}`)
   if ('missing' in explanation && explanation.missing !== undefined) io.out(`missing:  ${explanation.missing.join(' ')}`)
   if ('malformed' in explanation && explanation.malformed !== undefined) io.out(`malformed: ${explanation.malformed.map((s) => JSON.stringify(s)).join(' ')}`)
   if (callerGrants !== undefined) {
@@ -94,5 +104,6 @@ export async function explain(args: string[], { env, io }: CliContext): Promise<
   io.out(`granted overall to ${caller}:`)
   for (const line of grantsLines(callerGrants)) io.out(line)
   io.out(`policy:   ${store.path} (sha256 ${policy.sha256.slice(0, 16)}…)`)
+  if (cfg.identity.kind === 'spiffe') io.out(`identity: ${describeIdentity(cfg.identity)}`)
   return explanation.allowed ? EXIT_OK : EXIT_FAILURE
 }

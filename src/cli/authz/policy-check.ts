@@ -1,15 +1,22 @@
-/** `authz policy check`: validates a policy file with the server's parser; with --against, the grants the change adds and removes. */
+/**
+ * `authz policy check`: validates a policy file with the server's parser, its callers against AUTHZ_IDENTITY
+ * (CNs, or SPIFFE IDs of AUTHZ_SPIFFE_TRUST_DOMAINS); with --against, the grants the change adds and removes.
+ */
 import { readFile } from 'node:fs/promises'
 import { AuthzError } from '../../errors.js'
+import type { IdentityMode } from '../../identity/mode.js'
 import { diffPolicies, type PolicyDiff } from '../../policy/diff.js'
 import { parsePolicy, type Policy } from '../../policy/policy.js'
 import { EXIT_FAILURE, EXIT_OK, json, parse, usageError, type CliContext } from '../runner.js'
+import { toolConfig } from '../tool-config.js'
 
 /** `policy check --json`. */
 export type PolicyCheckReport =
   | {
       readonly file: string
       readonly valid: true
+      /** The identity mode the callers were checked against (AUTHZ_IDENTITY). */
+      readonly identity: 'cn' | 'spiffe'
       readonly sha256: string
       readonly callers: number
       readonly audiences: number
@@ -35,17 +42,17 @@ function diffLines(diff: PolicyDiff): string[] {
   return lines
 }
 
-async function readPolicyFile(path: string): Promise<Policy> {
+async function readPolicyFile(path: string, identity: IdentityMode): Promise<Policy> {
   let text: string
   try {
     text = await readFile(path, 'utf8')
   } catch (err) {
     throw new AuthzError('ERR_POLICY_READ', `cannot read policy ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
   }
-  return parsePolicy(text, path)
+  return parsePolicy(text, path, identity)
 }
 
-export async function policyCheck(args: string[], { io }: CliContext): Promise<number> {
+export async function policyCheck(args: string[], { env, io }: CliContext): Promise<number> {
   const { values, positionals } = parse({
     args,
     options: { against: { type: 'string' }, json: { type: 'boolean' } },
@@ -55,11 +62,12 @@ export async function policyCheck(args: string[], { io }: CliContext): Promise<n
   if (positionals.length !== 1) throw usageError('policy check takes exactly one file')
   const file = positionals[0] as string
   const asJson = values.json === true
+  const { identity } = toolConfig(env)
   let policy: Policy
   let current: { file: string; policy: Policy } | undefined
   try {
-    policy = await readPolicyFile(file)
-    if (values.against !== undefined) current = { file: values.against, policy: await readPolicyFile(values.against) }
+    policy = await readPolicyFile(file, identity)
+    if (values.against !== undefined) current = { file: values.against, policy: await readPolicyFile(values.against, identity) }
   } catch (err) {
     if (!asJson || !(err instanceof AuthzError)) throw err
     const report: PolicyCheckReport = { file, valid: false, code: err.code, error: err.message }
@@ -71,6 +79,7 @@ export async function policyCheck(args: string[], { io }: CliContext): Promise<n
     const report: PolicyCheckReport = {
       file,
       valid: true,
+      identity: identity.kind,
       sha256: policy.sha256,
       callers: policy.grants.size,
       audiences: policy.audiences.size,
@@ -79,7 +88,8 @@ export async function policyCheck(args: string[], { io }: CliContext): Promise<n
     io.out(json(report))
     return EXIT_OK
   }
-  io.out(`${file}: valid (${policy.grants.size} callers, ${policy.audiences.size} audiences, sha256 ${policy.sha256.slice(0, 16)}…)`)
+  const callers = identity.kind === 'spiffe' ? 'callers (SPIFFE IDs)' : 'callers'
+  io.out(`${file}: valid (${policy.grants.size} ${callers}, ${policy.audiences.size} audiences, sha256 ${policy.sha256.slice(0, 16)}…)`)
   if (against !== undefined) {
     const lines = diffLines(against.diff)
     io.out(lines.length === 0 ? `no change in audiences or grants against ${against.file}` : `changes against ${against.file}:`)

@@ -84,9 +84,13 @@ export interface ServerStatus {
   readonly error?: string
 }
 
+/** What names callers (AUTHZ_IDENTITY), and from which trust domains in spiffe mode. */
+export type IdentityStatus = { readonly mode: 'cn' } | { readonly mode: 'spiffe'; readonly trustDomains: readonly string[] }
+
 /** `status --json`. */
 export interface StatusReport {
   readonly now: string
+  readonly identity: IdentityStatus
   readonly keys: KeysStatus
   readonly policy: PolicyStatus
   readonly tls: TlsStatus
@@ -124,7 +128,7 @@ async function keysStatus(cfg: Config, clock: Clock): Promise<KeysStatus> {
 
 async function policyStatus(cfg: Config): Promise<PolicyStatus> {
   try {
-    const current = (await PolicyStore.load(cfg.policyPath)).current
+    const current = (await PolicyStore.load(cfg.policyPath, cfg.identity)).current
     return { path: cfg.policyPath, ok: true, sha256: current.sha256, callers: current.grants.size, audiences: current.audiences.size }
   } catch (err) {
     return { path: cfg.policyPath, ok: false, error: failure(err) }
@@ -210,5 +214,6 @@ export async function statusReport(cfg: Config, clock: Clock): Promise<StatusRep
   const policy = await policyStatus(cfg)
   const tls = await tlsStatus(cfg, now)
   const server = await serverStatus(cfg)
-  return { now: iso(now), keys, policy, tls, server }
+  const identity: IdentityStatus = cfg.identity.kind === 'cn' ? { mode: 'cn' } : { mode: 'spiffe', trustDomains: cfg.identity.trustDomains }
+  return { now: iso(now), identity, keys, policy, tls, server }
 }

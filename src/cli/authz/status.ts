@@ -2,7 +2,7 @@
 import { EXIT_FAILURE, EXIT_OK, json, parse, type CliContext, type Io } from '../runner.js'
 import { formatDuration } from '../time.js'
 import { toolConfig } from '../tool-config.js'
-import { devPkiDir, statusReport, type KeyRow, type KeysStatus, type PolicyStatus, type ServerStatus, type TlsStatus } from './status-report.js'
+import { devPkiDir, statusReport, type IdentityStatus, type KeyRow, type KeysStatus, type PolicyStatus, type ServerStatus, type TlsStatus } from './status-report.js'
 
 function keyLine(k: KeyRow, now: number): string {
   const when =
@@ -29,12 +29,14 @@ function printKeys(keys: KeysStatus, now: number, io: Io): void {
   for (const r of keys.revoked) io.out(`  ${r.kid}  revoked  at ${r.revokedAt}`)
 }
 
-function printPolicy(policy: PolicyStatus, io: Io): void {
+function printPolicy(policy: PolicyStatus, identity: IdentityStatus, io: Io): void {
   io.out(
     policy.ok
       ? `policy: ${policy.path} (sha256 ${policy.sha256.slice(0, 16)}…, ${policy.callers} callers, ${policy.audiences} audiences)`
       : `policy: CANNOT READ: ${policy.error}`,
   )
+  // Which certificates name which callers: said only when it is not the default.
+  if (identity.mode === 'spiffe') io.out(`identity: spiffe: callers are the certificates' SPIFFE IDs (URI SAN), trust domains ${identity.trustDomains.join(', ')}`)
 }
 
 function printTls(tls: TlsStatus, devPki: string, io: Io): void {
@@ -68,7 +70,7 @@ export async function status(args: string[], { env, io, clock }: CliContext): Pr
     return code
   }
   printKeys(report.keys, Date.parse(report.now), io)
-  printPolicy(report.policy, io)
+  printPolicy(report.policy, report.identity, io)
   printTls(report.tls, devPkiDir(cfg), io)
   printServer(report.server, io)
   return code

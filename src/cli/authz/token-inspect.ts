@@ -3,6 +3,8 @@
  * would, against the local keys (AUTHZ_KEYS_DIR) or a JWKS, saying which check fails.
  */
 import { decodeJwt, decodeProtectedHeader, type JWTPayload, type ProtectedHeaderParameters } from 'jose'
+import type { Config } from '../../config.js'
+import { callerNameProblem } from '../../identity/mode.js'
 import { readRemoteTls, REMOTE_TLS_OPTIONS } from '../remote-jwks.js'
 import { EXIT_FAILURE, EXIT_OK, json, oneLine, parse, usageError, type CliContext, type Io } from '../runner.js'
 import { iso } from '../time.js'
@@ -38,6 +40,8 @@ export interface TokenChecks {
   readonly kid: KidCheck
   readonly iss: Check
   readonly aud: Check
+  /** `sub` (= `client_id`) is a caller name under AUTHZ_IDENTITY: a CN, or a SPIFFE ID of a trusted domain. */
+  readonly sub: Check
   readonly exp: TimeCheck
   readonly nbf: TimeCheck
   readonly cnf: BindingCheck
@@ -69,6 +73,15 @@ function decode(token: string): { header: ProtectedHeaderParameters; payload: JW
   } catch {
     throw new Error('not a compact JWT (header.payload.signature, base64url JSON)')
   }
+}
+
+function subCheck(payload: JWTPayload, identity: Config['identity']): Check {
+  const { sub } = payload
+  if (typeof sub !== 'string' || sub === '') return { ok: false, detail: 'no sub (authz always names the caller)' }
+  if (payload.client_id !== sub) return { ok: false, detail: `client_id ${JSON.stringify(payload.client_id)} is not sub (authz sets both to the caller)` }
+  const problem = callerNameProblem(identity, sub)
+  if (problem !== undefined) return { ok: false, detail: `${sub} ${problem}` }
+  return { ok: true, detail: `${sub} (${identity.kind === 'cn' ? 'certificate CN' : 'SPIFFE ID'})` }
 }
 
 export async function tokenInspect(args: string[], { env, io, clock }: CliContext<AuthzIo>): Promise<number> {
@@ -113,6 +126,7 @@ export async function tokenInspect(args: string[], { env, io, clock }: CliContex
         ? { ok: true, detail: `${payload.iss} (= AUTHZ_ISSUER)` }
         : { ok: false, detail: `${String(payload.iss)} is not AUTHZ_ISSUER ${cfg.issuer}` },
     aud: typeof payload.aud === 'string' && payload.aud !== '' ? { ok: true, detail: payload.aud } : { ok: false, detail: `${JSON.stringify(payload.aud)} (want one audience string)` },
+    sub: subCheck(payload, cfg.identity),
     ...timeChecks(payload, nowSec),
     cnf: await bindingCheck(payload, values.cert),
   }
