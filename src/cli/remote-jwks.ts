@@ -4,6 +4,7 @@ import { Agent as HttpsAgent } from 'node:https'
 import type { JWK } from 'jose'
 import { AuthzError } from '../errors.js'
 import { httpRequestText } from '@authz/sdk'
+import { usageError } from './runner.js'
 
 /** PEM material for an https JWKS (the main listener asks for a client certificate). */
 export interface RemoteTls {
@@ -29,6 +30,18 @@ export async function readRemoteTls(
     ...(values['client-cert'] === undefined ? {} : { cert: await read(values['client-cert'], 'client certificate') }),
     ...(values['client-key'] === undefined ? {} : { key: await read(values['client-key'], 'client key') }),
   }
+}
+
+/** The http(s) URL an option names (`--against`), or a usage error naming the option. */
+export function jwksUrl(text: string, option: string): URL {
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    throw usageError(`${option} must be an http(s) URL`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usageError(`${option} must be an http(s) URL`)
+  return url
 }
 
 /** Every key of the JWKS at `url` (http or https), unfiltered. Throws AuthzError naming the URL. */

@@ -18,7 +18,9 @@ const HOUR = 3_600_000
 /** A running server on the real clock with keys A (active) and B (next, activates in 20 min). */
 async function servers(t: Test) {
   const pki = testPki()
-  const { env } = await install(t)
+  // A was made a minute ago: the servers' Date header has a resolution of one second, and a key activated
+  // within the current second would still be "next" by it.
+  const { env } = await install(t, { clock: new ManualClock(Date.now() - 60_000) })
   const cli = async (clock: ManualClock, ...argv: string[]) => {
     const out: string[] = []
     const err: string[] = []

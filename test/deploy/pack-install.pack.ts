@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { systemClock } from '../../src/clock.js'
 import { initKeys } from '../../src/keys/admin.js'
 import { ensureDevPki } from '../../src/pki/dev-files.js'
@@ -47,8 +47,8 @@ function exited(child: ChildProcess): Promise<{ code: number | null; signal: Nod
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
 }
 
-t.test('the packed package installs with production dependencies only and serves tokens', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'authz-pack-'))
+/** The processes a test starts (push them) are killed, and `dir` removed, when it ends. */
+function cleanUp(t: Test, dir: string): ChildProcess[] {
   const started: ChildProcess[] = []
   t.teardown(async () => {
     for (const child of started) {
@@ -59,6 +59,12 @@ t.test('the packed package installs with production dependencies only and serves
     }
     await rm(dir, { recursive: true, force: true })
   })
+  return started
+}
+
+t.test('the packed package installs with production dependencies only and serves tokens', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'authz-pack-'))
+  const started = cleanUp(t, dir)
 
   // 1. build and pack, as the image's build stage does
   await run('npm', ['run', 'build', '--silent'], { cwd: repo, env: cleanEnv(), timeout: 120_000 })
@@ -224,16 +230,7 @@ async function readmeRunbook(): Promise<string> {
 
 t.test('the README runbook runs word for word through the bins of a production install (the two tarballs, --omit=dev, no TypeScript)', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'authz-prod-'))
-  const started: ChildProcess[] = []
-  t.teardown(async () => {
-    for (const child of started) {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGKILL')
-        await exited(child)
-      }
-    }
-    await rm(dir, { recursive: true, force: true })
-  })
+  const started = cleanUp(t, dir)
 
   // 1. the two tarballs, as the README says (each pack builds first: prepare, prepack)
   const pack = async (...args: string[]) => {

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises'
 import type { Clock } from '../../clock.js'
 import { AuthzError } from '../../errors.js'
 import type { Manifest } from '../../keys/manifest.js'
-import { fetchLiveJwks, readRemoteTls, REMOTE_TLS_OPTIONS } from '../remote-jwks.js'
+import { fetchLiveJwks, jwksUrl, readRemoteTls, REMOTE_TLS_OPTIONS } from '../remote-jwks.js'
 import { usageError, type Io } from '../runner.js'
 import { formatDuration, iso } from '../time.js'
 
@@ -37,13 +37,7 @@ export async function liveSide(values: { against?: string | undefined; ca?: stri
     if (values.ca !== undefined || values['client-cert'] !== undefined || values['client-key'] !== undefined) throw usageError('--ca, --client-cert and --client-key are for --against')
     return undefined
   }
-  let url: URL
-  try {
-    url = new URL(values.against)
-  } catch {
-    throw usageError('--against must be an http(s) URL')
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usageError('--against must be an http(s) URL')
+  const url = jwksUrl(values.against, '--against')
   const tls = await readRemoteTls(values, (path) => readFile(path, 'utf8'))
   const live = await fetchLiveJwks(url, tls)
   const localAtAnswer = clock.now()
