@@ -16,7 +16,6 @@ if (opts.variant !== 'bare') {
     issuer: 'https://authz.internal',
     audience: 'inventory-service',
     keys: opts.jwks,
-    requireBinding: true,
     ...(opts.variant === 'no-cache' ? { cache: false } : {}),
   })
   await app.register(serviceAuth, { verifier })

@@ -94,7 +94,6 @@ export async function runDemo(print: (line: string) => void = () => undefined): 
     issuer: authz.config.issuer,
     audience: 'inventory-service',
     jwksUrl: `${authz.opsUrl}/.well-known/jwks.json`,
-    requireBinding: true,
   })
   const policy = await CalleePolicy.load(repoFile('examples/inventory-policy.json'))
   const inventory = await startInventoryService({

@@ -3,8 +3,11 @@
 # GOPATH mode — there is no Go module proxy here.
 #
 #   scripts/go.sh install   install the Debian packages that are missing (bookworm + bookworm-backports)
-#   scripts/go.sh test      npm run build, check go.mod against Debian, go vet, go test (live authz);
-#                           ends with "go: N passed, M failed"
+#   scripts/go.sh unit      check go.mod against Debian, go vet, and the unit tests: no node, no build
+#                           (a Go stand-in for authz); ends with "go: N passed, M failed"
+#   scripts/go.sh test      the unit tests, then npm run build and the live tests (go test -tags live
+#                           -run Live: the kit against the real authz, and the Go demo); ends with one
+#                           combined "go: N passed, M failed"
 #   scripts/go.sh demo      npm run build, then the Go demo (examples/go)
 #   scripts/go.sh env       print the environment to run go by hand
 #
@@ -94,28 +97,68 @@ check_gomod() {
   return $ok
 }
 
-cmd_test() {
-  check_toolchain || { echo "go: 0 passed, 1 failed"; return 1; }
-  echo "go: $("$GO" version)"
-  (cd "$ROOT" && npm run build --silent) || { echo "go: npm run build failed"; echo "go: 0 passed, 1 failed"; return 1; }
-  setup_gopath
-  local pkgs fails=0 log rc
-  pkgs="$(packages_of "$ROOT/clients/go" authz.internal/clients/go) $(packages_of "$ROOT/examples/go" authz.internal/examples/go)"
-  check_gomod || fails=$((fails + 1))
-  # shellcheck disable=SC2086
-  (cd "$GOPATH_TMP/src/authz.internal/clients/go" && "$GO" vet $pkgs) || { echo "go: go vet failed"; fails=$((fails + 1)); }
+# Runs go test on the kit and the example with extra flags, adds its results to PASSED and FAILED.
+PASSED=0
+FAILED=0
+run_tests() { # label, go test flags...
+  local label="$1" log rc pass fail
+  shift
   log="$(mktemp)"
   # shellcheck disable=SC2086
-  (cd "$GOPATH_TMP/src/authz.internal/clients/go" && "$GO" test -count=1 -timeout 300s -v ${GOTESTFLAGS:-} $pkgs) 2>&1 | tee "$log"
+  (cd "$GOPATH_TMP/src/authz.internal/clients/go" && "$GO" test -count=1 -timeout 300s -v "$@" ${GOTESTFLAGS:-} $PKGS) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
-  local pass fail
   pass=$(grep -cE '^\s*--- PASS' "$log")
   fail=$(grep -cE '^\s*--- FAIL' "$log")
   if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then fail=1; fi # a build failure or a panic is a failure too
   rm -f "$log"
-  fail=$((fail + fails))
-  echo "go: ${pass} passed, ${fail} failed"
-  [ "$rc" -eq 0 ] && [ "$fails" -eq 0 ]
+  echo "go ($label): ${pass} passed, ${fail} failed"
+  PASSED=$((PASSED + pass))
+  FAILED=$((FAILED + fail))
+}
+
+# go.mod against Debian, gofmt, and go vet of every file (the live tests' too).
+check_and_vet() {
+  check_gomod || FAILED=$((FAILED + 1))
+  local unformatted
+  unformatted="$("$(dirname "$GO")/gofmt" -l "$ROOT/clients/go" "$ROOT/examples/go")"
+  if [ -n "$unformatted" ]; then
+    echo "go: not gofmt-formatted (run gofmt -w): $unformatted"
+    FAILED=$((FAILED + 1))
+  fi
+  local tags
+  for tags in "" live; do
+    # shellcheck disable=SC2086
+    (cd "$GOPATH_TMP/src/authz.internal/clients/go" && "$GO" vet -tags "$tags" $PKGS) || { echo "go: go vet -tags '$tags' failed"; FAILED=$((FAILED + 1)); }
+  done
+}
+
+start_go() {
+  check_toolchain || { echo "go: 0 passed, 1 failed"; return 1; }
+  echo "go: $("$GO" version)"
+  setup_gopath
+  PKGS="$(packages_of "$ROOT/clients/go" authz.internal/clients/go) $(packages_of "$ROOT/examples/go" authz.internal/examples/go)"
+}
+
+cmd_unit() {
+  start_go || return 1
+  check_and_vet
+  run_tests unit
+  echo "go: ${PASSED} passed, ${FAILED} failed"
+  [ "$FAILED" -eq 0 ]
+}
+
+cmd_test() {
+  start_go || return 1
+  check_and_vet
+  run_tests unit
+  if (cd "$ROOT" && npm run build --silent); then
+    run_tests live -tags live -run Live
+  else
+    echo "go: npm run build failed"
+    FAILED=$((FAILED + 1))
+  fi
+  echo "go: ${PASSED} passed, ${FAILED} failed"
+  [ "$FAILED" -eq 0 ]
 }
 
 cmd_demo() {
@@ -135,13 +178,14 @@ cmd_env() {
   setup_gopath
   trap - EXIT
   echo "export GO111MODULE=off GOPATH=$GOPATH GOPROXY=off GOFLAGS= GOTOOLCHAIN=local CGO_ENABLED=0 AUTHZ_ROOT=$ROOT"
-  echo "cd $GOPATH_TMP/src/authz.internal/clients/go && $GO test ."
+  echo "cd $GOPATH_TMP/src/authz.internal/clients/go && $GO test .   # the unit tests; -tags live -run Live: against authz (npm run build first)"
 }
 
 case "${1:-}" in
   install) cmd_install ;;
+  unit) cmd_unit ;;
   test) cmd_test ;;
   demo) cmd_demo ;;
   env) cmd_env ;;
-  *) echo "usage: scripts/go.sh install|test|demo|env" >&2; exit 2 ;;
+  *) echo "usage: scripts/go.sh install|unit|test|demo|env" >&2; exit 2 ;;
 esac

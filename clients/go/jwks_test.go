@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"context"
+	"crypto/rsa"
 	"errors"
 	"strings"
 	"sync"
@@ -32,7 +33,7 @@ func proxied(t *testing.T, proxy *testissuer.JWKSProxy, clock *testissuer.FakeCl
 	}
 	v, err := authz.NewVerifier(ctxT(t), cfg)
 	if err == nil {
-		t.Cleanup(v.Close)
+		t.Cleanup(func() { _ = v.Close() })
 	}
 	return v, fetches, err
 }
@@ -72,53 +73,8 @@ func drainArmed(c *testissuer.FakeClock) time.Duration {
 	}
 }
 
-func TestKeyRotationOnAuthzCostsOneJWKSRefetch(t *testing.T) {
-	rot, err := testissuer.Start(testissuer.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rot.Close)
-	proxy := testissuer.NewJWKSProxy(rot.JWKSURL)
-	defer proxy.Close()
-	clock := testissuer.NewFakeClock()
-	v, _ := loaded(t, proxy, clock)
-	peer := leaf(rot.ClientCert("order-service"))
-	oldToken, err := rot.RawToken("order-service", "inventory-service", "stock:read")
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldKids := v.KIDs()
-
-	newKid, err := rot.Rotate(ctxT(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	newToken, err := rot.RawToken("order-service", "inventory-service", "stock:read")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h, _ := testissuer.Segments(newToken); h["kid"] != newKid {
-		t.Fatalf("the new token's kid is %v, want %s", h["kid"], newKid)
-	}
-	clock.Advance(authz.DefaultUnknownKIDCooldown) // the cooldown since the first load has passed
-	for i := 0; i < 5; i++ {
-		if _, err := v.Verify(ctxT(t), newToken, peer); err != nil {
-			t.Fatalf("token with the new kid: %v", err)
-		}
-	}
-	if got := proxy.Requests.Load(); got != 2 {
-		t.Fatalf("%d JWKS requests, want 2 (the first load and one refetch for the new kid)", got)
-	}
-	if _, err := v.Verify(ctxT(t), oldToken, peer); err != nil {
-		t.Fatalf("a token of the retired key still verifies while it is published: %v", err)
-	}
-	if len(v.KIDs()) != len(oldKids)+1 {
-		t.Fatalf("kids %v, want the old ones and %s", v.KIDs(), newKid)
-	}
-}
-
 func TestUnknownKIDFloodCausesAtMostOneFetchPerCooldown(t *testing.T) {
-	proxy := testissuer.NewJWKSProxy(iss.JWKSURL)
+	proxy := testissuer.NewJWKSProxy(fake.JWKSURL)
 	defer proxy.Close()
 	clock := testissuer.NewFakeClock()
 	v, _ := loaded(t, proxy, clock)
@@ -151,7 +107,7 @@ func TestUnknownKIDFloodCausesAtMostOneFetchPerCooldown(t *testing.T) {
 }
 
 func TestJWKSDownBeforeTheFirstLoad(t *testing.T) {
-	proxy := testissuer.NewJWKSProxy(iss.JWKSURL)
+	proxy := testissuer.NewJWKSProxy(fake.JWKSURL)
 	defer proxy.Close()
 	proxy.Mode.Store("down")
 	clock := testissuer.NewFakeClock()
@@ -175,8 +131,8 @@ func TestJWKSDownBeforeTheFirstLoad(t *testing.T) {
 	if retry := drainArmed(clock); retry != time.Second {
 		t.Fatalf("first retry in %v, want 1s", retry)
 	}
-	token, _ := iss.RawToken("order-service", "inventory-service", "stock:read")
-	peer := leaf(iss.ClientCert("order-service"))
+	token, _ := fake.RawToken("order-service", "inventory-service", "stock:read")
+	peer := leaf(fake.ClientCert("order-service"))
 	for i := 0; i < 100; i++ { // the cooldown holds before the first load too
 		_, err := v.Verify(ctxT(t), token, peer)
 		wantCode(t, err, authz.ErrCodeJWKSUnavailable)
@@ -200,7 +156,7 @@ func TestJWKSDownBeforeTheFirstLoad(t *testing.T) {
 }
 
 func TestAFailingOrGarbageJWKSKeepsTheLastGoodSet(t *testing.T) {
-	proxy := testissuer.NewJWKSProxy(iss.JWKSURL)
+	proxy := testissuer.NewJWKSProxy(fake.JWKSURL)
 	defer proxy.Close()
 	clock := testissuer.NewFakeClock()
 	logger, logs := jsonLogger()
@@ -210,22 +166,24 @@ func TestAFailingOrGarbageJWKSKeepsTheLastGoodSet(t *testing.T) {
 	}
 	nextFetch(t, fetches)
 	kids := strings.Join(v.KIDs(), ",")
-	token, _ := iss.RawToken("order-service", "inventory-service", "stock:read")
-	peer := leaf(iss.ClientCert("order-service"))
+	token, _ := fake.RawToken("order-service", "inventory-service", "stock:read")
+	peer := leaf(fake.ClientCert("order-service"))
 	for _, mode := range []string{"garbage", "empty", "down"} {
-		proxy.Mode.Store(mode)
-		if err := v.Refresh(ctxT(t)); err != nil {
-			t.Fatal(err)
-		}
-		if ev := nextFetch(t, fetches); ev.err == nil {
-			t.Fatalf("%s: the fetch should have failed", mode)
-		}
-		if got := strings.Join(v.KIDs(), ","); got != kids {
-			t.Fatalf("%s: kids %s, want the last good %s", mode, got, kids)
-		}
-		if _, err := v.Verify(ctxT(t), token, peer); err != nil {
-			t.Fatalf("%s: %v", mode, err)
-		}
+		t.Run(mode, func(t *testing.T) {
+			proxy.Mode.Store(mode)
+			if err := v.Refresh(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			if ev := nextFetch(t, fetches); ev.err == nil {
+				t.Fatal("the fetch should have failed")
+			}
+			if got := strings.Join(v.KIDs(), ","); got != kids {
+				t.Fatalf("kids %s, want the last good %s", got, kids)
+			}
+			if _, err := v.Verify(ctxT(t), token, peer); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 	if !strings.Contains(logs.String(), `"event":"jwks_fetch_failed"`) {
 		t.Fatal("a failed fetch should be logged")
@@ -244,32 +202,80 @@ func TestJWKSRefreshHonoursMaxAgeWithinBounds(t *testing.T) {
 		{"public", authz.DefaultJWKSRefresh},
 	}
 	for _, c := range cases {
-		proxy := testissuer.NewJWKSProxy(iss.JWKSURL)
-		proxy.CacheControl.Store(c.cacheControl)
-		clock := testissuer.NewFakeClock()
-		_, fetches := loaded(t, proxy, clock)
-		if got := drainArmed(clock); got != c.want {
-			t.Errorf("Cache-Control %q: next refresh in %v, want %v", c.cacheControl, got, c.want)
-		}
-		if c.cacheControl == "public, max-age=120" { // and the timer really refetches
-			clock.Advance(120 * time.Second)
-			if ev := nextFetch(t, fetches); ev.err != nil {
-				t.Errorf("periodic refresh: %v", ev.err)
+		t.Run(c.cacheControl, func(t *testing.T) {
+			proxy := testissuer.NewJWKSProxy(fake.JWKSURL)
+			defer proxy.Close()
+			proxy.CacheControl.Store(c.cacheControl)
+			clock := testissuer.NewFakeClock()
+			_, fetches := loaded(t, proxy, clock)
+			if got := drainArmed(clock); got != c.want {
+				t.Errorf("next refresh in %v, want %v", got, c.want)
 			}
-			if proxy.Requests.Load() != 2 {
-				t.Errorf("%d requests, want 2", proxy.Requests.Load())
+			if c.cacheControl == "public, max-age=120" { // and the timer really refetches
+				clock.Advance(120 * time.Second)
+				if ev := nextFetch(t, fetches); ev.err != nil {
+					t.Errorf("periodic refresh: %v", ev.err)
+				}
+				if proxy.Requests.Load() != 2 {
+					t.Errorf("%d requests, want 2", proxy.Requests.Load())
+				}
 			}
-		}
-		proxy.Close()
+		})
 	}
 }
 
-func TestTheDefaultIssuerMaxAgeIsHonoured(t *testing.T) {
-	clock := testissuer.NewFakeClock()
-	proxy := testissuer.NewJWKSProxy(iss.JWKSURL) // passes authz's own Cache-Control through
+// Keys of an algorithm this verifier does not allow are left out: when authz has moved to ES256 and
+// pruned its RSA key, an RS256-only verifier holds no key at all — it does not keep the pruned one.
+func TestAnIssuerThatMovedToAnotherAlgorithmLeavesNoOldKeyTrusted(t *testing.T) {
+	proxy := testissuer.NewJWKSProxy("")
 	defer proxy.Close()
-	_, _ = loaded(t, proxy, clock)
-	if got := drainArmed(clock); got != 600*time.Second {
-		t.Fatalf("next refresh in %v, want authz's AUTHZ_JWKS_MAX_AGE default (600 s)", got)
+	rsaOld, ec := testissuer.RSAKey(), testissuer.ECKey()
+	proxy.AddKey(&rsaOld.PublicKey, "rsa-1", "RS256")
+	clock := testissuer.NewFakeClock()
+	v, fetches := loaded(t, proxy, clock)
+	s := newStaticSet()
+	old := testissuer.Sign(jwt.SigningMethodRS256, rsaOld, "rsa-1", s.claims(), nil)
+	if _, err := v.Verify(ctxT(t), old, s.cert); err != nil {
+		t.Fatal(err)
+	}
+	// The JWKS now holds only the ES256 key (the RSA key pruned after the migration).
+	proxy.Replace(testissuer.JWK(&ec.PublicKey, "ec-1", "ES256"))
+	if err := v.Refresh(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextFetch(t, fetches); ev.err != nil || len(ev.kids) != 0 {
+		t.Fatalf("the refresh: %+v, want a success leaving no key (before: a failed fetch keeping the pruned RSA key for ever)", ev)
+	}
+	_, err := v.Verify(ctxT(t), old, s.cert)
+	wantCode(t, err, authz.ErrCodeTokenUnknownKID)
+}
+
+// A JWKS entry that carries private members is never trusted; a kid that appears twice is
+// ambiguous, and neither of its keys is (as the TypeScript SDK's key set).
+func TestJWKSEntriesThatCannotBeTrustedAreLeftOut(t *testing.T) {
+	proxy := testissuer.NewJWKSProxy("")
+	defer proxy.Close()
+	s := newStaticSet()
+	good, private, twiceA, twiceB := testissuer.RSAKey(), testissuer.RSAKey(), testissuer.RSAKey(), testissuer.RSAKey()
+	withD := testissuer.JWK(&private.PublicKey, "private-1", "RS256")
+	withD["d"] = "AQAB"
+	proxy.Replace(testissuer.JWK(&good.PublicKey, "good-1", "RS256"), withD,
+		testissuer.JWK(&twiceA.PublicKey, "twice", "RS256"), testissuer.JWK(&twiceB.PublicKey, "twice", "RS256"))
+	v, _ := loaded(t, proxy, testissuer.NewFakeClock())
+	if got := strings.Join(v.KIDs(), ","); got != "good-1" {
+		t.Fatalf("kids %s, want good-1 alone", got)
+	}
+	for name, c := range map[string]struct {
+		key  *rsa.PrivateKey
+		kid  string
+		code authz.VerifyCode
+	}{
+		"a key published with its private exponent": {private, "private-1", authz.ErrCodeTokenUnknownKID},
+		"the first key of a repeated kid":           {twiceA, "twice", authz.ErrCodeTokenUnknownKID},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := v.Verify(ctxT(t), testissuer.Sign(jwt.SigningMethodRS256, c.key, c.kid, s.claims(), nil), s.cert)
+			wantCode(t, err, c.code)
+		})
 	}
 }

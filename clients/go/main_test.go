@@ -14,19 +14,21 @@ import (
 	"authz.internal/clients/go/internal/testissuer"
 )
 
-// iss is the real authz these tests share (its key is never rotated; tests that rotate or stop an
-// issuer start their own).
-var iss *testissuer.Issuer
+// fake is a Go stand-in for authz (its /token over mTLS and its JWKS): the unit tests need no node.
+// The tests against the real issuer are in live_test.go, built with -tags live (npm run test:go runs
+// both).
+var fake *testissuer.Fake
 
 func TestMain(m *testing.M) {
-	var err error
-	iss, err = testissuer.Start(testissuer.Options{})
+	fake = testissuer.StartFake()
+	stopLive, err := startLive()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cannot start authz:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	iss.Close()
+	stopLive()
+	fake.Close()
 	os.Exit(code)
 }
 
@@ -41,9 +43,10 @@ func jsonLogger() (*slog.Logger, *testissuer.SyncBuffer) {
 	return slog.New(slog.NewJSONHandler(buf, nil)), buf
 }
 
-func tokenSource(t *testing.T, is *testissuer.Issuer, caller string, mod func(*authz.TokenSourceConfig)) *authz.TokenSource {
+func tokenSource(t *testing.T, is testissuer.Authority, caller string, mod func(*authz.TokenSourceConfig)) *authz.TokenSource {
 	t.Helper()
-	cfg := authz.TokenSourceConfig{TokenURL: is.TokenURL, TLS: is.ClientTLS(caller)}
+	tokenURL, _ := is.Endpoints()
+	cfg := authz.TokenSourceConfig{TokenURL: tokenURL, TLS: is.ClientTLS(caller)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -51,13 +54,15 @@ func tokenSource(t *testing.T, is *testissuer.Issuer, caller string, mod func(*a
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(ts.Close)
+	t.Cleanup(func() { _ = ts.Close() })
 	return ts
 }
 
-func liveVerifier(t *testing.T, is *testissuer.Issuer, mod func(*authz.VerifierConfig)) *authz.Verifier {
+// jwksVerifier is a verifier of inventory-service over the issuer's JWKS.
+func jwksVerifier(t *testing.T, is testissuer.Authority, mod func(*authz.VerifierConfig)) *authz.Verifier {
 	t.Helper()
-	return newVerifier(t, authz.VerifierConfig{Issuer: testissuer.IssuerName, Audience: "inventory-service", JWKSURL: is.JWKSURL}, mod)
+	_, jwksURL := is.Endpoints()
+	return newVerifier(t, authz.VerifierConfig{Issuer: testissuer.IssuerName, Audience: "inventory-service", JWKSURL: jwksURL}, mod)
 }
 
 // newVerifier builds a verifier from cfg as mod changes it, closed when the test ends.
@@ -70,7 +75,7 @@ func newVerifier(t *testing.T, cfg authz.VerifierConfig, mod func(*authz.Verifie
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(v.Close)
+	t.Cleanup(func() { _ = v.Close() })
 	return v
 }
 

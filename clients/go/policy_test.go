@@ -1,9 +1,11 @@
 package authz_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,20 +44,23 @@ func TestCalleePolicyReadsTheTypeScriptSDKsFile(t *testing.T) {
 		t.Fatalf("service %q", p.Service())
 	}
 	checks := []struct {
+		name      string
 		got, want authz.Decision
 	}{
-		{p.DecideHTTP("GET", "/stock/sku-1", reader), authz.Allow},
-		{p.DecideRoute("GET", "/stock/:sku", reader), authz.Allow},
-		{p.DecideHTTP("GET", "/stock/sku-1", deducer), authz.Forbidden},
-		{p.DecideMethod("/demo.Inventory/Deduct", deducer), authz.Allow},
-		{p.DecideMethod("/demo.Inventory/Deduct", payer), authz.Forbidden}, // callers: order-service only
-		{p.DecideMethod("/demo.Inventory/Unknown", reader), authz.Unlisted},
-		{p.DecideHTTP("DELETE", "/stock/sku-1", payer), authz.Unlisted},
+		{"GET by path", p.DecideHTTP("GET", "/stock/sku-1", reader), authz.Allow},
+		{"GET by route", p.DecideRoute("GET", "/stock/:sku", reader), authz.Allow},
+		{"GET without the scope", p.DecideHTTP("GET", "/stock/sku-1", deducer), authz.Forbidden},
+		{"gRPC Deduct", p.DecideMethod("/demo.Inventory/Deduct", deducer), authz.Allow},
+		{"gRPC Deduct, not one of its callers", p.DecideMethod("/demo.Inventory/Deduct", payer), authz.Forbidden},
+		{"gRPC unknown method", p.DecideMethod("/demo.Inventory/Unknown", reader), authz.Unlisted},
+		{"DELETE", p.DecideHTTP("DELETE", "/stock/sku-1", payer), authz.Unlisted},
 	}
-	for i, c := range checks {
-		if c.got != c.want {
-			t.Errorf("check %d: %v, want %v", i, c.got, c.want)
-		}
+	for _, c := range checks {
+		t.Run(c.name, func(t *testing.T) {
+			if c.got != c.want {
+				t.Errorf("%v, want %v", c.got, c.want)
+			}
+		})
 	}
 }
 
@@ -64,7 +69,6 @@ func TestCalleePolicyMatchesPathsLikeTheRouter(t *testing.T) {
 		"GET /stock/:sku":           {"scopes": ["stock:read"]},
 		"GET /stock/special":        {"scopes": ["stock:deduct"]},
 		"GET /stock/:sku/history":   {"scopes": ["stock:read"], "callers": ["order-service"]},
-		"HEAD /stock/:sku":          {"scopes": []},
 		"GET /":                     {"scopes": []}
 	}}`))
 	if err != nil {
@@ -89,16 +93,18 @@ func TestCalleePolicyMatchesPathsLikeTheRouter(t *testing.T) {
 		{"GET", "/stock/%zz", reader, authz.Unlisted},
 		{"GET", "/", reader, authz.Allow},
 		{"POST", "/stock/sku-1", payer, authz.Unlisted},
-		// HEAD: the GET rule governs, whatever a looser HEAD rule says.
+		// HEAD: the GET rule governs (a HEAD key is refused when the file is read).
 		{"HEAD", "/stock/sku-1", reader, authz.Allow},
 		{"HEAD", "/stock/sku-1", deducer, authz.Forbidden},
 		{"HEAD", "/stock/special", reader, authz.Forbidden},
 		{"HEAD", "/stock/sku-1/history", payer, authz.Forbidden},
 	}
 	for _, c := range cases {
-		if got := p.DecideHTTP(c.method, c.path, c.caller); got != c.want {
-			t.Errorf("%s %s as %v: %v, want %v", c.method, c.path, c.caller.Scopes, got, c.want)
-		}
+		t.Run(c.method+" "+c.path+" as "+c.caller.Service+" "+strings.Join(c.caller.Scopes, ","), func(t *testing.T) {
+			if got := p.DecideHTTP(c.method, c.path, c.caller); got != c.want {
+				t.Errorf("%v, want %v", got, c.want)
+			}
+		})
 	}
 	if got := p.DecideRoute("HEAD", "/stock/:sku", deducer); got != authz.Forbidden {
 		t.Errorf("DecideRoute HEAD: %v, want forbidden (GET rule)", got)
@@ -106,32 +112,42 @@ func TestCalleePolicyMatchesPathsLikeTheRouter(t *testing.T) {
 	if got := p.DecideRoute("GET", "", reader); got != authz.Unlisted {
 		t.Errorf("no route: %v, want unlisted", got)
 	}
+}
+
+// A nil *CalleePolicy "allows any verified caller": every method says so instead of dereferencing it
+// (before: Service and Rule panicked).
+func TestANilCalleePolicyIsSafeToUse(t *testing.T) {
 	var none *authz.CalleePolicy
-	if none.DecideHTTP("DELETE", "/anything", reader) != authz.Allow || none.DecideMethod("/x/Y", reader) != authz.Allow {
+	if none.DecideHTTP("DELETE", "/anything", reader) != authz.Allow || none.DecideMethod("/x.Y/Z", reader) != authz.Allow || none.DecideRoute("GET", "/x", reader) != authz.Allow {
 		t.Error("a nil policy allows any verified caller")
+	}
+	if none.Service() != "" {
+		t.Error("a nil policy has no service")
+	}
+	if r, ok := none.Rule("GET /x"); ok || r != nil {
+		t.Error("a nil policy has no rule")
+	}
+	if none.Reload() != nil || none.Close() != nil {
+		t.Error("Reload and Close on nil are no-ops")
 	}
 }
 
+// Every bad document of conformance/callee-policies.json is refused with its code and entry
+// (conformance_test.go); here, the error a service sees: a *PolicyError naming the file and the entry.
 func TestCalleePolicyRefusesBadFilesNamingTheEntry(t *testing.T) {
-	cases := map[string]string{
-		`not json`: "not valid JSON",
-		`{"routes": {"FETCH /x": {"scopes": []}}}`:               `"FETCH /x"`,
-		`{"routes": {"GET x": {"scopes": []}}}`:                  `"GET x"`,
-		`{"routes": {"GET /x": {"scopes": ["a b"]}}}`:            `routes["GET /x"].scopes`,
-		`{"routes": {"GET /x": {"scopes": ["a", "a"]}}}`:         "twice",
-		`{"routes": {"GET /x": {}}}`:                             `routes["GET /x"]: scopes is required`,
-		`{"routes": {"GET /x": {"scopes": [], "scope": []}}}`:    `unknown member "scope"`,
-		`{"routes": {"GET /x": {"scopes": [], "callers": "a"}}}`: "callers",
-		`{"routes": {}, "Routes": {}}`:                           `unknown member "Routes"`,
-		`{"service": "inventory-service"}`:                       "routes is required",
-		`{"routes": {"GET /x": {"Scopes": ["a"]}}}`:              `unknown member "Scopes"`,
-		`{"routes": {"GET /x": {"scopes": ["a\"b"]}}}`:           `routes["GET /x"].scopes`,
+	path := filepath.Join(t.TempDir(), "policy.json")
+	writeAtomic(t, path, `{"routes": {"GET /x": {"scopes": ["a b"]}}}`)
+	_, err := authz.LoadCalleePolicyWith(path, authz.WithPollInterval(0))
+	var pe *authz.PolicyError
+	if !errors.As(err, &pe) || pe.Code != authz.ErrCodePolicyInvalid || pe.Source != path || pe.Entry != "/routes/GET ~1x/scopes/0" {
+		t.Fatalf("want a PolicyError naming %s and /routes/GET ~1x/scopes/0, got %#v", path, err)
 	}
-	for text, want := range cases {
-		_, err := authz.ParseCalleePolicy([]byte(text))
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: want an error naming %s, got %v", text, want, err)
-		}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "/routes/GET ~1x/scopes/0") {
+		t.Fatalf("the message names the file and the entry: %v", err)
+	}
+	_, err = authz.LoadCalleePolicy(filepath.Join(t.TempDir(), "missing.json"))
+	if !errors.As(err, &pe) || pe.Code != authz.ErrCodePolicyRead {
+		t.Fatalf("a missing file: want ERR_POLICY_READ, got %v", err)
 	}
 }
 
@@ -145,6 +161,9 @@ func TestCalleePolicyReloadsOnChangeAndKeepsTheOldRulesOnABadFile(t *testing.T) 
 		t.Fatal(err)
 	}
 	defer p.Close()
+	if got := p.Service(); got != "" {
+		t.Fatalf("service %q", got)
+	}
 	wait := func() error {
 		t.Helper()
 		select {
@@ -190,5 +209,56 @@ func TestCalleePolicyReloadsOnChangeAndKeepsTheOldRulesOnABadFile(t *testing.T) 
 	}
 	if p.DecideHTTP("GET", "/stock/1", reader) != authz.Allow || p.DecideHTTP("GET", "/stock/1", deducer) != authz.Forbidden {
 		t.Fatal("the fixed file should be in force")
+	}
+}
+
+// Files that are not files: a FIFO at the policy path used to block the poll for ever (and, in the
+// TypeScript SDK, a libuv thread and the process's exit); a device never ends.
+func TestCalleePolicyReadsRegularFilesOnly(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.json")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.json")
+	writeAtomic(t, big, `{"routes": {}, "$schema": "`+strings.Repeat("x", 1<<20)+`"}`)
+	for name, path := range map[string]string{"a FIFO": fifo, "a directory": dir, "a device": "/dev/zero", "over 1 MiB": big} {
+		t.Run(name, func(t *testing.T) {
+			wantReadErrorAtOnce(t, func() error {
+				_, err := authz.LoadCalleePolicyWith(path, authz.WithPollInterval(0))
+				return err
+			})
+		})
+	}
+	// Swapped in under a watched policy: the reload fails at once and the rules in force stay.
+	path := filepath.Join(dir, "policy.json")
+	writeAtomic(t, path, `{"routes": {"GET /x": {"scopes": []}}}`)
+	p, err := authz.LoadCalleePolicyWith(path, authz.WithPollInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := os.Rename(fifo, path); err != nil {
+		t.Fatal(err)
+	}
+	wantReadErrorAtOnce(t, p.Reload)
+	if p.DecideHTTP("GET", "/x", reader) != authz.Allow {
+		t.Fatal("the rules in force stay")
+	}
+}
+
+// wantReadErrorAtOnce runs read, which must fail with ERR_POLICY_READ rather than block.
+func wantReadErrorAtOnce(t *testing.T, read func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- read() }()
+	select {
+	case err := <-done:
+		var pe *authz.PolicyError
+		if !errors.As(err, &pe) || pe.Code != authz.ErrCodePolicyRead {
+			t.Fatalf("want ERR_POLICY_READ, got %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("reading it blocked")
 	}
 }

@@ -18,12 +18,13 @@ const verifier = await createVerifier({
   issuer: process.env.ISSUER ?? 'https://authz.internal',
   audience: 'inventory-service',
   jwksUrl: required('JWKS_URL'),
-  requireBinding: true,
   // authz may still be starting: keep trying in the background instead of failing the start.
-  waitForJwks: true,
+  startWithoutKeys: true,
 })
-const policy = await CalleePolicy.load(process.env.CALLEE_POLICY ?? 'examples/inventory-policy.json')
-policy.watch((err) => console.error(`inventory-service: callee policy reload failed: ${err.message}`))
+// Watched from the start (a 2 s poll): a bad new file is reported once and the rules in force stay.
+const policy = await CalleePolicy.load(process.env.CALLEE_POLICY ?? 'examples/inventory-policy.json', {
+  onReload: (err) => err && console.error(`inventory-service: callee policy reload failed: ${err.message}`),
+})
 
 const stock = new Map<string, number>([['sku-1', 1000]])
 const app = Fastify({

@@ -1,17 +1,20 @@
 import { writeFile } from 'node:fs/promises'
+import { connect } from 'node:http2'
 import { join } from 'node:path'
 import Fastify from 'fastify'
+import { Counter, Registry } from 'prom-client'
 import t, { type Test } from 'tap'
 import { CalleePolicy, parseCalleePolicy } from '../../packages/sdk/src/callee-policy.js'
 import { CalleePolicyError } from '../../packages/sdk/src/errors.js'
-import { serviceAuth } from '../../packages/sdk/src/fastify.js'
+import { CalleeCounters, reasonLabel } from '../../packages/sdk/src/callee-counters.js'
+import { serviceAuth, type ServiceAuthOptions } from '../../packages/sdk/src/fastify.js'
 import { createVerifier } from '../../packages/sdk/src/verifier.js'
 import { createServerCert } from '../../src/pki/dev-pki.js'
 import { LogCapture, startHarness, type Harness } from '../helpers/harness.js'
 import { httpsCall } from '../helpers/http.js'
 import { createLogger } from '../../src/logger.js'
 
-async function receiving(t: Test, h: Harness, policy?: CalleePolicy, allowUnlisted = false) {
+async function receiving(t: Test, h: Harness, policy?: CalleePolicy, allowUnlisted = false, onDecision?: ServiceAuthOptions['onDecision']) {
   const verifier = await createVerifier({
     issuer: 'https://authz.internal',
     audience: 'inventory-service',
@@ -24,7 +27,7 @@ async function receiving(t: Test, h: Harness, policy?: CalleePolicy, allowUnlist
     https: { ca: h.pki.ca.certPem, cert: server.certPem, key: server.keyPem, requestCert: true, rejectUnauthorized: true },
     loggerInstance: createLogger('info', logs),
   })
-  await app.register(serviceAuth, { verifier, ...(policy === undefined ? {} : { policy }), allowUnlisted })
+  await app.register(serviceAuth, { verifier, ...(policy === undefined ? {} : { policy }), allowUnlisted, ...(onDecision === undefined ? {} : { onDecision }) })
   app.get('/open', { config: { serviceAuth: false } }, async () => 'open')
   app.get('/stock/:sku', { config: { scope: 'stock:read' } }, async (request) => request.caller)
   app.post('/deduct', { config: { scope: ['stock:deduct'], callers: ['order-service'] } }, async (request) => request.caller)
@@ -40,8 +43,8 @@ async function receiving(t: Test, h: Harness, policy?: CalleePolicy, allowUnlist
     await app.close()
   })
   const port = (app.server.address() as { port: number }).port
-  const call = (method: string, path: string, token?: string, client = h.pki.client('order-service')) =>
-    httpsCall(port, { method, path, client, ca: h.pki.ca.certPem, headers: token === undefined ? {} : { 'x-service-token': token } })
+  const call = (method: string, path: string, token?: string | string[], client = h.pki.client('order-service')) =>
+    httpsCall(port, { method, path, client, ca: h.pki.ca.certPem, headers: token === undefined ? {} : { 'x-service-token': token as string } })
   return { call, logs, handled }
 }
 
@@ -50,7 +53,8 @@ const tokenOf = async (h: Harness, body: unknown, client = h.pki.client('order-s
 
 t.test('serviceAuth: scopes from route config, request.caller, bare 401/403 with empty bodies', async (t) => {
   const h = await startHarness(t)
-  const { call, logs } = await receiving(t, h)
+  const counters = new CalleeCounters()
+  const { call, logs } = await receiving(t, h, undefined, false, counters.observe)
   const read = await tokenOf(h, { audience: 'inventory-service', scope: 'stock:read' })
   const deduct = await tokenOf(h, { audience: 'inventory-service', scope: 'stock:deduct' })
 
@@ -65,17 +69,51 @@ t.test('serviceAuth: scopes from route config, request.caller, bare 401/403 with
     ['token for another certificate', await call('GET', '/stock/sku-1', read, h.pki.client('payment-service')), 401],
     ['missing scope', await call('POST', '/deduct', read), 403],
     ['unlisted route, deny by default', await call('GET', '/unlisted', read), 403],
+    ['two X-Service-Token lines', await call('GET', '/stock/sku-1', [read, read]), 401],
   ] as const) {
     t.equal(res.status, status, name)
     t.equal(res.text, '', `${name}: empty body`)
   }
   t.equal((await call('GET', '/open')).text, 'open', 'serviceAuth: false exempts a route')
 
+  // One line per denial, with the reason from the shared vocabulary (conformance/codes.json).
   const denials = logs.records().filter((r) => r.event === 'service_call_denied')
-  t.equal(denials.length, 5)
-  t.match(denials[3], { sub: 'order-service', aud: 'inventory-service', method: 'POST', path: '/deduct', status: 403 })
-  t.match(denials[0], { method: 'GET', path: '/stock/sku-1', status: 401 })
+  t.same(
+    denials.map(({ status, reason, sub, aud, method, path }) => ({ status, reason, sub, aud, method, path })),
+    [
+      { status: 401, reason: 'ERR_TOKEN_MISSING', sub: undefined, aud: undefined, method: 'GET', path: '/stock/sku-1' },
+      { status: 401, reason: 'ERR_TOKEN_MALFORMED', sub: undefined, aud: undefined, method: 'GET', path: '/stock/sku-1' },
+      // A replayed token: whose it was, and for whom (before: neither sub nor aud).
+      { status: 401, reason: 'ERR_BINDING_MISMATCH', sub: 'order-service', aud: 'inventory-service', method: 'GET', path: '/stock/sku-1' },
+      // before: "scope or caller not allowed", "route not in policy"
+      { status: 403, reason: 'ERR_ROUTE_FORBIDDEN', sub: 'order-service', aud: 'inventory-service', method: 'POST', path: '/deduct' },
+      { status: 403, reason: 'ERR_ROUTE_UNLISTED', sub: 'order-service', aud: 'inventory-service', method: 'GET', path: '/unlisted' },
+      // before: ERR_TOKEN_MALFORMED (Node joins repeated headers with ", ")
+      { status: 401, reason: 'ERR_TOKEN_MISSING', sub: undefined, aud: undefined, method: 'GET', path: '/stock/sku-1' },
+    ],
+  )
   t.notOk(logs.text.includes(read.split('.')[2] as string), 'never the token')
+  const { verified, denied } = counters.snapshot()
+  t.equal(verified, 2, 'onDecision: the two calls let through')
+  t.match(denied, { ERR_TOKEN_MISSING: 2, ERR_TOKEN_MALFORMED: 1, ERR_BINDING_MISMATCH: 1, ERR_ROUTE_FORBIDDEN: 1, ERR_ROUTE_UNLISTED: 1, ERR_TOKEN_EXPIRED: 0 })
+  t.match(counters.prometheus(), /^authz_callee_verified_total 2$/m)
+  t.match(counters.prometheus(), /^authz_callee_denied_total\{reason="binding_mismatch"\} 1$/m, 'lower-case label values')
+})
+
+t.test('serviceAuth with prom-client counters incremented from onDecision (the README recipe)', async (t) => {
+  const h = await startHarness(t)
+  const registry = new Registry()
+  const verified = new Counter({ name: 'authz_callee_verified_total', help: 'Calls the authz guard let through.', registers: [registry] })
+  const denied = new Counter({ name: 'authz_callee_denied_total', help: 'Calls the authz guard refused, by reason.', labelNames: ['reason'], registers: [registry] })
+  const { call } = await receiving(t, h, undefined, false, (outcome) => (outcome.allowed ? verified.inc() : denied.inc({ reason: reasonLabel(outcome.reason) })))
+  const read = await tokenOf(h, { audience: 'inventory-service', scope: 'stock:read' })
+  t.equal((await call('GET', '/stock/sku-1', read)).status, 200)
+  t.equal((await call('POST', '/deduct', read)).status, 403)
+  t.equal((await call('GET', '/stock/sku-1')).status, 401)
+  const text = await registry.metrics()
+  t.match(text, /^authz_callee_verified_total 1$/m)
+  t.match(text, /^authz_callee_denied_total\{reason="route_forbidden"\} 1$/m)
+  t.match(text, /^authz_callee_denied_total\{reason="token_missing"\} 1$/m)
 })
 
 t.test('serviceAuth: rules from the callee policy file, reloaded on change; allowUnlisted', async (t) => {
@@ -173,4 +211,33 @@ t.test('serviceAuth: the GET rule governs the automatic HEAD route', async (t) =
     t.equal(res.text, '', 'empty body')
     t.equal((await closed.call(method as string, path as string)).status, 401, `${method} ${path} without a token: 401`)
   }
+})
+
+t.test('serviceAuth over HTTP/2: the token is read from the stream headers (regression: HTTP/2 requests have no headersDistinct)', async (t) => {
+  const h = await startHarness(t)
+  const verifier = await createVerifier({ issuer: 'https://authz.internal', audience: 'inventory-service', jwksUrl: `http://127.0.0.1:${h.opsPort}/.well-known/jwks.json`, clock: h.clock })
+  const server = createServerCert(h.pki.ca)
+  const app = Fastify({ http2: true, https: { ca: h.pki.ca.certPem, cert: server.certPem, key: server.keyPem, requestCert: true, rejectUnauthorized: true } })
+  await app.register(serviceAuth, { verifier })
+  app.get('/stock/:sku', { config: { scope: 'stock:read' } }, async (request) => request.caller)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const order = h.pki.client('order-service')
+  const session = connect(`https://localhost:${(app.server.address() as { port: number }).port}`, { ca: h.pki.ca.certPem, cert: order.certPem, key: order.keyPem })
+  t.teardown(async () => {
+    session.close()
+    verifier.close()
+    await app.close()
+  })
+  const get = (headers: Record<string, string | string[]>) =>
+    new Promise<number>((resolve, reject) => {
+      const stream = session.request({ ':path': '/stock/sku-1', ...headers })
+      stream.on('response', (res) => resolve(res[':status'] as number))
+      stream.on('error', reject)
+      stream.resume()
+      stream.end()
+    })
+  const read = await tokenOf(h, { audience: 'inventory-service', scope: 'stock:read' })
+  t.equal(await get({ 'x-service-token': read }), 200, 'a token')
+  t.equal(await get({ 'x-service-token': [read, read] }), 401, 'two token fields')
+  t.equal(await get({}), 401, 'none')
 })

@@ -3,6 +3,7 @@
  * handler that throws (synchronously or by rejecting) answers UNKNOWN and never reaches the process as an
  * unhandled rejection.
  */
+import { createServer } from 'node:net'
 import grpc from '@grpc/grpc-js'
 import t, { type Test } from 'tap'
 import { CalleePolicy, parseCalleePolicy } from '../../packages/sdk/src/callee-policy.js'
@@ -11,9 +12,11 @@ import {
   authorizeClientStreaming,
   authorizeServerStreaming,
   authorizeUnary,
+  serviceCallCredentials,
   serviceChannelCredentials,
   type GrpcAuthOptions,
 } from '../../packages/sdk/src/grpc.js'
+import { CalleeCounters } from '../../packages/sdk/src/callee-counters.js'
 import { TokenClient } from '../../packages/sdk/src/token-client.js'
 import { createVerifier } from '../../packages/sdk/src/verifier.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
@@ -47,7 +50,8 @@ const policyText = JSON.stringify({
   routes: Object.fromEntries(Object.keys(definition).map((name) => [`/test.Svc/${name}`, { scopes: ['stock:read'] }])),
 })
 
-async function start(t: Test, h: Harness) {
+/** The test service, its clients, and what its options saw. `verifyClients: false` makes a server that does not check client certificates. */
+async function start(t: Test, h: Harness, extra: Partial<GrpcAuthOptions> = {}, verifyClients = true) {
   const verifier = await createVerifier({
     issuer: 'https://authz.internal',
     audience: 'inventory-service',
@@ -55,10 +59,15 @@ async function start(t: Test, h: Harness) {
     clock: h.clock,
   })
   const handlerErrors: string[] = []
+  const denied: Parameters<NonNullable<GrpcAuthOptions['onDenied']>>[0][] = []
+  const counters = new CalleeCounters()
   const auth: GrpcAuthOptions = {
     verifier,
     policy: new CalleePolicy(parseCalleePolicy(policyText)),
     onHandlerError: (err, info) => handlerErrors.push(`${info.path} ${(err as Error).message}`),
+    onDenied: (info) => denied.push(info),
+    onDecision: counters.observe,
+    ...extra,
   }
   const boom = (): never => {
     throw new Error('a call missing a field')
@@ -94,7 +103,7 @@ async function start(t: Test, h: Harness) {
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
       '127.0.0.1:0',
-      grpc.ServerCredentials.createSsl(Buffer.from(h.pki.ca.certPem), [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }], true),
+      grpc.ServerCredentials.createSsl(Buffer.from(h.pki.ca.certPem), [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }], verifyClients),
       (err, bound) => (err === null ? resolve(bound) : reject(err)),
     ),
   )
@@ -106,13 +115,21 @@ async function start(t: Test, h: Harness) {
   const allowed = clientWith(serviceChannelCredentials(identity, tokens, 'inventory-service', 'stock:read'))
   const noScope = clientWith(serviceChannelCredentials(identity, tokens, 'inventory-service', 'stock:deduct'))
   const noToken = clientWith(grpc.credentials.createSsl(identity.ca, identity.key, identity.cert))
+  // order-service's token, sent over payment-service's certificate: a replay.
+  const payment = h.pki.client('payment-service')
+  const replayed = clientWith(
+    grpc.credentials.combineChannelCredentials(
+      grpc.credentials.createSsl(identity.ca, Buffer.from(payment.keyPem), Buffer.from(payment.certPem)),
+      serviceCallCredentials(tokens, 'inventory-service', 'stock:read'),
+    ),
+  )
   t.teardown(async () => {
-    for (const c of [allowed, noScope, noToken]) c.close()
+    for (const c of [allowed, noScope, noToken, replayed]) c.close()
     tokens.close()
     verifier.close()
     await new Promise<void>((resolve) => server.tryShutdown(() => resolve()))
   })
-  return { allowed, noScope, noToken, handlerErrors }
+  return { allowed, noScope, noToken, replayed, handlerErrors, denied, counters, identity, clientWith, tokens }
 }
 
 type Client = Awaited<ReturnType<typeof start>>['allowed']
@@ -178,4 +195,77 @@ t.test('gRPC streaming handlers are guarded like unary ones', async (t) => {
     t.equal(await run(noToken), 'UNAUTHENTICATED unauthenticated', `${name} without a token`)
     t.equal(await run(noScope), 'PERMISSION_DENIED permission denied', `${name} without the scope`)
   }
+})
+
+t.test('gRPC denials carry the shared reason codes; a replayed token says whose it was; counters count', async (t) => {
+  const h = await startHarness(t)
+  const { allowed, noScope, noToken, replayed, denied, counters } = await start(t, h)
+  t.match(await unary(allowed, 'Echo'), /^OK/)
+  t.equal(await unary(noToken, 'Echo'), 'UNAUTHENTICATED unauthenticated')
+  t.equal(await unary(noScope, 'Echo'), 'PERMISSION_DENIED permission denied')
+  t.equal(await unary(replayed, 'Echo'), 'UNAUTHENTICATED unauthenticated', 'a token replayed over another certificate')
+  t.same(
+    denied.map(({ code, reason, sub, aud }) => ({ code: grpc.status[code], reason, sub, aud })),
+    [
+      { code: 'UNAUTHENTICATED', reason: 'ERR_TOKEN_MISSING', sub: undefined, aud: undefined },
+      { code: 'PERMISSION_DENIED', reason: 'ERR_ROUTE_FORBIDDEN', sub: 'order-service', aud: 'inventory-service' },
+      // before: reason "ERR_BINDING_MISMATCH" without sub or aud
+      { code: 'UNAUTHENTICATED', reason: 'ERR_BINDING_MISMATCH', sub: 'order-service', aud: 'inventory-service' },
+    ],
+  )
+  const { verified, denied: byReason } = counters.snapshot()
+  t.equal(verified, 1)
+  t.match(byReason, { ERR_TOKEN_MISSING: 1, ERR_ROUTE_FORBIDDEN: 1, ERR_BINDING_MISMATCH: 1, ERR_TOKEN_EXPIRED: 0 })
+})
+
+t.test('call credentials: authz refusing is UNAUTHENTICATED, authz unreachable or overloaded is UNAVAILABLE (as grpc-go; before: UNKNOWN)', async (t) => {
+  const h = await startHarness(t)
+  const { identity, clientWith } = await start(t, h)
+  const toAuthz = new TokenClient({ tokenUrl: `https://localhost:${h.port}/token`, ...identity, clock: h.clock })
+  const refused = clientWith(serviceChannelCredentials(identity, toAuthz, 'no-such-service'))
+  const closedPort = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number }
+      probe.close(() => resolve(port))
+    })
+  })
+  const toNowhere = new TokenClient({ tokenUrl: `https://127.0.0.1:${closedPort}/token`, ...identity, clock: h.clock })
+  const unreachable = clientWith(serviceChannelCredentials(identity, toNowhere, 'inventory-service'))
+  t.teardown(() => {
+    for (const c of [refused, unreachable]) c.close()
+    for (const c of [toAuthz, toNowhere]) c.close()
+  })
+  t.match(await unary(refused, 'Echo'), /^UNAUTHENTICATED .*invalid_target/, 'a refusal names the OAuth error')
+  t.match(await unary(unreachable, 'Echo'), /^UNAVAILABLE /, 'authz unreachable: try again later')
+})
+
+t.test('callbacks that throw (onDenied, onDecision, onHandlerError) change no answer and end no process (regression)', async (t) => {
+  const rejections: unknown[] = []
+  const onRejection = (reason: unknown) => rejections.push(reason)
+  process.on('unhandledRejection', onRejection)
+  t.teardown(() => process.off('unhandledRejection', onRejection))
+  const h = await startHarness(t)
+  const throwing = (): never => {
+    throw new Error('a logging bug')
+  }
+  const { allowed, noToken, noScope } = await start(t, h, { onDenied: throwing, onDecision: throwing, onHandlerError: throwing })
+  t.equal(await unary(noToken, 'Echo'), 'UNAUTHENTICATED unauthenticated')
+  t.equal(await unary(noScope, 'Echo'), 'PERMISSION_DENIED permission denied')
+  t.match(await unary(allowed, 'Echo'), /^OK/)
+  t.equal(await unary(allowed, 'Throws'), 'UNKNOWN Unknown error')
+  await new Promise((r) => setImmediate(r))
+  t.same(rejections, [], 'no unhandled rejection (before: a throwing onDenied rejected a promise nobody caught)')
+})
+
+t.test('a server that does not verify client certificates: a call without one is refused ERR_PEER_UNVERIFIED', async (t) => {
+  const h = await startHarness(t)
+  // checkClientCertificate false: grpc-js reports the missing peer certificate as {}
+  const { denied, identity, clientWith, tokens } = await start(t, h, {}, false)
+  const anonymous = clientWith(grpc.credentials.combineChannelCredentials(grpc.credentials.createSsl(identity.ca), serviceCallCredentials(tokens, 'inventory-service', 'stock:read')))
+  t.teardown(() => anonymous.close())
+  t.equal(await unary(anonymous, 'Echo'), 'UNAUTHENTICATED unauthenticated', 'a token without the certificate it is bound to')
+  t.same(
+    denied.map((d) => d.reason),
+    ['ERR_PEER_UNVERIFIED'],
+  )
 })

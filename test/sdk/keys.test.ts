@@ -11,7 +11,8 @@ import { claimsAt, signingKey, startJwksServer } from '../helpers/jwks-server.js
 import { codeOf } from '../helpers/verify.js'
 
 
-const base = { issuer: 'https://authz.internal', audience: 'inventory-service' }
+// Key-source tests verify tokens without a peer certificate; the binding is verifier.test.ts's.
+const base = { issuer: 'https://authz.internal', audience: 'inventory-service', allowNoPeer: true }
 const clock = () => new ManualClock(Date.UTC(2026, 0, 1, 12))
 
 async function verifier(t: Test, options: Partial<VerifierOptions>) {
@@ -74,12 +75,12 @@ t.test('an issuer that moved to algorithms this verifier does not allow: no old 
   t.not(await codeOf(rsOnly.verify(old)), 'accepted', 'a token of the pruned key is refused')
 })
 
-t.test('before the first JWKS load, tokens cannot turn into fetches (waitForJwks while authz is down)', async (t) => {
+t.test('before the first JWKS load, tokens cannot turn into fetches (startWithoutKeys while authz is down)', async (t) => {
   const rsa = await signingKey('RS256')
   const jwks = await startJwksServer(t)
   jwks.mode = 'reset'
   const c = clock()
-  const v = await createVerifier({ ...base, jwksUrl: jwks.url, clock: c, waitForJwks: true })
+  const v = await createVerifier({ ...base, jwksUrl: jwks.url, clock: c, startWithoutKeys: true })
   t.teardown(() => v.close())
   t.equal(jwks.hits, 1, 'the start fetch')
   const tokens = await Promise.all(Array.from({ length: 500 }, (_, i) => rsa.sign(claimsAt(c.now(), { jti: `t${i}` }))))

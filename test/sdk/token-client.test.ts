@@ -1,7 +1,7 @@
 import { createServer } from 'node:https'
 import { decodeJwt } from 'jose'
 import t, { type Test } from 'tap'
-import { TokenClient, type RefreshEvent } from '../../packages/sdk/src/token-client.js'
+import { REFRESH_BEFORE_MS, TokenClient, type RefreshEvent } from '../../packages/sdk/src/token-client.js'
 import { TokenClientError } from '../../packages/sdk/src/errors.js'
 import { ManualClock } from '../../packages/sdk/src/clock.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
@@ -138,7 +138,9 @@ t.test('options are checked', async (t) => {
   t.throws(() => new TokenClient({ tokenUrl: 'http://x/token', ca: '', cert: '', key: '' }), TypeError)
   t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', refreshRatio: 1 }), TypeError)
   t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', jitter: 1 }), TypeError)
-  t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', minRemainingMs: Number.NaN }), TypeError)
+  t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', refreshBeforeMs: Number.NaN }), TypeError)
+  t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', minRemainingMs: Number.NaN }), TypeError, 'the deprecated name still means it')
+  t.equal(REFRESH_BEFORE_MS, 60_000, "the Go kit's DefaultRefreshBefore too")
   t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', retry: { maxMs: -1 } }), TypeError)
 })
 

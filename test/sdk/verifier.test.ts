@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { SignJWT, decodeProtectedHeader, type JWTPayload } from 'jose'
 import t from 'tap'
 import { rotateKeys } from '../../src/keys/admin.js'
+import type { VerifyError } from '../../packages/sdk/src/errors.js'
 import { createVerifier } from '../../packages/sdk/src/verifier.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
 import { codeOf, harnessVerifier } from '../helpers/verify.js'
@@ -53,7 +54,7 @@ t.test('a real token verifies, with its certificate binding', async (t) => {
   const caller = await v.verify(token, { peerCertificate: h.pki.client('order-service').certPem })
   t.match(caller, { service: 'order-service', audience: 'inventory-service', scopes: ['stock:read'], tokenId: String })
   t.same(v.kids, [h.keys.signingKey()?.kid])
-  t.equal(await codeOf(v.verify(token)), 'accepted', 'no peer certificate given, binding not required')
+  t.equal(await codeOf(v.verify(token)), 'accepted', 'no peer certificate given, allowNoPeer')
 })
 
 t.test('rejections, each with its code', async (t) => {
@@ -102,12 +103,23 @@ t.test('expiry and not-before, inside and outside the leeway', async (t) => {
   await t.rejects(createVerifier({ issuer: 'x', audience: 'y', jwksUrl: 'http://127.0.0.1:1/', leeway: 31 }), TypeError)
 })
 
-t.test('requireBinding: no peer certificate, no entry', async (t) => {
+t.test('a peer certificate is required by default, as in the Go kit (before: only with requireBinding)', async (t) => {
   const h = await startHarness(t)
-  const v = await harnessVerifier(t, h, { requireBinding: true })
   const token = await issue(h)
-  t.equal(await codeOf(v.verify(token)), 'ERR_BINDING_REQUIRED')
-  t.equal(await codeOf(v.verify(token, { peerCertificate: h.pki.client('order-service').certPem })), 'accepted')
+  const own = { peerCertificate: h.pki.client('order-service').certPem }
+  for (const [name, extra] of [
+    ['the default', {}],
+    ['requireBinding: true (deprecated alias)', { allowNoPeer: undefined, requireBinding: true }],
+  ] as const) {
+    const v = await harnessVerifier(t, h, { allowNoPeer: undefined, ...extra })
+    const refused = await v.verify(token).catch((e: unknown) => e as VerifyError)
+    t.match(refused, { code: 'ERR_BINDING_REQUIRED', subject: 'order-service', audience: 'inventory-service' }, `${name}: no peer certificate, no entry; the refusal says whose token`)
+    t.equal(await codeOf(v.verify(token, own)), 'accepted', `${name}: its own certificate`)
+    t.equal(await codeOf(v.verify(token, { peerCertificate: {} as never })), 'ERR_BINDING_REQUIRED', `${name}: Node's {} for "no certificate" is none`)
+  }
+  const legacy = await harnessVerifier(t, h, { allowNoPeer: undefined, requireBinding: false })
+  t.equal(await codeOf(legacy.verify(token)), 'accepted', 'requireBinding: false (deprecated) still means allowNoPeer')
+  t.equal(await codeOf(legacy.verify(token, { peerCertificate: h.pki.client('payment-service').certPem })), 'ERR_BINDING_MISMATCH', 'a peer that is given is always checked')
 })
 
 t.test('a rotation on the issuer: the new kid verifies after exactly one JWKS refetch', async (t) => {
@@ -149,8 +161,11 @@ t.test('JWKS endpoint down: the last good set stays; down at start: start fails 
   t.equal(await codeOf(v.verify(token)), 'accepted', 'verified with the last good set')
   const down = { issuer: 'https://authz.internal', audience: 'inventory-service', jwksUrl: `http://127.0.0.1:${h.opsPort}/.well-known/jwks.json` }
   t.equal(await codeOf(createVerifier(down)), 'ERR_JWKS_UNAVAILABLE')
-  const waiting = await createVerifier({ ...down, waitForJwks: true, clock: h.clock })
+  const waiting = await createVerifier({ ...down, startWithoutKeys: true, clock: h.clock })
   t.teardown(() => waiting.close())
+  const legacy = await createVerifier({ ...down, waitForJwks: true, clock: h.clock }) // the deprecated alias
+  t.teardown(() => legacy.close())
+  t.equal(await codeOf(legacy.verify(token)), 'ERR_JWKS_UNAVAILABLE')
   t.equal(await codeOf(waiting.verify(token)), 'ERR_JWKS_UNAVAILABLE')
 })
 

@@ -1,10 +1,8 @@
-// Package ginauth guards Gin routes with authz tokens: the same rules as authz.Middleware, with the
-// policy rule of a request chosen by its route pattern (Gin's FullPath(), e.g. "GET /stock/:sku").
+// Package ginauth guards Gin routes with authz tokens: authz.Guard's pipeline, with the policy rule of
+// a request chosen by its route pattern (Gin's FullPath(), e.g. "GET /stock/:sku").
 package ginauth
 
 import (
-	"net/http"
-
 	authz "authz.internal/clients/go"
 	"github.com/gin-gonic/gin"
 )
@@ -16,32 +14,23 @@ const ContextKey = "authz.caller"
 // verifies it (binding to that certificate included), applies the policy's rule for
 // "METHOD FullPath()" (p nil: any valid token; a route no rule names, or no route at all, is refused),
 // and stores the caller in the request context (authz.CallerFromContext) and under ContextKey. A
-// refusal aborts with a bare 401 or 403 and an empty body, logged without the token.
-func Middleware(v *authz.Verifier, p *authz.CalleePolicy) gin.HandlerFunc {
+// refusal aborts with a bare 401 or 403 and an empty body, logged once with its reason, never the
+// token. Options: authz.Exempt("GET /healthz") (keys are "METHOD FullPath()"), authz.OnDecision.
+func Middleware(v *authz.Verifier, p *authz.CalleePolicy, opts ...authz.GuardOption) gin.HandlerFunc {
+	g := authz.NewGuard(v, opts...)
 	return func(c *gin.Context) {
 		r := c.Request
-		deny := func(status int, reason string, caller *authz.Caller) {
-			authz.LogDenial(v.Logger(), authz.Denial{Status: status, Reason: reason, Caller: caller, Method: r.Method, Path: r.URL.Path})
-			authz.WriteDenial(c.Writer, status)
+		if g.Exempted(r.Method + " " + c.FullPath()) {
+			c.Next()
+			return
+		}
+		caller, denial := g.Check(r.Context(), authz.Request{
+			Peer: authz.VerifiedPeer(r.TLS), Tokens: r.Header.Values(authz.ServiceTokenHeader), Method: r.Method, Path: r.URL.Path,
+			Decide: func(caller *authz.Caller) authz.Decision { return p.DecideRoute(r.Method, c.FullPath(), caller) },
+		})
+		if denial != nil {
+			authz.WriteDenial(c.Writer, denial.Status)
 			c.Abort()
-		}
-		peer := authz.VerifiedPeer(r.TLS)
-		if peer == nil {
-			deny(http.StatusUnauthorized, "no verified client certificate", nil)
-			return
-		}
-		token, ok := authz.TokenFromHeader(r.Header)
-		if !ok {
-			deny(http.StatusUnauthorized, string(authz.ErrCodeTokenMissing), nil)
-			return
-		}
-		caller, err := v.Verify(r.Context(), token, peer)
-		if err != nil {
-			deny(http.StatusUnauthorized, authz.ReasonOf(err), nil)
-			return
-		}
-		if d := p.DecideRoute(r.Method, c.FullPath(), caller); d != authz.Allow {
-			deny(http.StatusForbidden, d.String(), caller)
 			return
 		}
 		c.Request = r.WithContext(authz.ContextWithCaller(r.Context(), caller))

@@ -1,12 +1,13 @@
 // Package grpcauth carries authz tokens over gRPC: per-RPC credentials for callers (metadata
-// "x-service-token", TLS required) and unary and stream server interceptors for receivers, with the
-// same rules as authz.Middleware and the policy rule chosen by the full method name.
+// "x-service-token", TLS required) and unary and stream server interceptors for receivers, with
+// authz.Guard's pipeline and the policy rule chosen by the full method name.
 package grpcauth
 
 import (
 	"context"
-	"errors"
+	"crypto/x509"
 	"fmt"
+	"net/http"
 	"runtime/debug"
 
 	authz "authz.internal/clients/go"
@@ -22,13 +23,16 @@ import (
 const MetadataKey = "x-service-token"
 
 // PerRPCCredentials puts a token for audience (and scopes) from ts into every call's metadata. It
-// requires transport security, and refuses to attach the token to a connection that is not TLS.
-func PerRPCCredentials(ts *authz.TokenSource, audience string, scopes ...string) credentials.PerRPCCredentials {
+// requires transport security, and refuses to attach the token to a connection that is not TLS. When
+// no token can be had, the call fails on the client as grpc-go's own token credentials fail:
+// UNAVAILABLE when it may pass by itself (authz unreachable, slow_down, a 5xx: authz.Retryable),
+// UNAUTHENTICATED when authz refused (the message names the OAuth error).
+func PerRPCCredentials(ts authz.TokenProvider, audience string, scopes ...string) credentials.PerRPCCredentials {
 	return &perRPC{ts: ts, audience: audience, scopes: append([]string(nil), scopes...)}
 }
 
 type perRPC struct {
-	ts       *authz.TokenSource
+	ts       authz.TokenProvider
 	audience string
 	scopes   []string
 }
@@ -44,74 +48,43 @@ func (c *perRPC) GetRequestMetadata(ctx context.Context, _ ...string) (map[strin
 		return nil, status.Error(codes.Unauthenticated, authz.ErrInsecureTransport.Error())
 	}
 	token, err := c.ts.Token(ctx, c.audience, c.scopes...)
-	if err != nil {
-		var te *authz.TokenError
-		if errors.As(err, &te) {
-			return nil, status.Error(codes.Unauthenticated, err.Error())
-		}
+	switch {
+	case err == nil:
+		return map[string]string{MetadataKey: token}, nil
+	case ctx.Err() != nil: // the call's own deadline or cancellation
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case authz.Retryable(err):
 		return nil, status.Error(codes.Unavailable, err.Error())
+	default:
+		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	return map[string]string{MetadataKey: token}, nil
 }
 
-// Option configures the server interceptors.
-type Option func(*options)
-
-type options struct {
-	exempt map[string]bool
-}
+// Option configures the server interceptors: an authz.GuardOption (Exempt, authz.OnDecision).
+type Option = authz.GuardOption
 
 // Exempt lets calls of these full method names through without a token (for example
 // "/grpc.health.v1.Health/Check" for a load balancer's probe). Nothing is exempt unless named here.
-func Exempt(fullMethods ...string) Option {
-	return func(o *options) {
-		for _, m := range fullMethods {
-			o.exempt[m] = true
-		}
-	}
-}
+func Exempt(fullMethods ...string) Option { return authz.Exempt(fullMethods...) }
 
-func build(opts []Option) *options {
-	o := &options{exempt: map[string]bool{}}
-	for _, f := range opts {
-		f(o)
-	}
-	return o
-}
-
-// authorize is what both interceptors do before the handler runs.
-func authorize(ctx context.Context, v *authz.Verifier, p *authz.CalleePolicy, fullMethod string) (context.Context, error) {
-	deny := func(code codes.Code, reason string, caller *authz.Caller) error {
-		st := 401
-		if code == codes.PermissionDenied {
-			st = 403
+// authorize is what both interceptors do before the handler runs: authz.Guard's pipeline.
+func authorize(ctx context.Context, g *authz.Guard, p *authz.CalleePolicy, fullMethod string) (context.Context, error) {
+	var leaf *x509.Certificate
+	if pr, ok := peer.FromContext(ctx); ok {
+		if info, ok := pr.AuthInfo.(credentials.TLSInfo); ok {
+			leaf = authz.VerifiedPeer(&info.State)
 		}
-		authz.LogDenial(v.Logger(), authz.Denial{Status: st, Reason: reason, Caller: caller, Path: fullMethod})
-		return status.Error(code, "")
-	}
-	pr, ok := peer.FromContext(ctx)
-	if !ok {
-		return nil, deny(codes.Unauthenticated, "no peer", nil)
-	}
-	info, ok := pr.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return nil, deny(codes.Unauthenticated, "no verified client certificate", nil)
-	}
-	leaf := authz.VerifiedPeer(&info.State)
-	if leaf == nil {
-		return nil, deny(codes.Unauthenticated, "no verified client certificate", nil)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	values := md.Get(MetadataKey)
-	if len(values) != 1 || values[0] == "" {
-		return nil, deny(codes.Unauthenticated, string(authz.ErrCodeTokenMissing), nil)
-	}
-	caller, err := v.Verify(ctx, values[0], leaf)
-	if err != nil {
-		return nil, deny(codes.Unauthenticated, authz.ReasonOf(err), nil)
-	}
-	if d := p.DecideMethod(fullMethod, caller); d != authz.Allow {
-		return nil, deny(codes.PermissionDenied, d.String(), caller)
+	caller, denial := g.Check(ctx, authz.Request{
+		Peer: leaf, Tokens: md.Get(MetadataKey), Path: fullMethod,
+		Decide: func(c *authz.Caller) authz.Decision { return p.DecideMethod(fullMethod, c) },
+	})
+	if denial != nil {
+		if denial.Status == http.StatusForbidden {
+			return nil, status.Error(codes.PermissionDenied, "")
+		}
+		return nil, status.Error(codes.Unauthenticated, "")
 	}
 	return authz.ContextWithCaller(ctx, caller), nil
 }
@@ -130,10 +103,10 @@ func recovered(v *authz.Verifier, fullMethod string, err *error) {
 // rule for the full method name (p nil: any valid token). Refusals are UNAUTHENTICATED or
 // PERMISSION_DENIED with no detail. The handler finds the caller with authz.CallerFromContext.
 func UnaryServerInterceptor(v *authz.Verifier, p *authz.CalleePolicy, opts ...Option) grpc.UnaryServerInterceptor {
-	o := build(opts)
+	g := authz.NewGuard(v, opts...)
 	return func(ctx context.Context, req interface{}, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp interface{}, err error) {
-		if !o.exempt[info.FullMethod] {
-			if ctx, err = authorize(ctx, v, p, info.FullMethod); err != nil {
+		if !g.Exempted(info.FullMethod) {
+			if ctx, err = authorize(ctx, g, p, info.FullMethod); err != nil {
 				return nil, err
 			}
 		}
@@ -145,10 +118,10 @@ func UnaryServerInterceptor(v *authz.Verifier, p *authz.CalleePolicy, opts ...Op
 // StreamServerInterceptor guards every streaming method like UnaryServerInterceptor; the token is
 // checked once, when the stream opens.
 func StreamServerInterceptor(v *authz.Verifier, p *authz.CalleePolicy, opts ...Option) grpc.StreamServerInterceptor {
-	o := build(opts)
+	g := authz.NewGuard(v, opts...)
 	return func(srv interface{}, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-		if !o.exempt[info.FullMethod] {
-			ctx, err := authorize(ss.Context(), v, p, info.FullMethod)
+		if !g.Exempted(info.FullMethod) {
+			ctx, err := authorize(ss.Context(), g, p, info.FullMethod)
 			if err != nil {
 				return err
 			}

@@ -25,17 +25,24 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-var iss *testissuer.Issuer
+// iss is the authz of the tests: a Go fake (no node), or the real issuer with -tags live (live_test.go).
+var iss testissuer.Authority
+
+// fake is the fake, for the tests that make it misbehave.
+var fake *testissuer.Fake
 
 func TestMain(m *testing.M) {
 	encoding.RegisterCodec(jsonCodec{})
-	var err error
-	if iss, err = testissuer.Start(testissuer.Options{}); err != nil {
+	fake = testissuer.StartFake()
+	iss = fake
+	stop, err := startLive()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "cannot start authz:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	iss.Close()
+	stop()
+	fake.Close()
 	os.Exit(code)
 }
 
@@ -107,11 +114,11 @@ const policy = `{"routes": {
 }}`
 
 type fixture struct {
-	addr    string
-	pool    *testissuer.PKI
-	logs    *strings.Builder
-	logsMu  *sync.Mutex
-	verifer *authz.Verifier
+	addr     string
+	pool     *testissuer.PKI
+	logs     *strings.Builder
+	logsMu   *sync.Mutex
+	counters *authz.CalleeCounters
 }
 
 type lockedWriter struct {
@@ -127,15 +134,17 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 
 func serve(t *testing.T, opts ...grpcauth.Option) *fixture {
 	t.Helper()
-	f := &fixture{pool: testissuer.NewPKI("inventory CA"), logs: &strings.Builder{}, logsMu: &sync.Mutex{}}
+	f := &fixture{pool: testissuer.NewPKI("inventory CA"), logs: &strings.Builder{}, logsMu: &sync.Mutex{}, counters: &authz.CalleeCounters{}}
+	_, jwksURL := iss.Endpoints()
 	v, err := authz.NewVerifier(context.Background(), authz.VerifierConfig{
-		Issuer: testissuer.IssuerName, Audience: "inventory-service", JWKSURL: iss.JWKSURL,
+		Issuer: testissuer.IssuerName, Audience: "inventory-service", JWKSURL: jwksURL,
 		Logger: slog.New(slog.NewJSONHandler(lockedWriter{f.logsMu, f.logs}, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(v.Close)
+	t.Cleanup(func() { _ = v.Close() })
+	opts = append([]grpcauth.Option{authz.OnDecision(f.counters.Observe)}, opts...) // a test's own hook wins
 	p, err := authz.ParseCalleePolicy([]byte(policy))
 	if err != nil {
 		t.Fatal(err)
@@ -176,12 +185,15 @@ func (f *fixture) dial(t *testing.T, caller string, extra ...grpc.DialOption) *g
 	return conn
 }
 
-func tokens(t *testing.T, caller string) *authz.TokenSource {
-	ts, err := authz.NewTokenSource(authz.TokenSourceConfig{TokenURL: iss.TokenURL, TLS: iss.ClientTLS(caller)})
+func tokens(t *testing.T, caller string) *authz.TokenSource { return tokensFrom(t, iss, caller) }
+
+func tokensFrom(t *testing.T, is testissuer.Authority, caller string) *authz.TokenSource {
+	tokenURL, _ := is.Endpoints()
+	ts, err := authz.NewTokenSource(authz.TokenSourceConfig{TokenURL: tokenURL, TLS: is.ClientTLS(caller)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(ts.Close)
+	t.Cleanup(func() { _ = ts.Close() })
 	return ts
 }
 
@@ -283,6 +295,25 @@ func TestInterceptorsRefuseATokenReplayedOverAnotherCertificate(t *testing.T) {
 	if strings.Contains(f.log(), token) {
 		t.Fatal("a token reached the log")
 	}
+	// One line per denial, with the shared reason; the replay says whose token it was (before:
+	// reason ERR_BINDING_MISMATCH without sub or aud).
+	var reasons []string
+	for _, line := range strings.Split(strings.TrimSpace(f.log()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["event"] != "service_call_denied" {
+			continue
+		}
+		reasons = append(reasons, fmt.Sprint(m["reason"]))
+		if m["reason"] == "ERR_BINDING_MISMATCH" && (m["sub"] != "order-service" || m["aud"] != "inventory-service") {
+			t.Fatalf("a replay is logged with sub and aud: %v", m)
+		}
+	}
+	if strings.Join(reasons, " ") != "ERR_BINDING_MISMATCH ERR_TOKEN_MISSING" {
+		t.Fatalf("denial reasons %v, want the replay's and the two tokens'", reasons)
+	}
+	if d := f.counters.Denied(); f.counters.Verified() != 1 || d["ERR_BINDING_MISMATCH"] != 1 || d["ERR_TOKEN_MISSING"] != 1 {
+		t.Fatalf("counters: %d verified, denied %v", f.counters.Verified(), d)
+	}
 }
 
 func TestInterceptorsGuardTheHealthServiceUnlessExempted(t *testing.T) {
@@ -335,9 +366,41 @@ func TestPerRPCCredentialsNeedTLSAndReportRefusals(t *testing.T) {
 	}
 }
 
-// The API as issue 13 names it (the server interceptors also take options, e.g. Exempt).
+// authz answering 429 slow_down or 503 is "cannot get a token now": UNAVAILABLE, as grpc-go's own
+// token credentials answer (before: UNAUTHENTICATED, as for a refusal). So is authz unreachable.
+func TestPerRPCCredentialsReportAnOverloadedOrUnreachableAuthzAsUnavailable(t *testing.T) {
+	f := serve(t)
+	busy := testissuer.StartFake()
+	defer busy.Close()
+	for _, mode := range []string{"slow_down", "unavailable", "reset"} {
+		t.Run(mode, func(t *testing.T) {
+			busy.Mode.Store(mode)
+			conn := f.dial(t, "order-service", grpc.WithPerRPCCredentials(grpcauth.PerRPCCredentials(tokensFrom(t, busy, "order-service"), "inventory-service", "stock:read")))
+			_, err := call(t, conn, "GetStock", ctx(t))
+			if st, _ := status.FromError(err); st.Code() != codes.Unavailable {
+				t.Fatalf("want UNAVAILABLE, got %v", err)
+			}
+		})
+	}
+}
+
+// The API as issues 13 and 23 name it (the server interceptors also take options, e.g. Exempt).
 var (
-	_ func(*authz.TokenSource, string, ...string) credentials.PerRPCCredentials = grpcauth.PerRPCCredentials
-	_ grpc.UnaryServerInterceptor                                               = grpcauth.UnaryServerInterceptor(nil, nil)
-	_ grpc.StreamServerInterceptor                                              = grpcauth.StreamServerInterceptor(nil, nil)
+	_ func(authz.TokenProvider, string, ...string) credentials.PerRPCCredentials = grpcauth.PerRPCCredentials
+	_ grpc.UnaryServerInterceptor                                                = grpcauth.UnaryServerInterceptor(nil, nil)
+	_ grpc.StreamServerInterceptor                                               = grpcauth.StreamServerInterceptor(nil, nil)
 )
+
+// A counter hook that panics changes no answer and takes no server down (grpc-go does not recover an
+// interceptor's panic; the TypeScript SDK ignores a throwing onDecision too).
+func TestAPanickingOnDecisionHookChangesNothing(t *testing.T) {
+	f := serve(t, authz.OnDecision(func(authz.CallOutcome) { panic("a counter's bug") }))
+	conn := f.dial(t, "order-service", grpc.WithPerRPCCredentials(grpcauth.PerRPCCredentials(tokens(t, "order-service"), "inventory-service", "stock:read")))
+	if _, err := call(t, conn, "GetStock", ctx(t)); err != nil {
+		t.Fatalf("an allowed call: %v", err)
+	}
+	_, err := call(t, conn, "Deduct", ctx(t))
+	wantStatus(t, err, codes.PermissionDenied)
+	_, err = call(t, f.dial(t, "order-service"), "GetStock", ctx(t))
+	wantStatus(t, err, codes.Unauthenticated)
+}

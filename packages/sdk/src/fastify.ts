@@ -3,14 +3,16 @@
  * `serviceAuth: false`) requires an authorized TLS peer certificate and a valid `X-Service-Token` bound to
  * it, then the route's scopes (`config: { scope: 'stock:deduct' }`) or the callee policy's rule for it.
  * Replies a bare 401 (no or invalid token) or 403 (valid token, not allowed) with an empty body, logs
- * `sub`, `aud`, method and path on every denial, never the token, and sets `request.caller`.
+ * one line per denial with its reason (the shared vocabulary), method, path and — once a token's signature
+ * verified — `sub` and `aud`, never the token; sets `request.caller`. The pipeline is `createGuard`'s, the
+ * one the gRPC wrappers use.
  */
 import type { TLSSocket } from 'node:tls'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { CalleePolicy, type RouteRule } from './callee-policy.js'
+import type { RouteRule } from './callee-policy.js'
 import { peerThumbprintOf } from './certificate.js'
-import { VerifyError } from './errors.js'
-import type { VerifiedCaller, Verifier } from './verifier.js'
+import { createGuard, type Denial, type GuardOptions, type Verdict } from './guard.js'
+import type { VerifiedCaller } from './verifier.js'
 
 /** The request header that carries the token. */
 export const SERVICE_TOKEN_HEADER = 'x-service-token'
@@ -25,14 +27,12 @@ export interface ServiceAuthRouteConfig {
   serviceAuth?: boolean
 }
 
-/** Options of the serviceAuth plugin. */
-export interface ServiceAuthOptions {
-  readonly verifier: Verifier
-  /** Route rules from the service's own policy file (used when the route's config has no `scope`). */
-  readonly policy?: CalleePolicy
-  /** Let through routes that neither config nor policy describe (default false: they answer 403). */
-  readonly allowUnlisted?: boolean
-}
+/**
+ * Options of the serviceAuth plugin: the verifier, the policy (used when the route's config has no
+ * `scope`), `allowUnlisted` (routes neither config nor policy describe answer 403 unless true) and the
+ * `onDecision` hook.
+ */
+export type ServiceAuthOptions = GuardOptions
 
 /** The verified caller of a request. */
 export interface RequestCaller {
@@ -65,12 +65,22 @@ function peerThumbprint(socket: TLSSocket): string | null {
   return thumbprint
 }
 
-function deny(request: FastifyRequest, reply: FastifyReply, status: 401 | 403, reason: string, caller?: VerifiedCaller): void {
-  request.log.warn(
-    { event: 'service_call_denied', status, reason, sub: caller?.service, aud: caller?.audience, method: request.method, path: request.url },
-    'service call denied',
-  )
+function deny(request: FastifyRequest, reply: FastifyReply, denial: Denial): void {
+  const { status, reason, method, path, sub, aud } = denial
+  request.log.warn({ event: 'service_call_denied', status, reason, sub, aud, method, path }, 'service call denied')
   void reply.code(status).header('cache-control', 'no-store').send()
+}
+
+/**
+ * Every X-Service-Token field as sent, HTTP/1.1 or HTTP/2: two of them are no token (Node's `headers` would
+ * join them with ", ", and HTTP/2 requests have no `headersDistinct`).
+ */
+function tokensOf(rawHeaders: readonly string[]): string[] {
+  const tokens: string[] = []
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).toLowerCase() === SERVICE_TOKEN_HEADER) tokens.push(rawHeaders[i + 1] as string)
+  }
+  return tokens
 }
 
 /** What a route's config says, read once per route (Fastify's route config object lives as long as the route). */
@@ -102,8 +112,7 @@ function requestCallerOf(caller: VerifiedCaller): RequestCaller {
 }
 
 async function plugin(app: FastifyInstance, options: ServiceAuthOptions): Promise<void> {
-  const policy = options.policy ?? new CalleePolicy()
-  const { verifier } = options
+  const guard = createGuard(options)
   app.decorateRequest('caller', undefined)
   // A callback hook, not an async one: a cached token is decided without a promise (the hot path of a
   // receiving service that sees the same token thousands of times).
@@ -112,27 +121,22 @@ async function plugin(app: FastifyInstance, options: ServiceAuthOptions): Promis
     const auth = authOf(route.config as ServiceAuthRouteConfig | undefined)
     if (auth.exempt) return done()
     const socket = request.raw.socket as TLSSocket
-    if (typeof socket.getPeerCertificate !== 'function' || socket.authorized !== true) return deny(request, reply, 401, 'no authorized peer certificate')
-    const thumbprint = peerThumbprint(socket)
-    if (thumbprint === null) return deny(request, reply, 401, 'no authorized peer certificate')
-    const header = request.headers[SERVICE_TOKEN_HEADER]
-    if (typeof header !== 'string') return deny(request, reply, 401, 'ERR_TOKEN_MISSING')
-    const context = { peerThumbprint: thumbprint }
-    const decide = (caller: VerifiedCaller): void => {
-      const decision = policy.decide(`${request.method} ${route.url ?? request.url}`, caller, { rule: auth.rule, allowUnlisted: options.allowUnlisted })
-      if (decision !== 'allow') return deny(request, reply, 403, decision === 'unlisted' ? 'route not in policy' : 'scope or caller not allowed', caller)
-      request.caller = requestCallerOf(caller)
+    const verified = typeof socket.getPeerCertificate === 'function' && socket.authorized === true
+    const answer = (verdict: Verdict): void => {
+      if (!verdict.allowed) return deny(request, reply, verdict)
+      request.caller = requestCallerOf(verdict.caller)
       done()
     }
-    const refused = (err: unknown): void => deny(request, reply, 401, err instanceof VerifyError ? err.code : 'ERR_TOKEN_INVALID')
-    let cached: VerifiedCaller | undefined
-    try {
-      cached = verifier.verifyCached(header, context)
-    } catch (err) {
-      return refused(err)
-    }
-    if (cached !== undefined) return decide(cached)
-    verifier.verify(header, context).then(decide, refused).catch(done)
+    const verdict = guard({
+      peerThumbprint: verified ? (peerThumbprint(socket) ?? undefined) : undefined,
+      tokens: tokensOf(request.raw.rawHeaders),
+      key: `${request.method} ${route.url ?? request.url}`,
+      rule: auth.rule,
+      method: request.method,
+      path: request.url,
+    })
+    if (verdict instanceof Promise) verdict.then(answer).catch(done)
+    else answer(verdict)
   })
 }
 

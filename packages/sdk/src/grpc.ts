@@ -7,14 +7,27 @@
  * does for an unwrapped handler; it never becomes an unhandled rejection that ends the process.
  */
 import grpc from '@grpc/grpc-js'
-import { CalleePolicy, type RouteRule } from './callee-policy.js'
+import type { RouteRule } from './callee-policy.js'
 import { peerThumbprintOf } from './certificate.js'
-import { VerifyError } from './errors.js'
+import { TokenClientError, type DenialReason } from './errors.js'
+import { createGuard, safely, type GuardOptions, type Verdict } from './guard.js'
 import type { TokenClient } from './token-client.js'
-import type { VerifiedCaller, Verifier } from './verifier.js'
+import type { VerifiedCaller } from './verifier.js'
 
 /** The gRPC metadata key that carries the token. */
 export const SERVICE_TOKEN_METADATA = 'x-service-token'
+
+/**
+ * The status a call fails with when no token can be had, as grpc-go's own token credentials and the Go kit
+ * answer: UNAVAILABLE when it may pass by itself (authz unreachable, `slow_down`, a 5xx), UNAUTHENTICATED
+ * when authz refused (the message names the OAuth error) or the client is closed.
+ */
+function credentialsFailure(err: unknown): Error & { code: grpc.status } {
+  const retryable = !(err instanceof TokenClientError) || err.retryable
+  const failure = new Error(err instanceof Error ? err.message : 'no token', { cause: err }) as Error & { code: grpc.status }
+  failure.code = retryable ? grpc.status.UNAVAILABLE : grpc.status.UNAUTHENTICATED
+  return failure
+}
 
 /** Per-call credentials: a token for `audience` from the client's cache on every call. */
 export function serviceCallCredentials(client: TokenClient, audience: string, scopes?: string | string[]): grpc.CallCredentials {
@@ -25,7 +38,7 @@ export function serviceCallCredentials(client: TokenClient, audience: string, sc
         metadata.set(SERVICE_TOKEN_METADATA, token)
         callback(null, metadata)
       },
-      (err: Error) => callback(err),
+      (err: unknown) => callback(credentialsFailure(err)),
     )
   })
 }
@@ -43,15 +56,15 @@ export function serviceChannelCredentials(
   )
 }
 
-/** Options of the authorize* wrappers. */
-export interface GrpcAuthOptions {
-  readonly verifier: Verifier
+/** Options of the authorize* wrappers: the edge's (verifier, policy, allowUnlisted, onDecision) and these. */
+export interface GrpcAuthOptions extends GuardOptions {
   /** The method's rule; else the callee policy's rule for the full method name. */
   readonly rule?: RouteRule
-  readonly policy?: CalleePolicy
-  readonly allowUnlisted?: boolean
-  /** Called on every denial with what may be logged (never the token). */
-  readonly onDenied?: (info: { code: grpc.status; reason: string; path: string; sub?: string; aud?: string }) => void
+  /**
+   * Called on every denial with what may be logged (never the token): write your one log line here. `sub`
+   * and `aud` are there once a token's signature verified.
+   */
+  readonly onDenied?: (info: { code: grpc.status; reason: DenialReason; path: string; sub?: string; aud?: string }) => void
   /** Called when a handler throws or rejects (the caller gets UNKNOWN and nothing of the error). */
   readonly onHandlerError?: (err: unknown, info: { path: string; sub: string }) => void
 }
@@ -80,15 +93,6 @@ type AnyServerCall =
   | grpc.ServerWritableStream<unknown, unknown>
   | grpc.ServerDuplexStream<unknown, unknown>
 
-/** Calls a user's callback; its throw is its own fault and changes nothing about the answer. */
-function safely<A extends unknown[]>(callback: ((...args: A) => void) | undefined, ...args: A): void {
-  try {
-    callback?.(...args)
-  } catch {
-    // the call is answered all the same
-  }
-}
-
 type Guard = (call: AnyServerCall, fail: Fail, handler: (caller: VerifiedCaller) => void | Promise<void>) => void
 
 /**
@@ -97,36 +101,35 @@ type Guard = (call: AnyServerCall, fail: Fail, handler: (caller: VerifiedCaller)
  * anything else that throws on the way (a callback of the options, the policy), becomes UNKNOWN.
  */
 function guardOf(options: GrpcAuthOptions): Guard {
-  const policy = options.policy ?? new CalleePolicy()
+  const guard = createGuard(options)
   return (call, fail, handler) => {
     const path = call.getPath()
-    const deny = (code: grpc.status, reason: string, caller?: VerifiedCaller): void => {
-      safely(options.onDenied, { code, reason, path, ...(caller === undefined ? {} : { sub: caller.service, aud: caller.audience }) })
-      fail(code, code === grpc.status.UNAUTHENTICATED ? 'unauthenticated' : 'permission denied')
-    }
     const crashed = (err: unknown, caller: VerifiedCaller): void => {
       safely(options.onHandlerError, err, { path, sub: caller.service })
       fail(grpc.status.UNKNOWN, 'Unknown error')
     }
-    const peer = call.getAuthContext().sslPeerCertificate
-    const peerThumbprint = peerThumbprintOf(peer)
-    if (peerThumbprint === undefined) return deny(grpc.status.UNAUTHENTICATED, 'no peer certificate')
-    const token = call.metadata.get(SERVICE_TOKEN_METADATA)
-    if (token.length !== 1 || typeof token[0] !== 'string') return deny(grpc.status.UNAUTHENTICATED, 'ERR_TOKEN_MISSING')
-    options.verifier
-      .verify(token[0], { peerThumbprint })
-      .then(
-        (caller) => {
-          const decision = policy.decide(path, caller, { rule: options.rule, allowUnlisted: options.allowUnlisted })
-          if (decision !== 'allow') return deny(grpc.status.PERMISSION_DENIED, decision === 'unlisted' ? 'method not in policy' : 'scope or caller not allowed', caller)
-          try {
-            Promise.resolve(handler(caller)).catch((err: unknown) => crashed(err, caller))
-          } catch (err) {
-            crashed(err, caller)
-          }
-        },
-        (err: unknown) => deny(grpc.status.UNAUTHENTICATED, err instanceof VerifyError ? err.code : 'ERR_TOKEN_INVALID'),
-      )
+    const answer = (verdict: Verdict): void => {
+      if (!verdict.allowed) {
+        const code = verdict.status === 401 ? grpc.status.UNAUTHENTICATED : grpc.status.PERMISSION_DENIED
+        const { reason, sub, aud } = verdict
+        safely(options.onDenied, { code, reason, path, ...(sub === undefined ? {} : { sub }), ...(aud === undefined ? {} : { aud }) })
+        return fail(code, code === grpc.status.UNAUTHENTICATED ? 'unauthenticated' : 'permission denied')
+      }
+      try {
+        Promise.resolve(handler(verdict.caller)).catch((err: unknown) => crashed(err, verdict.caller))
+      } catch (err) {
+        crashed(err, verdict.caller)
+      }
+    }
+    const verdict = guard({
+      peerThumbprint: peerThumbprintOf(call.getAuthContext().sslPeerCertificate),
+      tokens: call.metadata.get(SERVICE_TOKEN_METADATA),
+      key: path,
+      rule: options.rule,
+      path,
+    })
+    Promise.resolve(verdict)
+      .then(answer)
       .catch(() => fail(grpc.status.UNKNOWN, 'Unknown error'))
   }
 }

@@ -7,7 +7,7 @@
  */
 
 /** Calling side: fetch, cache and refresh tokens from authz over mTLS. */
-export { TokenClient, type TokenClientOptions, type RefreshEvent } from './token-client.js'
+export { TokenClient, REFRESH_BEFORE_MS, type TokenClientOptions, type RefreshEvent } from './token-client.js'
 /** Receiving side: verify tokens offline against authz's JWKS, or a static key set. */
 export {
   createVerifier,
@@ -31,20 +31,42 @@ export {
   CalleePolicy,
   parseCalleePolicy,
   satisfies,
+  HTTP_ROUTE_KEY,
+  GRPC_ROUTE_KEY,
+  POLICY_POLL_MS,
   type CalleePolicyDocument,
+  type CalleePolicyLoadOptions,
   type RouteRule,
   type Decision,
   type DecideOptions,
 } from './callee-policy.js'
-/** The grammar shared with the issuer: scope-tokens, service names, splitting a scope string. */
-export { SCOPE_TOKEN, SERVICE_NAME, isScopeToken, isServiceName, splitScopes } from './grammar.js'
-/** Typed errors with stable codes. */
+/** Receiving side: the one pipeline of the edge (peer, token, verify, policy) and what it reports. */
+export { createGuard, type CallOutcome, type Denial, type GuardOptions, type IncomingCall, type Verdict } from './guard.js'
+/** Callee-side counters: calls let through, calls denied by reason. */
+export { CalleeCounters, reasonLabel, CALLEE_VERIFIED_METRIC, CALLEE_DENIED_METRIC } from './callee-counters.js'
+/** The grammar shared with the issuer: scope-tokens, service names, SPIFFE IDs, splitting a scope string. */
+export {
+  SCOPE_TOKEN,
+  SERVICE_NAME,
+  SPIFFE_ID,
+  SPIFFE_ID_MAX_LENGTH,
+  isScopeToken,
+  isServiceName,
+  isSpiffeId,
+  isCallerName,
+  splitScopes,
+} from './grammar.js'
+/** Typed errors with stable codes, and the one vocabulary of denial reasons. */
 export {
   TokenClientError,
   VerifyError,
   CalleePolicyError,
+  VERIFY_ERROR_CODES,
+  DENIAL_REASONS,
+  CALLEE_POLICY_ERROR_CODES,
   type TokenClientErrorCode,
   type VerifyErrorCode,
+  type DenialReason,
   type CalleePolicyErrorCode,
 } from './errors.js'
 /** Time, injectable everywhere (tests move a ManualClock instead of sleeping). */

@@ -4,7 +4,7 @@
  * names another algorithm than its key's is refused. Keys of algorithms the operator did not allow are
  * left out, never trusted.
  */
-import { createPublicKey } from 'node:crypto'
+import { createPublicKey, X509Certificate } from 'node:crypto'
 import { calculateJwkThumbprint, errors as joseErrors, importJWK, type JWK, type JWSHeaderParameters } from 'jose'
 import { VerifyError } from './errors.js'
 
@@ -77,7 +77,7 @@ export class KeySet {
       }
     } else jwks = { keys: await jwksFromPem(source) }
     if (!isJwks(jwks)) throw new VerifyError('ERR_JWKS_INVALID', 'the static key set is not a JWKS ({"keys": [...]})')
-    if (jwks.keys.some((k) => typeof k === 'object' && k !== null && ('d' in k || 'k' in k))) {
+    if (jwks.keys.some(hasPrivateMember)) {
       throw new VerifyError('ERR_JWKS_INVALID', 'the static key set holds private key material: give the public keys only')
     }
     const set = await KeySet.fromJwks(jwks, allowed)
@@ -86,21 +86,36 @@ export class KeySet {
   }
 }
 
+/** The JWK members of private or symmetric key material: a key that carries one is never trusted. */
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']
+const hasPrivateMember = (jwk: unknown): boolean => typeof jwk === 'object' && jwk !== null && PRIVATE_MEMBERS.some((m) => m in jwk)
+
+/** RSA moduli a verifier trusts: 2048 to 8192 bits (the Go kit's bounds). */
+const RSA_MIN_BYTES = 256
+const RSA_MAX_BYTES = 1024
+
 /**
- * The keys of a JWKS that may verify an authz token: with a kid, not for encryption, no private or
- * symmetric material, of an allowed algorithm (the first of a repeated kid wins). Each comes back as its
- * public members, kid and algorithm only. Anything else is ignored, never trusted.
+ * The keys of a JWKS that may verify an authz token: with a kid, for signing (`use` sig or absent,
+ * `key_ops` absent or holding `verify`), no private or symmetric material, of an allowed algorithm, RSA of
+ * 2048 to 8192 bits. A kid that appears more than once is ambiguous: neither key is trusted (as the Go
+ * kit). Each comes back as its public members, kid and algorithm only. Anything else is ignored, never
+ * trusted.
  */
 export function signingKeys(keys: readonly unknown[], allowed: readonly Algorithm[]): (JWK & { kid: string; alg: Algorithm })[] {
   const out = new Map<string, JWK & { kid: string; alg: Algorithm }>()
+  const seen = new Map<string, number>()
   for (const jwk of keys as JWK[]) {
-    if (typeof jwk !== 'object' || jwk === null || typeof jwk.kid !== 'string' || jwk.kid === '' || jwk.use === 'enc') continue
-    if ('d' in jwk || 'p' in jwk || 'k' in jwk) continue
+    if (typeof jwk !== 'object' || jwk === null || typeof jwk.kid !== 'string' || jwk.kid === '') continue
+    seen.set(jwk.kid, (seen.get(jwk.kid) ?? 0) + 1)
+    if ((jwk.use !== undefined && jwk.use !== 'sig') || (jwk.key_ops !== undefined && !(Array.isArray(jwk.key_ops) && jwk.key_ops.includes('verify')))) continue
+    if (hasPrivateMember(jwk)) continue
     const alg = algorithmOf(jwk)
-    if (alg === undefined || !allowed.includes(alg) || out.has(jwk.kid)) continue
-    if (alg === 'RS256' && !(typeof jwk.n === 'string' && Buffer.from(jwk.n, 'base64url').length >= 256)) continue // RSA-2048 or larger
+    if (alg === undefined || !allowed.includes(alg)) continue
+    const modulus = alg === 'RS256' && typeof jwk.n === 'string' ? Buffer.from(jwk.n, 'base64url').length : 0
+    if (alg === 'RS256' && !(modulus >= RSA_MIN_BYTES && modulus <= RSA_MAX_BYTES)) continue
     out.set(jwk.kid, { ...publicMembers(jwk), kid: jwk.kid, alg })
   }
+  for (const [kid, n] of seen) if (n > 1) out.delete(kid) // two keys under one kid: trust neither
   return [...out.values()]
 }
 
@@ -120,22 +135,28 @@ function publicMembers(jwk: JWK): JWK {
   return jwk.kty === 'RSA' ? { kty: 'RSA', n: jwk.n, e: jwk.e } : { kty: 'EC', crv: jwk.crv, x: jwk.x, y: jwk.y }
 }
 
-// RFC 7468 labels; the markers are built from them so no PEM header literal sits in the sources.
-const pemBlock = (label: string): RegExp => new RegExp(`-----BEGIN ${label}-----[\\s\\S]*?-----END ${label}-----`, 'g')
-const PUBLIC_KEY = pemBlock('PUBLIC KEY')
+// RFC 7468 labels; the markers are built from them so no PEM header literal sits in the sources. PEM
+// blocks of public keys (SPKI, PKCS#1) and certificates are read, as the Go kit reads them.
+const PEM_BLOCK = new RegExp(`-----BEGIN ((?:RSA )?PUBLIC KEY|CERTIFICATE)-----[\\s\\S]*?-----END \\1-----`, 'g')
 const ANY_PRIVATE = /-----BEGIN [A-Z ]*PRIVATE KEY-----/
 
 async function jwksFromPem(text: string): Promise<JWK[]> {
   if (ANY_PRIVATE.test(text)) throw new VerifyError('ERR_JWKS_INVALID', 'the static key set holds private key material: give the public keys only')
-  const blocks = text.match(PUBLIC_KEY) ?? []
+  const blocks = text.match(PEM_BLOCK) ?? []
   if (blocks.length === 0) throw new VerifyError('ERR_JWKS_INVALID', 'the static key set is neither a JWKS nor PEM public keys')
   const keys: JWK[] = []
   for (const block of blocks) {
     let jwk: JWK
     try {
-      jwk = createPublicKey(block).export({ format: 'jwk' }) as JWK
+      const key = block.includes('CERTIFICATE-----') ? new X509Certificate(block).publicKey : createPublicKey(block)
+      jwk = key.export({ format: 'jwk' }) as JWK
     } catch {
       throw new VerifyError('ERR_JWKS_INVALID', 'a PEM public key in the static key set does not parse')
+    }
+    // A key given explicitly that cannot verify an authz token is a mistake to refuse, not to skip.
+    const modulus = jwk.kty === 'RSA' && typeof jwk.n === 'string' ? Buffer.from(jwk.n, 'base64url').length : 0
+    if (!(jwk.kty === 'EC' ? jwk.crv === 'P-256' : jwk.kty === 'RSA' && modulus >= RSA_MIN_BYTES && modulus <= RSA_MAX_BYTES)) {
+      throw new VerifyError('ERR_JWKS_INVALID', 'a PEM key in the static key set is neither RSA of 2048 to 8192 bits nor EC P-256')
     }
     keys.push({ ...publicMembers(jwk), kid: await calculateJwkThumbprint(publicMembers(jwk), 'sha256') })
   }

@@ -1,6 +1,6 @@
 /**
  * The calling side: gets tokens from authz over mTLS, caches one per (audience, scopes), refreshes it in
- * the background at about half its lifetime (±10 % jitter, never later than `exp` − 60 s), with at most
+ * the background at about half its lifetime (±10 % jitter, never later than `exp` − 60 s, as the Go kit), with at most
  * one request in flight per key however many callers wait, and keeps serving a cached token while
  * refreshes fail (retrying with exponential backoff, and never before authz's Retry-After) until it
  * expires. With nothing valid cached, a caller during the backoff gets the last error at once instead of
@@ -13,6 +13,9 @@ import { systemClock, type Clock } from './clock.js'
 import { TokenClientError } from './errors.js'
 import { splitScopes } from './grammar.js'
 import { httpRequestText, type HttpResult } from './http.js'
+
+/** The default refresh margin: a token is refreshed no later than this long before it expires, ms. */
+export const REFRESH_BEFORE_MS = 60_000
 
 /** How a TokenClient reaches authz, and how it paces refreshes. */
 export interface TokenClientOptions {
@@ -27,7 +30,12 @@ export interface TokenClientOptions {
   readonly refreshRatio?: number
   /** Relative jitter on the refresh instant (default 0.1, i.e. ±10 %). */
   readonly jitter?: number
-  /** Never refresh later than this long before expiry, ms (default 60 s). */
+  /**
+   * Never refresh later than this long before expiry, ms (default 60 s, the Go kit's `RefreshBefore`): room
+   * for two retries at the backoff's cap before the cached token dies.
+   */
+  readonly refreshBeforeMs?: number
+  /** @deprecated Use `refreshBeforeMs` (the Go kit's name; same meaning). Removed in the next release. */
   readonly minRemainingMs?: number
   /** Backoff after a failed refresh: first delay and cap, ms (default 1 s and 30 s). */
   readonly retry?: { readonly initialMs?: number; readonly maxMs?: number }
@@ -73,7 +81,7 @@ interface Entry {
 interface Pacing {
   readonly refreshRatio: number
   readonly jitter: number
-  readonly minRemainingMs: number
+  readonly refreshBeforeMs: number
   readonly retryInitialMs: number
   readonly retryMaxMs: number
   readonly timeoutMs: number
@@ -83,14 +91,14 @@ function pacingOf(options: TokenClientOptions): Pacing {
   const pacing: Pacing = {
     refreshRatio: options.refreshRatio ?? 0.5,
     jitter: options.jitter ?? 0.1,
-    minRemainingMs: options.minRemainingMs ?? 60_000,
+    refreshBeforeMs: options.refreshBeforeMs ?? options.minRemainingMs ?? REFRESH_BEFORE_MS,
     retryInitialMs: options.retry?.initialMs ?? 1000,
     retryMaxMs: options.retry?.maxMs ?? 30_000,
     timeoutMs: options.timeoutMs ?? 5000,
   }
   if (!(pacing.refreshRatio > 0 && pacing.refreshRatio < 1)) throw new TypeError('refreshRatio must be between 0 and 1')
   if (!(pacing.jitter >= 0 && pacing.jitter < 1)) throw new TypeError('jitter must be at least 0 and below 1')
-  for (const name of ['minRemainingMs', 'retryInitialMs', 'retryMaxMs', 'timeoutMs'] as const) {
+  for (const name of ['refreshBeforeMs', 'retryInitialMs', 'retryMaxMs', 'timeoutMs'] as const) {
     if (!(Number.isFinite(pacing[name]) && pacing[name] >= 0)) throw new TypeError(`${name} must be a finite number of ms, at least 0`)
   }
   return pacing
@@ -251,9 +259,9 @@ export class TokenClient {
       throw new TokenClientError('ERR_TOKEN_RESPONSE', 'authz answered 200 without access_token/expires_in', { status: 200 })
     }
     const lifetime = expiresIn * 1000
-    const { refreshRatio, jitter, minRemainingMs } = this.#pacing
+    const { refreshRatio, jitter, refreshBeforeMs } = this.#pacing
     const planned = lifetime * refreshRatio * (1 + jitter * (2 * this.#random() - 1))
-    const refreshIn = Math.max(0, Math.min(planned, lifetime - minRemainingMs))
+    const refreshIn = Math.max(0, Math.min(planned, lifetime - refreshBeforeMs))
     return { value, expiresAt: requestedAt + lifetime, refreshAt: requestedAt + refreshIn }
   }
 }

@@ -7,7 +7,7 @@
  */
 import type { JWTPayload } from 'jose'
 import { jwtVerify } from 'jose'
-import { thumbprintOf, type CertificateInput } from './certificate.js'
+import { peerThumbprintOf, type CertificateInput } from './certificate.js'
 import { systemClock, type Clock } from './clock.js'
 import { VerifyError, type VerifyErrorCode } from './errors.js'
 import { splitScopes } from './grammar.js'
@@ -44,15 +44,29 @@ export interface VerifierOptions {
   readonly algorithms?: readonly Algorithm[]
   /** Clock skew allowed on `exp`, `nbf` and a future `iat`, seconds (default and maximum 30). */
   readonly leeway?: number
-  /** Longest `exp − iat` accepted, seconds (default 900 + leeway). */
+  /** Longest `exp − iat` accepted, seconds, exactly (default 900 + leeway). */
   readonly maxLifetime?: number
-  /** Reject tokens that cannot be matched to a peer certificate (default false). */
+  /**
+   * Accept a token when `verify` is given no peer certificate (default false: refused with
+   * ERR_BINDING_REQUIRED). Only for a service whose mTLS ends before it (a mesh sidecar): its tokens are then
+   * bearer tokens. A peer certificate that is given is always checked against `cnf.x5t#S256`.
+   */
+  readonly allowNoPeer?: boolean
+  /**
+   * @deprecated Use `allowNoPeer` (the Go kit's name; a peer is now required by default). `requireBinding:
+   * false` means `allowNoPeer: true`. Removed in the next release.
+   */
   readonly requireBinding?: boolean
   /** Bounds on the JWKS refresh interval taken from its `Cache-Control: max-age`, seconds. */
   readonly jwksMaxAge?: JwksMaxAgeBounds
   /** At most one token-caused JWKS fetch (unknown kid, no set yet) per this interval, ms (default 30 s). */
   readonly unknownKidCooldownMs?: number
-  /** Resolve even when the first JWKS fetch fails, and keep trying in the background (default false). */
+  /**
+   * Resolve even when the first JWKS fetch fails, and keep trying in the background; tokens are refused
+   * (ERR_JWKS_UNAVAILABLE) until a load succeeds (default false: `createVerifier` rejects).
+   */
+  readonly startWithoutKeys?: boolean
+  /** @deprecated Use `startWithoutKeys` (the Go kit's name; same meaning). Removed in the next release. */
   readonly waitForJwks?: boolean
   /** The verified-token cache (default on: 1000 tokens, 5 min); `false` turns it off. */
   readonly cache?: false | TokenCacheOptions
@@ -100,13 +114,15 @@ export interface Verifier {
   close(): void
 }
 
+// Anything else is ERR_TOKEN_MALFORMED, ERR_JOSE_NOT_SUPPORTED included: with the algorithms option
+// refusing other algorithms first, jose says that of a crit header it does not know.
 const joseCodes: Record<string, VerifyErrorCode> = {
   ERR_JWT_EXPIRED: 'ERR_TOKEN_EXPIRED',
   ERR_JOSE_ALG_NOT_ALLOWED: 'ERR_TOKEN_ALG',
-  ERR_JOSE_NOT_SUPPORTED: 'ERR_TOKEN_ALG',
   ERR_JWS_SIGNATURE_VERIFICATION_FAILED: 'ERR_TOKEN_SIGNATURE',
   ERR_JWKS_NO_MATCHING_KEY: 'ERR_TOKEN_UNKNOWN_KID',
 }
+/** A claim whose value jose found wrong; a claim that is missing or of the wrong type is ERR_TOKEN_CLAIMS. */
 const claimCodes: Record<string, VerifyErrorCode> = {
   iss: 'ERR_TOKEN_ISSUER',
   aud: 'ERR_TOKEN_AUDIENCE',
@@ -114,11 +130,38 @@ const claimCodes: Record<string, VerifyErrorCode> = {
   typ: 'ERR_TOKEN_TYP',
 }
 
+/** A compact JWS: three base64url segments without padding or whitespace (the signature may be empty). */
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
+
+/**
+ * Each segment is the canonical base64url of its bytes (no bits set past the last byte), as Go's strict
+ * decoder requires: one token, one spelling, whichever kit reads it.
+ */
+const canonical = (token: string): boolean => token.split('.').every((seg) => Buffer.from(seg, 'base64url').toString('base64url') === seg)
+
+/** `sub` and `aud` of an authenticated payload, when they are strings: what a refusal may report. */
+function whose(payload: unknown): { subject?: string; audience?: string } {
+  const { sub, aud } = (payload ?? {}) as { sub?: unknown; aud?: unknown }
+  return { ...(typeof sub === 'string' && sub !== '' ? { subject: sub } : {}), ...(typeof aud === 'string' ? { audience: aud } : {}) }
+}
+
 function mapJoseError(err: unknown): VerifyError {
   if (err instanceof VerifyError) return err
-  const { code, claim } = err as { code?: string; claim?: string }
-  const mapped = code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' ? (claimCodes[claim ?? ''] ?? 'ERR_TOKEN_CLAIMS') : (joseCodes[code ?? ''] ?? 'ERR_TOKEN_MALFORMED')
-  return new VerifyError(mapped, (err as Error).message, { cause: err })
+  const { code, claim, reason, payload } = err as { code?: string; claim?: string; reason?: string; payload?: unknown }
+  const message = err instanceof Error ? err.message : 'verification failed'
+  if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED') {
+    const mapped = reason === 'check_failed' ? (claimCodes[claim ?? ''] ?? 'ERR_TOKEN_CLAIMS') : 'ERR_TOKEN_CLAIMS'
+    return new VerifyError(mapped, message, { cause: err, ...whose(payload) })
+  }
+  if (code === 'ERR_JWT_EXPIRED') return new VerifyError('ERR_TOKEN_EXPIRED', message, { cause: err, ...whose(payload) })
+  return new VerifyError(joseCodes[code ?? ''] ?? 'ERR_TOKEN_MALFORMED', message, { cause: err })
+}
+
+/** `typ` as jose compares it: `at+jwt` and `application/at+jwt`, in any case. */
+function isAccessTokenTyp(typ: unknown): boolean {
+  if (typeof typ !== 'string') return false
+  const lower = typ.toLowerCase()
+  return lower === 'at+jwt' || lower === 'application/at+jwt'
 }
 
 /** The part of a verification that holds for every request with this token. */
@@ -130,7 +173,7 @@ interface Verified {
 
 /**
  * Creates a verifier and loads its keys. With a `jwksUrl`, rejects when the JWKS cannot be fetched, unless
- * `waitForJwks`. Throws TypeError on misuse (a leeway over 30 s, an unknown algorithm, neither or both of
+ * `startWithoutKeys`. Throws TypeError on misuse (a leeway over 30 s, an unknown algorithm, neither or both of
  * `jwksUrl` and `keys`); a static set without a usable public key rejects with ERR_JWKS_INVALID.
  */
 export async function createVerifier(options: VerifierOptions): Promise<Verifier> {
@@ -144,6 +187,8 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
   }
   if ((options.jwksUrl === undefined) === (options.keys === undefined)) throw new TypeError('give exactly one of jwksUrl and keys')
   const clock = options.clock ?? systemClock
+  const allowNoPeer = options.allowNoPeer ?? options.requireBinding === false
+  const startWithoutKeys = options.startWithoutKeys ?? options.waitForJwks === true
 
   let source: KeySource
   if (options.keys !== undefined) {
@@ -160,7 +205,7 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
       timeoutMs: options.timeoutMs ?? 5000,
       tls: { ca: options.ca, cert: options.cert, key: options.key },
     })
-    if (!(await remote.loaded) && options.waitForJwks !== true) {
+    if (!(await remote.loaded) && !startWithoutKeys) {
       remote.close()
       throw new VerifyError('ERR_JWKS_UNAVAILABLE', `cannot load the JWKS from ${url.href}`)
     }
@@ -174,7 +219,12 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
     generation++
     cache?.clear()
   })
-  const getKey = (header: Parameters<KeySource['keyFor']>[0]) => source.keyFor(header)
+  // Header checks before any signature math, in the Go kit's order: jose has checked crit and the
+  // algorithm by now; then typ, then the key of the kid (whose algorithm must be the header's).
+  const getKey = (header: Parameters<KeySource['keyFor']>[0]) => {
+    if (!isAccessTokenTyp(header.typ)) throw new VerifyError('ERR_TOKEN_TYP', 'typ is not at+jwt')
+    return source.keyFor(header)
+  }
 
   const verifyToken = async (token: string): Promise<Verified> => {
     let payload: JWTPayload
@@ -191,36 +241,52 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
     } catch (err) {
       throw mapJoseError(err)
     }
-    const { aud, sub, jti, exp, iat } = payload as { aud: unknown; sub: unknown; jti: unknown; exp: number; iat: number }
-    if (typeof aud !== 'string') throw new VerifyError('ERR_TOKEN_AUDIENCE', 'aud must be one string')
-    if (typeof sub !== 'string' || sub === '') throw new VerifyError('ERR_TOKEN_CLAIMS', 'sub missing')
-    if (typeof jti !== 'string' || jti === '') throw new VerifyError('ERR_TOKEN_CLAIMS', 'jti missing')
-    if (iat > clock.now() / 1000 + leeway) throw new VerifyError('ERR_TOKEN_ISSUED_IN_FUTURE', 'iat is in the future')
-    if (exp - iat > maxLifetime) throw new VerifyError('ERR_TOKEN_LIFETIME', `lifetime over ${maxLifetime} s`)
-    const bound = (payload.cnf as { 'x5t#S256'?: unknown } | undefined)?.['x5t#S256']
-    const scope = typeof payload.scope === 'string' ? payload.scope : ''
+    // What jose leaves to us, in one order (conformance/README.md): the signature verified, so the
+    // refusal may say whose token it was.
+    const refuse = (code: VerifyErrorCode, message: string): VerifyError => new VerifyError(code, message, whose(payload))
+    const { aud, sub, jti, exp, iat, scope, cnf } = payload as Record<string, unknown>
+    if (typeof aud !== 'string') throw refuse('ERR_TOKEN_AUDIENCE', 'aud must be one string')
+    if (typeof sub !== 'string' || sub === '') throw refuse('ERR_TOKEN_CLAIMS', 'sub must be a non-empty string')
+    if (typeof jti !== 'string' || jti === '') throw refuse('ERR_TOKEN_CLAIMS', 'jti must be a non-empty string')
+    if (scope !== undefined && typeof scope !== 'string') throw refuse('ERR_TOKEN_CLAIMS', 'scope must be a string')
+    const bound = typeof cnf === 'object' && cnf !== null && !Array.isArray(cnf) ? (cnf as Record<string, unknown>)['x5t#S256'] : cnf === undefined ? undefined : null
+    if (bound === null || (bound !== undefined && typeof bound !== 'string')) throw refuse('ERR_TOKEN_CLAIMS', 'cnf must be an object, its x5t#S256 a string')
+    // jose checked that exp and iat are numbers.
+    if ((iat as number) > clock.now() / 1000 + leeway) throw refuse('ERR_TOKEN_ISSUED_IN_FUTURE', 'iat is in the future')
+    const lifetime = (exp as number) - (iat as number)
+    if (!(lifetime > 0 && lifetime <= maxLifetime)) throw refuse('ERR_TOKEN_LIFETIME', `lifetime ${lifetime} s is not within (0, ${maxLifetime}]`)
     return Object.freeze({
-      boundTo: typeof bound === 'string' ? bound : undefined,
+      boundTo: bound as string | undefined,
       caller: Object.freeze({
         service: sub,
         audience: aud,
-        scopes: Object.freeze(splitScopes(scope)),
+        scopes: Object.freeze(splitScopes((scope as string | undefined) ?? '')),
         tokenId: jti,
-        expiresAt: exp,
+        expiresAt: exp as number,
         claims: Object.freeze(payload),
       }),
     })
   }
 
+  /** The thumbprint of the certificate the request came over, if any; one that cannot be read is none. */
+  const presentedBy = (context: VerifyContext): string | undefined => {
+    if (context.peerThumbprint !== undefined) return context.peerThumbprint
+    try {
+      return peerThumbprintOf(context.peerCertificate)
+    } catch {
+      return undefined
+    }
+  }
+
   const checkBinding = (verified: Verified, context: VerifyContext): void => {
-    const peer = context.peerCertificate
-    // A peer certificate without bytes (Node's `{}` for "none presented") throws ERR_BINDING_REQUIRED.
-    const presented = context.peerThumbprint ?? (peer === undefined || peer === null ? undefined : thumbprintOf(peer))
+    const refuse = (code: VerifyErrorCode, message: string): VerifyError =>
+      new VerifyError(code, message, { subject: verified.caller.service, audience: verified.caller.audience })
+    const presented = presentedBy(context)
     if (presented !== undefined) {
-      if (verified.boundTo === undefined) throw new VerifyError('ERR_BINDING_REQUIRED', 'token carries no certificate binding')
-      if (presented !== verified.boundTo) throw new VerifyError('ERR_BINDING_MISMATCH', 'token is bound to another certificate')
-    } else if (options.requireBinding === true) {
-      throw new VerifyError('ERR_BINDING_REQUIRED', 'no peer certificate to check the binding against')
+      if (verified.boundTo === undefined) throw refuse('ERR_BINDING_REQUIRED', 'token carries no certificate binding')
+      if (presented !== verified.boundTo) throw refuse('ERR_BINDING_MISMATCH', 'token is bound to another certificate')
+    } else if (!allowNoPeer) {
+      throw refuse('ERR_BINDING_REQUIRED', 'no peer certificate to check the binding against')
     }
   }
 
@@ -245,8 +311,10 @@ export async function createVerifier(options: VerifierOptions): Promise<Verifier
     async verify(token, context = {}) {
       if (typeof token !== 'string' || token === '') throw new VerifyError('ERR_TOKEN_MISSING', 'no token')
       if (token.length > TOKEN_MAX_LENGTH) throw new VerifyError('ERR_TOKEN_MALFORMED', 'token too long')
+      // A cached token is this exact string, which passed every check when it entered the cache.
       let verified = cache?.get(token)
       if (verified === undefined) {
+        if (!COMPACT_JWS.test(token) || !canonical(token)) throw new VerifyError('ERR_TOKEN_MALFORMED', 'not three canonical base64url segments')
         const before = generation
         verified = await verifyToken(token)
         // Verified against a key set that changed meanwhile: good for this request, not for the cache.

@@ -1,22 +1,15 @@
 package testissuer
 
 import (
-	"bytes"
 	"context"
-	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,46 +34,19 @@ const InventoryPolicy = `{
 //	GET /panic (panics)
 //
 // each answering 200 with the body "<caller service> <path>" from authz.CallerFromContext.
-type HTTPGuard func(v *authz.Verifier, p *authz.CalleePolicy) http.Handler
-
-// CallerBody is what the suite's handlers answer.
-func CallerBody(w http.ResponseWriter, r *http.Request) {
-	c, ok := authz.CallerFromContext(r.Context())
-	if !ok {
-		http.Error(w, "no caller in the context", http.StatusInternalServerError)
-		return
-	}
-	_, _ = io.WriteString(w, c.Service+" "+r.URL.Path)
-}
-
-// SyncBuffer is a log destination a test reads while handlers write.
-type SyncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *SyncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *SyncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type HTTPGuard func(v *authz.Verifier, p *authz.CalleePolicy, opts ...authz.GuardOption) http.Handler
 
 // RunHTTPGuardSuite runs the receiving-side checks every HTTP guard must pass, over real mTLS, with
 // real tokens from is and forgeries of every kind.
-func RunHTTPGuardSuite(t *testing.T, is *Issuer, build HTTPGuard) {
+func RunHTTPGuardSuite(t *testing.T, is Authority, build HTTPGuard) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
 	// The verifier trusts authz's keys and one test key (kid test-rsa), so tokens with any claims
 	// can be minted with a valid signature: each claim check is then really what refuses them.
 	trusted := RSAKey()
-	proxy := NewJWKSProxy(is.JWKSURL)
+	_, jwksURL := is.Endpoints()
+	proxy := NewJWKSProxy(jwksURL)
 	defer proxy.Close()
 	proxy.AddKey(&trusted.PublicKey, "test-rsa", "RS256")
 	logs := &SyncBuffer{}
@@ -98,7 +64,8 @@ func RunHTTPGuardSuite(t *testing.T, is *Issuer, build HTTPGuard) {
 	}
 
 	pki := NewPKI("inventory CA")
-	srv := httptest.NewUnstartedServer(build(v, p))
+	counters := &authz.CalleeCounters{}
+	srv := httptest.NewUnstartedServer(build(v, p, authz.OnDecision(counters.Observe)))
 	srv.TLS = pki.ServerTLS(is.CAPool())
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the panic's stack trace
 	srv.StartTLS()
@@ -158,46 +125,75 @@ func RunHTTPGuardSuite(t *testing.T, is *Issuer, build HTTPGuard) {
 		path   string
 		tokens []string
 		want   int
+		reason string // the denial's reason in the log; sub and aud are logged from ERR_BINDING_MISMATCH on
 	}
 	cases := []req{
-		{"read token, GET /stock/sku-1", asOrder, "GET", "/stock/sku-1", []string{read}, 200},
-		{"read token, HEAD /stock/sku-1 (the GET rule governs HEAD)", asOrder, "HEAD", "/stock/sku-1", []string{read}, 200},
-		{"deduct token, POST deduct", asOrder, "POST", "/stock/sku-1/deduct", []string{deduct}, 200},
-		{"a token minted by a trusted key (control)", asOrder, "GET", "/stock/sku-1", []string{minted(nil)}, 200},
-		{"no token", asOrder, "GET", "/stock/sku-1", nil, 401},
-		{"two tokens", asOrder, "GET", "/stock/sku-1", []string{read, read}, 401},
-		{"empty token", asOrder, "GET", "/stock/sku-1", []string{""}, 401},
-		{"replayed over another certificate", asPayment, "GET", "/stock/sku-1", []string{read}, 401},
-		{"alg none", asOrder, "GET", "/stock/sku-1", []string{none}, 401},
-		{"HS256 keyed with authz's public key", asOrder, "GET", "/stock/sku-1", []string{Sign(jwt.SigningMethodHS256, hsKey, realKid, claims(), nil)}, 401},
-		{"a foreign key with a stolen kid", asOrder, "GET", "/stock/sku-1", []string{Sign(jwt.SigningMethodRS256, RSAKey(), realKid, claims(), nil)}, 401},
-		{"wrong aud (a real token for payment-service)", asOrder, "GET", "/stock/sku-1", []string{wrongAud}, 401},
-		{"wrong iss", asOrder, "GET", "/stock/sku-1", []string{minted(func(c jwt.MapClaims) { c["iss"] = "https://evil.example" })}, 401},
+		{"read token, GET /stock/sku-1", asOrder, "GET", "/stock/sku-1", []string{read}, 200, ""},
+		{"read token, HEAD /stock/sku-1 (the GET rule governs HEAD)", asOrder, "HEAD", "/stock/sku-1", []string{read}, 200, ""},
+		{"deduct token, POST deduct", asOrder, "POST", "/stock/sku-1/deduct", []string{deduct}, 200, ""},
+		{"a token minted by a trusted key (control)", asOrder, "GET", "/stock/sku-1", []string{minted(nil)}, 200, ""},
+		{"no token", asOrder, "GET", "/stock/sku-1", nil, 401, "ERR_TOKEN_MISSING"},
+		{"two tokens", asOrder, "GET", "/stock/sku-1", []string{read, read}, 401, "ERR_TOKEN_MISSING"},
+		{"empty token", asOrder, "GET", "/stock/sku-1", []string{""}, 401, "ERR_TOKEN_MISSING"},
+		{"replayed over another certificate", asPayment, "GET", "/stock/sku-1", []string{read}, 401, "ERR_BINDING_MISMATCH"},
+		{"alg none", asOrder, "GET", "/stock/sku-1", []string{none}, 401, "ERR_TOKEN_ALG"},
+		{"HS256 keyed with authz's public key", asOrder, "GET", "/stock/sku-1", []string{Sign(jwt.SigningMethodHS256, hsKey, realKid, claims(), nil)}, 401, "ERR_TOKEN_ALG"},
+		{"a foreign key with a stolen kid", asOrder, "GET", "/stock/sku-1", []string{Sign(jwt.SigningMethodRS256, RSAKey(), realKid, claims(), nil)}, 401, "ERR_TOKEN_SIGNATURE"},
+		{"wrong aud (a real token for payment-service)", asOrder, "GET", "/stock/sku-1", []string{wrongAud}, 401, "ERR_TOKEN_AUDIENCE"},
+		{"wrong iss", asOrder, "GET", "/stock/sku-1", []string{minted(func(c jwt.MapClaims) { c["iss"] = "https://evil.example" })}, 401, "ERR_TOKEN_ISSUER"},
 		{"expired", asOrder, "GET", "/stock/sku-1", []string{minted(func(c jwt.MapClaims) {
 			c["iat"], c["exp"] = now.Add(-15*time.Minute).Unix(), now.Add(-5*time.Minute).Unix()
-		})}, 401},
-		{"aud array", asOrder, "GET", "/stock/sku-1", []string{minted(func(c jwt.MapClaims) { c["aud"] = []string{"inventory-service"} })}, 401},
-		{"garbage", asOrder, "GET", "/stock/sku-1", []string{"not.a.token"}, 401},
-		{"read token, POST deduct", asOrder, "POST", "/stock/sku-1/deduct", []string{read}, 403},
-		{"deduct token, GET (no stock:read)", asOrder, "GET", "/stock/sku-1", []string{deduct}, 403},
-		{"deduct token, HEAD (no stock:read)", asOrder, "HEAD", "/stock/sku-1", []string{deduct}, 403},
-		{"order-service on a payment-service-only route", asOrder, "GET", "/stock/sku-1/history", []string{read}, 403},
-		{"payment-service on its route", asPayment, "GET", "/stock/sku-1/history", []string{payRead}, 200},
-		{"a route no rule names", asOrder, "GET", "/admin", []string{read}, 403},
-		{"a path no route serves", asOrder, "GET", "/nowhere", []string{read}, 403},
+		})}, 401, "ERR_TOKEN_EXPIRED"},
+		{"aud array", asOrder, "GET", "/stock/sku-1", []string{minted(func(c jwt.MapClaims) { c["aud"] = []string{"inventory-service"} })}, 401, "ERR_TOKEN_AUDIENCE"},
+		{"garbage", asOrder, "GET", "/stock/sku-1", []string{"not.a.token"}, 401, "ERR_TOKEN_MALFORMED"},
+		{"read token, POST deduct", asOrder, "POST", "/stock/sku-1/deduct", []string{read}, 403, "ERR_ROUTE_FORBIDDEN"},
+		{"deduct token, GET (no stock:read)", asOrder, "GET", "/stock/sku-1", []string{deduct}, 403, "ERR_ROUTE_FORBIDDEN"},
+		{"deduct token, HEAD (no stock:read)", asOrder, "HEAD", "/stock/sku-1", []string{deduct}, 403, "ERR_ROUTE_FORBIDDEN"},
+		{"order-service on a payment-service-only route", asOrder, "GET", "/stock/sku-1/history", []string{read}, 403, "ERR_ROUTE_FORBIDDEN"},
+		{"payment-service on its route", asPayment, "GET", "/stock/sku-1/history", []string{payRead}, 200, ""},
+		{"a route no rule names", asOrder, "GET", "/admin", []string{read}, 403, "ERR_ROUTE_UNLISTED"},
+		{"a path no route serves", asOrder, "GET", "/nowhere", []string{read}, 403, "ERR_ROUTE_UNLISTED"},
 	}
+	denied := map[string]uint64{}
 	for _, c := range cases {
-		res := do(t, c.client, srv.URL, c.method, c.path, c.tokens)
-		if res.status != c.want {
-			t.Errorf("%s: %d, want %d (body %q)", c.name, res.status, c.want, res.body)
-			continue
-		}
-		if c.want == 200 && c.method != "HEAD" && !strings.HasPrefix(res.body, map[bool]string{true: "payment-service", false: "order-service"}[c.client == asPayment]) {
-			t.Errorf("%s: the handler did not see the caller: %q", c.name, res.body)
-		}
-		if c.want != 200 && (res.body != "" || res.header.Get("Cache-Control") != "no-store" || res.header.Get("Content-Type") != "") {
-			t.Errorf("%s: a denial must be bare: body %q, headers %v", c.name, res.body, res.header)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			before := len(denialLines(logs.String()))
+			res := do(t, c.client, srv.URL, c.method, c.path, c.tokens)
+			if res.status != c.want {
+				t.Fatalf("%d, want %d (body %q)", res.status, c.want, res.body)
+			}
+			if c.want == 200 && c.method != "HEAD" && !strings.HasPrefix(res.body, map[bool]string{true: "payment-service", false: "order-service"}[c.client == asPayment]) {
+				t.Errorf("the handler did not see the caller: %q", res.body)
+			}
+			if c.want != 200 && (res.body != "" || res.header.Get("Cache-Control") != "no-store" || res.header.Get("Content-Type") != "") {
+				t.Errorf("a denial must be bare: body %q, headers %v", res.body, res.header)
+			}
+			lines := denialLines(logs.String())[before:]
+			if c.want == 200 {
+				if len(lines) != 0 {
+					t.Errorf("an allowed call logged a denial: %v", lines)
+				}
+				return
+			}
+			denied[c.reason]++
+			if len(lines) != 1 {
+				t.Fatalf("%d denial lines, want one: %v", len(lines), lines)
+			}
+			got := lines[0]
+			if got["reason"] != c.reason || got["status"] != float64(c.want) || got["method"] != c.method || got["path"] != c.path {
+				t.Errorf("denial logged as %v, want reason %s, status %d, method %s, path %s", got, c.reason, c.want, c.method, c.path)
+			}
+			// sub once the token's signature verified: the policy's refusals, the claims' and the
+			// binding's; never for a token that is missing, malformed or forged.
+			authenticated := map[string]bool{"ERR_BINDING_MISMATCH": true, "ERR_TOKEN_EXPIRED": true, "ERR_TOKEN_ISSUER": true, "ERR_TOKEN_AUDIENCE": true}
+			wantSub := c.want == 403 || authenticated[c.reason]
+			if _, has := got["sub"]; has != wantSub {
+				t.Errorf("denial logged as %v: sub present %v, want %v", got, has, wantSub)
+			}
+		})
+	}
+	if got := counters.Denied(); !mapsEqual(got, denied) {
+		t.Errorf("OnDecision counters: denied %v, want %v", got, denied)
 	}
 
 	// A certificate from another CA never gets past the handshake; on a server that does not verify
@@ -231,57 +227,36 @@ func RunHTTPGuardSuite(t *testing.T, is *Issuer, build HTTPGuard) {
 			t.Fatal("a token reached the log")
 		}
 	}
-	if !strings.Contains(text, `"status":403`) || !strings.Contains(text, `"sub":"order-service"`) || !strings.Contains(text, `"aud":"inventory-service"`) ||
-		!strings.Contains(text, `"method":"POST"`) || !strings.Contains(text, `"path":"/stock/sku-1/deduct"`) || !strings.Contains(text, `"status":401`) {
-		t.Errorf("denials should be logged with sub, aud, method, path and status:\n%s", text)
-	}
-}
-
-type result struct {
-	status int
-	body   string
-	header http.Header
-}
-
-func do(t *testing.T, client *http.Client, base, method, path string, tokens []string) result {
-	t.Helper()
-	r, err := http.NewRequest(method, base+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tok := range tokens {
-		r.Header.Add(authz.ServiceTokenHeader, tok)
-	}
-	res, err := client.Do(r)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
-	return result{res.StatusCode, string(body), res.Header}
-}
-
-// issuerPublicKeyPEM is authz's public key of kid as PEM: the HMAC secret of the classic forgery.
-func issuerPublicKeyPEM(t *testing.T, is *Issuer, kid string) []byte {
-	res, err := http.Get(is.JWKSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var doc struct {
-		Keys []struct{ Kid, N, E string } `json:"keys"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&doc); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range doc.Keys {
-		if k.Kid == kid {
-			n, _ := base64.RawURLEncoding.DecodeString(k.N)
-			e, _ := base64.RawURLEncoding.DecodeString(k.E)
-			der, _ := x509.MarshalPKIXPublicKey(&rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())})
-			return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	for _, line := range denialLines(text) {
+		if line["event"] != "service_call_denied" || line["reason"] == "" {
+			t.Errorf("a denial line without its reason: %v", line)
 		}
 	}
-	t.Fatalf("kid %s not in authz's JWKS", kid)
-	return nil
+}
+
+// denialLines are the JSON log lines of denials, in order.
+func denialLines(text string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(text, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["event"] == "service_call_denied" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// mapsEqual compares counts, a missing key counting 0.
+func mapsEqual(a, b map[string]uint64) bool {
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	for k, v := range b {
+		if a[k] != v {
+			return false
+		}
+	}
+	return true
 }

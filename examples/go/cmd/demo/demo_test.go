@@ -1,3 +1,5 @@
+//go:build live
+
 package main
 
 import (
@@ -5,7 +7,8 @@ import (
 	"testing"
 )
 
-func TestTheGoDemoRunsEndToEnd(t *testing.T) {
+// The demo runs authz itself (node): a live test, run by npm run test:go.
+func TestLiveTheGoDemoRunsEndToEnd(t *testing.T) {
 	var out strings.Builder
 	ok, err := run(&out)
 	if err != nil {

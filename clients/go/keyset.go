@@ -6,11 +6,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -68,17 +65,47 @@ type jwk struct {
 
 var b64 = base64.RawURLEncoding
 
-// parseKeys reads a JWKS document, or PEM public keys / certificates (kid = RFC 7638 thumbprint).
-// Keys that cannot verify an authz token (encryption keys, other algorithms, weak or malformed keys)
-// are skipped; a set with no usable key at all is an error.
+// privateMembers are the JWK members of private or symmetric key material: a key that carries one is
+// never trusted (and a static set holding one is refused).
+var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "k"}
+
+func hasPrivateMember(raw json.RawMessage) bool {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(raw, &members) != nil {
+		return false
+	}
+	for _, name := range privateMembers {
+		if _, ok := members[name]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// parseKeys reads a static key set: a JWKS document, or PEM public keys / certificates (kid = RFC
+// 7638 thumbprint). Private key material anywhere in it is refused. Keys that cannot verify an authz
+// token are skipped.
 func parseKeys(data []byte) (*keySet, error) {
 	trimmed := strings.TrimSpace(string(data))
 	if strings.HasPrefix(trimmed, "{") {
+		var doc struct {
+			Keys []json.RawMessage `json:"keys"`
+		}
+		if json.Unmarshal(data, &doc) == nil {
+			for _, raw := range doc.Keys {
+				if hasPrivateMember(raw) {
+					return nil, errors.New("the key set holds private key material: give the public keys only")
+				}
+			}
+		}
 		return parseJWKS(data)
 	}
 	return parsePEMKeys(data)
 }
 
+// parseJWKS reads a JWKS: the keys that may verify an authz token (with a kid, for signing, public
+// members only, RS256 or ES256, RSA of 2048 to 8192 bits, P-256 points on the curve). A kid that
+// appears more than once is ambiguous: neither key is trusted. No usable key at all is an error.
 func parseJWKS(data []byte) (*keySet, error) {
 	var doc struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -97,6 +124,9 @@ func parseJWKS(data []byte) (*keySet, error) {
 			continue
 		}
 		seen[k.Kid]++
+		if hasPrivateMember(raw) {
+			continue
+		}
 		vk, err := k.verificationKey()
 		if err != nil {
 			continue
@@ -112,6 +142,18 @@ func parseJWKS(data []byte) (*keySet, error) {
 		return nil, errors.New("JWKS has no usable signing key")
 	}
 	return set, nil
+}
+
+// allowing is the set restricted to the algorithms a verifier allows: keys of other algorithms are
+// left out, never trusted (the set may end up empty).
+func (s *keySet) allowing(algorithms []string) *keySet {
+	out := &keySet{byKID: map[string]*verificationKey{}}
+	for kid, k := range s.byKID {
+		if contains(algorithms, k.alg) {
+			out.byKID[kid] = k
+		}
+	}
+	return out
 }
 
 func (k *jwk) verificationKey() (*verificationKey, error) {
@@ -186,95 +228,4 @@ func p256FromJWK(x64, y64 string) (*ecdsa.PublicKey, error) {
 		return nil, errors.New("P-256 point not on the curve")
 	}
 	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}, nil
-}
-
-func parsePEMKeys(data []byte) (*keySet, error) {
-	set := &keySet{byKID: map[string]*verificationKey{}}
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		var pub crypto.PublicKey
-		var err error
-		switch block.Type {
-		case "PUBLIC KEY":
-			pub, err = x509.ParsePKIXPublicKey(block.Bytes)
-		case "RSA PUBLIC KEY":
-			pub, err = x509.ParsePKCS1PublicKey(block.Bytes)
-		case "CERTIFICATE":
-			var cert *x509.Certificate
-			if cert, err = x509.ParseCertificate(block.Bytes); err == nil {
-				pub = cert.PublicKey
-			}
-		default:
-			continue // never a private key, never anything else
-		}
-		if err != nil {
-			return nil, fmt.Errorf("PEM %s: %w", block.Type, err)
-		}
-		vk, err := keyFromPublic(pub)
-		if err != nil {
-			return nil, fmt.Errorf("PEM %s: %w", block.Type, err)
-		}
-		set.byKID[vk.kid] = vk
-	}
-	if len(set.byKID) == 0 {
-		return nil, errors.New("no JWKS and no PEM public key found")
-	}
-	return set, nil
-}
-
-func keyFromPublic(pub crypto.PublicKey) (*verificationKey, error) {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		if err := checkRSA(k); err != nil {
-			return nil, err
-		}
-		return &verificationKey{kid: Thumbprint(k), alg: RS256, key: k}, nil
-	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() {
-			return nil, errors.New("only P-256 EC keys are supported")
-		}
-		return &verificationKey{kid: Thumbprint(k), alg: ES256, key: k}, nil
-	default:
-		return nil, fmt.Errorf("unsupported public key type %T", pub)
-	}
-}
-
-// Thumbprint is the RFC 7638 JWK thumbprint (SHA-256, base64url) of an RSA or P-256 public key: the
-// kid authz gives its keys. It is "" for any other key type.
-func Thumbprint(pub crypto.PublicKey) string {
-	var canonical string
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		e := big.NewInt(int64(k.E)).Bytes()
-		canonical = fmt.Sprintf(`{"e":%q,"kty":"RSA","n":%q}`, b64.EncodeToString(e), b64.EncodeToString(k.N.Bytes()))
-	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() {
-			return ""
-		}
-		canonical = fmt.Sprintf(`{"crv":"P-256","kty":"EC","x":%q,"y":%q}`, b64.EncodeToString(k.X.FillBytes(make([]byte, 32))), b64.EncodeToString(k.Y.FillBytes(make([]byte, 32))))
-	default:
-		return ""
-	}
-	sum := sha256.Sum256([]byte(canonical))
-	return b64.EncodeToString(sum[:])
-}
-
-// CertificateThumbprint is what cnf.x5t#S256 holds: base64url SHA-256 of the certificate's DER.
-func CertificateThumbprint(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.Raw)
-	return b64.EncodeToString(sum[:])
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
