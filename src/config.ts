@@ -18,7 +18,7 @@ export const configSchema = {
   type: 'object',
   properties: {
     AUTHZ_ISSUER: { type: 'string', default: 'https://authz.internal', description: 'the `iss` of every token and the discovery `issuer`; an https URL' },
-    AUTHZ_HOST: { type: 'string', default: '0.0.0.0', description: 'main (mTLS) listener address' },
+    AUTHZ_HOST: { type: 'string', description: 'main (mTLS) listener address (default 0.0.0.0; 127.0.0.1 in dev mode, with no TLS files configured)' },
     AUTHZ_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 8443, description: 'main (mTLS) listener port' },
     AUTHZ_TLS_CERT: { type: 'string', minLength: 1, description: 'server certificate chain, PEM' },
     AUTHZ_TLS_KEY: { type: 'string', minLength: 1, description: 'server private key, PEM' },
@@ -269,11 +269,14 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd(), options:
     if (first === undefined) throw err
     throw new ConfigError(variableOf(first), first.message ?? 'invalid value')
   }
+  const tls = tlsFiles(raw, cwd, options.requireTls ?? true)
   return Object.freeze({
     issuer: checkIssuer(raw.AUTHZ_ISSUER),
-    host: raw.AUTHZ_HOST,
+    // Dev mode (no TLS files: a generated dev CA) stays on loopback unless AUTHZ_HOST says otherwise: an
+    // issuer whose CA key sits in keys/dev-pki must not answer on every interface of a laptop.
+    host: raw.AUTHZ_HOST ?? (tls === null ? '127.0.0.1' : '0.0.0.0'),
     port: raw.AUTHZ_PORT,
-    tls: tlsFiles(raw, cwd, options.requireTls ?? true),
+    tls,
     keysDir: resolve(cwd, raw.AUTHZ_KEYS_DIR),
     policyPath: resolve(cwd, raw.AUTHZ_POLICY),
     tokenTtl: raw.AUTHZ_TOKEN_TTL,

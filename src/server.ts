@@ -199,8 +199,12 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
         // half-received connections close now; at the deadline everything left is destroyed.
         const deadlineMs = config.shutdownTimeout * 1000
         const opsConnections = connectionsOf(ops)
-        connections.drain(deadlineMs)
-        opsConnections.drain(deadlineMs)
+        // One line when the deadline cut clients off (what they saw: a reset, not an answer).
+        const cut = (listener: string) => (destroyed: number) => {
+          if (destroyed > 0) logger.warn({ event: 'shutdown_deadline', listener, destroyed, deadline_s: config.shutdownTimeout }, 'shutdown deadline: destroyed connections still open')
+        }
+        connections.drain(deadlineMs, cut('main'))
+        opsConnections.drain(deadlineMs, cut('ops'))
         await Promise.all([main.close(), ops.close()])
         connections.stop()
         opsConnections.stop()

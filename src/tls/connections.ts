@@ -167,16 +167,18 @@ export class ConnectionLifetimes {
   /**
    * Shutdown: from now on answers close their connections and new connections are refused; connections
    * without a request (no complete request headers) are closed now; at `deadlineMs` every connection left is
-   * destroyed, whatever its client does.
+   * destroyed, whatever its client does, and `onDeadline` is told how many that was.
    */
-  drain(deadlineMs: number): void {
+  drain(deadlineMs: number, onDeadline?: (destroyed: number) => void): void {
     if (this.#draining) return
     this.#draining = true
     for (const connection of this.#open.values()) {
       if (connection.request === undefined) destroy(connection)
     }
     this.#deadline = setTimeout(() => {
-      for (const connection of this.#open.values()) destroy(connection)
+      const left = [...this.#open.values()]
+      for (const connection of left) destroy(connection)
+      onDeadline?.(left.length)
     }, deadlineMs)
     this.#deadline.unref()
   }
