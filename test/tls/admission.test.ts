@@ -12,6 +12,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import t, { type Test } from 'tap'
 import { rawSocketOf, sourceOf } from '../../src/tls/admission.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
+import { ORPHAN_GUARD, track } from '../helpers/processes.js'
 
 t.test('sources: an IPv4 address, an IPv4-mapped IPv6 address as IPv4, an IPv6 address by its /64', async (t) => {
   t.equal(sourceOf('10.1.2.3'), '10.1.2.3')
@@ -163,9 +164,11 @@ const SAMPLES = 150
 async function underAttack(t: Test, attack: Record<string, unknown>, env: Record<string, string> = {}) {
   const h = await startHarness(t, { env: { AUTHZ_RATE_LIMIT: '0', ...env } })
   const quiet = await freshCalls(h, SAMPLES)
-  const attacker = spawn(process.execPath, [new URL('../../bench/handshake-flood.mjs', import.meta.url).pathname, JSON.stringify({ port: h.port, seconds: 40, ...attack })], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
+  const attacker = track(
+    spawn(process.execPath, [ORPHAN_GUARD, new URL('../../bench/handshake-flood.mjs', import.meta.url).pathname, JSON.stringify({ port: h.port, seconds: 40, ...attack })], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }),
+  )
   t.teardown(() => attacker.kill('SIGKILL'))
   const lines = createInterface({ input: attacker.stdout })[Symbol.asyncIterator]()
   const nextLine = async (): Promise<Record<string, number | boolean>> => JSON.parse(String((await lines.next()).value)) as Record<string, number | boolean>
