@@ -1,15 +1,14 @@
 /** Faults: what breaks around authz must not break authz. */
-import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { createVerifier } from '../packages/sdk/src/verifier.js'
-import { freePort, halfSentRequest, httpCall, httpsCall, openTlsConnection, rawTokenRequest } from './helpers/http.js'
+import { halfSentRequest, httpCall, httpsCall, openTlsConnection, rawTokenRequest } from './helpers/http.js'
 import { install, startInstalled } from './helpers/install.js'
 import { testPki } from './helpers/pki.js'
-import { track, tsNodeArgs } from './helpers/processes.js'
+import { spawnServer } from './helpers/processes.js'
 
 const tokenBody = '{"audience":"inventory-service"}'
 
@@ -66,31 +65,6 @@ t.test('a restart with the same keys directory: same kid, and tokens issued befo
 })
 
 
-/** authz as its own process (the TypeScript entry point), ready when it says it is listening. */
-async function spawnServer(t: Test, env: Record<string, string>) {
-  const [port, opsPort] = [await freePort(), await freePort()]
-  const child = track(
-    spawn(process.execPath, [...tsNodeArgs(), new URL('../src/bin/server.ts', import.meta.url).pathname], {
-      env: { PATH: process.env.PATH, ...env, AUTHZ_PORT: String(port), AUTHZ_OPS_PORT: String(opsPort), AUTHZ_RATE_LIMIT: '0' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    }),
-  )
-  let output = ''
-  const ready = new Promise<void>((resolve, reject) => {
-    const onData = (c: Buffer): void => {
-      output += c.toString()
-      if (output.includes('authz listening')) resolve()
-    }
-    child.stdout.on('data', onData)
-    child.stderr.on('data', onData)
-    child.once('exit', () => reject(new Error(`server did not start: ${output}`)))
-  })
-  const exited = new Promise<{ code: number | null; at: number }>((resolve) => child.once('exit', (code) => resolve({ code, at: Date.now() })))
-  t.teardown(() => child.kill('SIGKILL'))
-  await ready
-  return { child, port, opsPort, exited, output: () => output }
-}
-
 t.test('SIGTERM with a held keep-alive connection, a silent one and a stalled body: exit 0 at the deadline (regression)', async (t) => {
   const { pki, env } = await installed(t)
   const { child, port, exited, output } = await spawnServer(t, { ...env, AUTHZ_SHUTDOWN_TIMEOUT: '2' })
@@ -136,7 +110,7 @@ t.test('SIGTERM with only a held keep-alive connection: exit 0 at once (regressi
 
 t.test('SIGTERM while 100 requests are in flight: all complete, then the process exits 0', async (t) => {
   const { pki, env } = await installed(t)
-  const { child, port, exited, output } = await spawnServer(t, env)
+  const { child, port, exited, printed } = await spawnServer(t, env)
   const client = pki.client('order-service')
   const ca = readFileSync(join(env.AUTHZ_CLIENT_CA))
   // 100 requests with half of their body sent: in flight when the signal arrives.
@@ -144,11 +118,7 @@ t.test('SIGTERM while 100 requests are in flight: all complete, then the process
   await Promise.all(pending.map((p) => p.written))
   child.kill('SIGTERM')
   // The rest of every body once the server says it is draining.
-  await new Promise<void>((resolve) => {
-    const check = (): void => void (output().includes('shutting down: draining in-flight requests') && resolve())
-    child.stdout.on('data', check)
-    check()
-  })
+  await printed('shutting down: draining in-flight requests')
   for (const p of pending) p.finish()
   const statuses = (await Promise.all(pending.map((p) => p.done))).map((r) => r.status)
   t.same(statuses.filter((s) => s !== 200), [], 'all 100 completed with 200')

@@ -10,11 +10,12 @@ import { join } from 'node:path'
 import type { Clock } from '../clock.js'
 import { AuthzError } from '../errors.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
+import { readRegularFile } from '../util/read-file.js'
 import { byActivation, keyStates, recordRetirements, safeActivationDelayMs, type KeyStatus, type Timing } from './lifecycle.js'
 import { LOCK_FILE, stagingLeftOver, withLock } from './lock.js'
 import { readManifest, writeManifest, type FileKey, type KeyStoreKind, type Manifest, type ManifestKey } from './manifest.js'
-import type { TokenKeys } from './keyset.js'
-import { DEFAULT_ALG, generateKey, kidOf, toPkcs8Pem, type Alg } from './material.js'
+import { KEY_FILE_MAX_BYTES, type TokenKeys } from './keyset.js'
+import { DEFAULT_ALG, fromPkcs8Pem, generateKey, kidOf, toPkcs8Pem, type Alg } from './material.js'
 
 /** Makes a new private key for a file key. */
 export type NewKey = (alg: Alg) => Promise<KeyObject>
@@ -115,8 +116,40 @@ async function change<T>(
   )
 }
 
-/** Creates a key where `request.store` says (a PKCS#8 file by default) and returns its manifest entry. */
-async function createKey(options: KeysAdminOptions, activatesAt: number, request: NewKeyRequest = {}): Promise<ManifestKey> {
+/**
+ * Refuses the passphrase (AUTHZ_KEY_PASSPHRASE, or its absence) when it does not decrypt the file keys
+ * already in the directory: the server reads every key with one passphrase, so a key written with another
+ * could never be loaded beside them (the next reload would fail, the next start too). Other faults of a
+ * key file are not this check's business: `revoke` must work on a key whose file is lost.
+ */
+async function checkPassphrase(options: KeysAdminOptions, existing: readonly ManifestKey[]): Promise<void> {
+  for (const key of existing) {
+    if (key.store !== 'file') continue
+    let pem: string
+    try {
+      pem = (await readRegularFile(join(options.dir, key.file), { maxBytes: KEY_FILE_MAX_BYTES })).toString('utf8')
+    } catch {
+      continue
+    }
+    try {
+      fromPkcs8Pem(pem, options.passphrase, `key ${key.kid}`, key.alg)
+    } catch (err) {
+      if (!(err instanceof AuthzError) || (err.reason !== 'passphrase_wrong' && err.reason !== 'passphrase_missing')) continue
+      const why = err.reason === 'passphrase_missing' ? 'is not set, and key' : 'does not decrypt key'
+      throw new AuthzError(
+        'ERR_KEYSET_INVALID',
+        `AUTHZ_KEY_PASSPHRASE ${why} ${key.kid} (${key.file})${err.reason === 'passphrase_missing' ? ' is encrypted' : ''}: a key written now could not be loaded beside it; nothing was changed (use the passphrase the server has)`,
+        { reason: err.reason, kid: key.kid },
+      )
+    }
+  }
+}
+
+/**
+ * Creates a key where `request.store` says (a PKCS#8 file by default) and returns its manifest entry. A file
+ * key is written only with a passphrase that decrypts the file keys in `existing`.
+ */
+async function createKey(options: KeysAdminOptions, activatesAt: number, request: NewKeyRequest, existing: readonly ManifestKey[]): Promise<ManifestKey> {
   const createdAt = Math.min(options.clock.now(), activatesAt)
   const alg = request.alg ?? DEFAULT_ALG
   if (request.store === 'pkcs11') {
@@ -124,6 +157,7 @@ async function createKey(options: KeysAdminOptions, activatesAt: number, request
     const { kid, label } = await options.token.generate(alg)
     return Object.freeze({ kid, alg, store: 'pkcs11', label, createdAt, activatesAt })
   }
+  await checkPassphrase(options, existing)
   const key = await (options.newKey ?? ((a: Alg) => generateKey(a, options.bits)))(alg)
   const kid = await kidOf(key)
   const file = `${kid}.pem`
@@ -151,7 +185,7 @@ export async function initKeys(options: KeysAdminOptions, request: NewKeyRequest
     if (manifest.keys.length > 0) {
       throw new AuthzError('ERR_ROTATION_REFUSED', `${options.dir} already has ${manifest.keys.length} key(s): use rotate`)
     }
-    const key = await createKey(options, options.clock.now(), request)
+    const key = await createKey(options, options.clock.now(), request, manifest.keys)
     return { manifest: { ...manifest, keys: [key] }, result: key, onWriteFailure: removeKeys(options, [key]) }
   })
 }
@@ -189,10 +223,15 @@ export async function rotateKeys(options: KeysAdminOptions, request: RotateReque
     // move to ES256 or to a hardware module stays there.
     const newest = [...manifest.keys].sort(byActivation).at(-1)
     const like = { alg: request.alg ?? newest?.alg, store: request.store ?? newest?.store }
-    const key = await createKey(options, options.clock.now() + delay, {
-      ...(like.alg === undefined ? {} : { alg: like.alg }),
-      ...(like.store === undefined ? {} : { store: like.store }),
-    })
+    const key = await createKey(
+      options,
+      options.clock.now() + delay,
+      {
+        ...(like.alg === undefined ? {} : { alg: like.alg }),
+        ...(like.store === undefined ? {} : { store: like.store }),
+      },
+      manifest.keys,
+    )
     return { manifest: { ...manifest, keys: [...manifest.keys, key] }, result: { key, unsafe }, onWriteFailure: removeKeys(options, [key]) }
   })
 }
@@ -267,7 +306,7 @@ export async function revokeKey(options: KeysAdminOptions, kid: string, check?: 
     let created = false
     if (successor === undefined) {
       // The replacement is made like the key it replaces: same algorithm, same store.
-      heir = await createKey(options, takesOverAt, { alg: target.key.alg, store: target.key.store })
+      heir = await createKey(options, takesOverAt, { alg: target.key.alg, store: target.key.store }, keys)
       keys = [...keys, heir]
       created = true
     } else if (successor.activatesAt > takesOverAt) {
