@@ -652,3 +652,28 @@ func TestClosingARemotePolicyAbandonsItsFetch(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A hook that panics stops nothing: the pull runs in a goroutine of its own, where a panic used to end
+// the process; the rules change and the next pull comes all the same.
+func TestAPolicyHookThatPanicsStopsNothing(t *testing.T) {
+	v := readSourceVectors(t)
+	client, clients := inventoryClient()
+	s := startConfigServer(t, v, clients)
+	pulls := make(chan error, 8)
+	p, err := loadRemote(t, s.url("/policy.json"), authz.WithPolicyTLS(clientTLS(s, client)),
+		authz.WithReloadHook(func(error) { panic("a reload hook's bug") }),
+		authz.WithPullHook(func(err error, _ time.Duration) {
+			pulls <- err
+			panic("a pull hook's bug")
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.set(configAnswer{Status: 200, Body: "b"})
+	for i := 0; i < 2; i++ {
+		p.clock.Advance(33 * time.Second)
+		if err := <-pulls; err != nil || rules(p.CalleePolicy) != "b" {
+			t.Fatalf("pull %d: %v, rules %s", i+1, err, rules(p.CalleePolicy))
+		}
+	}
+}

@@ -63,7 +63,7 @@ func newURLSource(source string, o *policyOptions) (*urlSource, error) {
 		timeout = DefaultPolicyFetchTimeout
 	}
 	// Direct connections only (no HTTP_PROXY from the environment), as for the JWKS.
-	transport := &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: timeout}
+	transport := &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: timeout, MaxResponseHeaderBytes: 64 << 10}
 	if o.tls != nil {
 		transport.TLSClientConfig = o.tls.Clone()
 	}

@@ -161,8 +161,15 @@ func (p *CalleePolicy) pull() {
 	p.mu.Unlock()
 	p.schedule(next)
 	if p.onPull != nil {
-		p.onPull(err, next)
+		tell(func() { p.onPull(err, next) })
 	}
+}
+
+// tell calls a user's hook: its panic is its own fault and stops nothing of ours (a pull runs in a
+// goroutine of its own, where a panic would end the process).
+func tell(hook func()) {
+	defer func() { _ = recover() }()
+	hook()
 }
 
 // Reload reads the source now (e.g. on SIGHUP). On error the rules in force stay; a failure is logged
@@ -187,7 +194,7 @@ func (p *CalleePolicy) Reload() error {
 			p.doc.Store(doc)
 			p.succeeded()
 			if p.onReload != nil {
-				p.onReload(nil)
+				tell(func() { p.onReload(nil) })
 			}
 			return nil
 		}
@@ -227,7 +234,7 @@ func (p *CalleePolicy) failed(sum [32]byte, err error, keeps string) {
 	}
 	p.logger.Error("authz: callee policy reload failed"+keeps, attrs...)
 	if p.onReload != nil {
-		p.onReload(err)
+		tell(func() { p.onReload(err) })
 	}
 }
 

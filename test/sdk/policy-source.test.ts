@@ -417,3 +417,35 @@ t.test('close() during a fetch that hangs abandons it and logs nothing', async (
   t.same(r.logger.failures(), [])
   t.equal(r.counters.snapshot().policyReloadFailures, 0)
 })
+
+t.test("hooks and a logger that throw stop nothing: the rules change, the next pull comes (regression: an unhandled rejection)", async (t) => {
+  const server = await configServer(t)
+  const pulls: (CalleePolicyError | undefined)[] = []
+  const boom = (): never => {
+    throw new Error("a user's bug")
+  }
+  const r = await loadRemote(t, server.url('/policy.json'), {
+    tls,
+    onReload: boom,
+    logger: { error: boom, warn: boom },
+    onPull: (error) => {
+      pulls.push(error)
+      boom()
+    },
+  })
+  server.set({ status: 500 })
+  r.clock.advance(r.clock.nextTimerMs ?? Number.NaN)
+  await t.resolveMatch(waitFor(() => pulls.length === 1), true)
+  server.set({ status: 200, body: 'b' })
+  r.clock.advance(r.clock.nextTimerMs ?? Number.NaN)
+  await waitFor(() => pulls.length === 2)
+  t.match(pulls, [{ code: 'ERR_POLICY_READ' }, undefined])
+  t.equal(rules(r.policy), 'b')
+  t.equal(r.clock.pendingTimers, 1, 'the next pull is scheduled')
+})
+
+/** Resolves once `done()` holds, checking after each turn of the event loop (I/O in flight). */
+async function waitFor(done: () => boolean): Promise<true> {
+  while (!done()) await new Promise((resolve) => setImmediate(resolve))
+  return true
+}

@@ -20,6 +20,7 @@
 import { watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import type { CalleeCounters } from './callee-counters.js'
+import { safely } from './callback.js'
 import { setTimer, systemClock, type Clock } from './clock.js'
 import type { CalleePolicyError } from './errors.js'
 import { fileSource, isUrlSource, POLICY_POLL_MS, readPolicyFile, urlSource, type PolicySource, type PolicyTls } from './policy-source.js'
@@ -214,7 +215,7 @@ export class CalleePolicy {
         if (changed) this.#doc = parseCalleePolicy(text, source.name)
         this.#text = text
         this.#succeeded()
-        if (changed) this.#reporting.onReload(undefined)
+        if (changed) safely(this.#reporting.onReload, undefined)
         return { changed }
       } catch (err) {
         const error = err as CalleePolicyError
@@ -231,7 +232,8 @@ export class CalleePolicy {
   #succeeded(): void {
     this.#reporting.counters?.observePolicyReload(undefined)
     if (this.#failures > 0) {
-      this.#reporting.logger.warn({ event: 'policy_reload_recovered', source: this.#source?.name, failures: this.#failures }, 'callee policy loads again')
+      const { logger } = this.#reporting
+      safely(() => logger.warn({ event: 'policy_reload_recovered', source: this.#source?.name, failures: this.#failures }, 'callee policy loads again'))
     }
     this.#failures = 0
     this.#failed = undefined
@@ -245,8 +247,9 @@ export class CalleePolicy {
     if (failure === this.#failed) return
     this.#failed = failure
     const retry = this.#intervalMs > 0 ? { retry_in_ms: Math.round(this.#next()) } : {}
-    this.#reporting.logger.error({ event: 'policy_reload_failed', source: this.#source?.name, code: error.code, error: error.message, ...retry }, `callee policy reload failed${keeps}`)
-    this.#reporting.onReload(error)
+    const { logger } = this.#reporting
+    safely(() => logger.error({ event: 'policy_reload_failed', source: this.#source?.name, code: error.code, error: error.message, ...retry }, `callee policy reload failed${keeps}`))
+    safely(this.#reporting.onReload, error)
   }
 
   /** The delay to the next background read, as the last one left it (jittered once per read). */
@@ -268,7 +271,7 @@ export class CalleePolicy {
           if (this.#closed) return
           const next = this.#next()
           this.#schedule()
-          this.#reporting.onPull?.(error, next)
+          safely(this.#reporting.onPull, error, next)
         }),
       delay,
     )
