@@ -102,21 +102,6 @@ type policyVector struct {
 		Code  string `json:"code"`
 		Entry string `json:"entry"`
 	} `json:"expect"`
-	Decisions []decisionVector `json:"decisions"`
-}
-
-type decisionVector struct {
-	HTTP *struct {
-		Method string  `json:"method"`
-		Route  *string `json:"route"`
-		Path   string  `json:"path"`
-	} `json:"http"`
-	GRPC   string          `json:"grpc"`
-	Caller string          `json:"caller"`
-	Scopes []string        `json:"scopes"`
-	Peer   string          `json:"peer"`
-	Token  string          `json:"token"`
-	Expect json.RawMessage `json:"expect"`
 }
 
 func (p *policyVector) text() []byte {

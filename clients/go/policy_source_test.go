@@ -228,6 +228,18 @@ func inventoryClient() (tls.Certificate, *x509.CertPool) {
 	return pki.Issue("inventory-service", false), pki.Pool
 }
 
+// serveAndLoad starts a configuration server serving document "a" and a policy on it, over mutual TLS.
+func serveAndLoad(t *testing.T, opts ...authz.PolicyOption) (*configServer, *remotePolicy) {
+	t.Helper()
+	client, clients := inventoryClient()
+	s := startConfigServer(t, readSourceVectors(t), clients)
+	p, err := loadRemote(t, s.url("/policy.json"), append([]authz.PolicyOption{authz.WithPolicyTLS(clientTLS(s, client))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, p
+}
+
 // clientTLS is the mutual TLS of the policy's fetches: the config server's CA, a client certificate.
 func clientTLS(s *configServer, client tls.Certificate) *tls.Config {
 	return &tls.Config{RootCAs: s.pki.Pool, Certificates: []tls.Certificate{client}, MinVersion: tls.VersionTLS12}
@@ -409,14 +421,8 @@ func TestConformancePolicyAnswers(t *testing.T) {
 // The rules served change: the next pull — within one interval, 30 s ± 10 % — applies them; the pulls
 // are jittered, and a request decided during a fetch that hangs is not delayed by it.
 func TestARemotePolicyChangeIsInForceAfterTheNextPull(t *testing.T) {
-	v := readSourceVectors(t)
-	client, clients := inventoryClient()
-	s := startConfigServer(t, v, clients)
 	changes := make(chan error, 8)
-	p, err := loadRemote(t, s.url("/policy.json"), authz.WithPolicyTLS(clientTLS(s, client)), authz.WithReloadHook(func(err error) { changes <- err }))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, p := serveAndLoad(t, authz.WithReloadHook(func(err error) { changes <- err }))
 	<-s.received
 	first := <-p.clock.Armed // the first fetch's timeout
 	next := <-p.clock.Armed  // the first pull
@@ -480,13 +486,7 @@ func TestARemotePolicyChangeIsInForceAfterTheNextPull(t *testing.T) {
 // Backoff while the server is down: 1 s, 2 s, 4 s … up to the interval; one line for the outage, one
 // when it ends; a request never waits.
 func TestARemotePolicyBacksOffWhileItsServerIsDown(t *testing.T) {
-	v := readSourceVectors(t)
-	client, clients := inventoryClient()
-	s := startConfigServer(t, v, clients)
-	p, err := loadRemote(t, s.url("/policy.json"), authz.WithPolicyTLS(clientTLS(s, client)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, p := serveAndLoad(t)
 	s.down()
 	p.clock.Advance(33 * time.Second)
 	var delays []time.Duration
@@ -625,13 +625,7 @@ func TestARemotePolicyKeepsItsSecrets(t *testing.T) {
 
 // Close during a fetch that hangs returns at once and logs nothing.
 func TestClosingARemotePolicyAbandonsItsFetch(t *testing.T) {
-	v := readSourceVectors(t)
-	client, clients := inventoryClient()
-	s := startConfigServer(t, v, clients)
-	p, err := loadRemote(t, s.url("/policy.json"), authz.WithPolicyTLS(clientTLS(s, client)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, p := serveAndLoad(t)
 	<-s.received
 	s.set(configAnswer{Mode: "hang"})
 	p.clock.Advance(33 * time.Second)
@@ -656,19 +650,13 @@ func ptr[T any](v T) *T { return &v }
 // A hook that panics stops nothing: the pull runs in a goroutine of its own, where a panic used to end
 // the process; the rules change and the next pull comes all the same.
 func TestAPolicyHookThatPanicsStopsNothing(t *testing.T) {
-	v := readSourceVectors(t)
-	client, clients := inventoryClient()
-	s := startConfigServer(t, v, clients)
 	pulls := make(chan error, 8)
-	p, err := loadRemote(t, s.url("/policy.json"), authz.WithPolicyTLS(clientTLS(s, client)),
+	s, p := serveAndLoad(t,
 		authz.WithReloadHook(func(error) { panic("a reload hook's bug") }),
 		authz.WithPullHook(func(err error, _ time.Duration) {
 			pulls <- err
 			panic("a pull hook's bug")
 		}))
-	if err != nil {
-		t.Fatal(err)
-	}
 	s.set(configAnswer{Status: 200, Body: "b"})
 	for i := 0; i < 2; i++ {
 		p.clock.Advance(33 * time.Second)
