@@ -18,10 +18,11 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 GO_VERSION=1.22
 GO="${GO:-/usr/lib/go-${GO_VERSION}/bin/go}"
 # Debian package -> Go import path of the library, and the version go.mod must require.
-PACKAGES_MAIN=(golang-github-gin-gonic-gin-dev golang-google-grpc-dev golang-golang-x-sync-dev)
+PACKAGES_MAIN=(golang-github-gin-gonic-gin-dev golang-github-labstack-echo-dev golang-google-grpc-dev golang-golang-x-sync-dev)
 PACKAGES_BACKPORTS=("golang-${GO_VERSION}-go" golang-github-golang-jwt-jwt-v5-dev)
 declare -A MODULE_OF=(
   [golang-github-gin-gonic-gin-dev]=github.com/gin-gonic/gin
+  [golang-github-labstack-echo-dev]=github.com/labstack/echo/v4
   [golang-google-grpc-dev]=google.golang.org/grpc
   [golang-golang-x-sync-dev]=golang.org/x/sync
   [golang-github-golang-jwt-jwt-v5-dev]=github.com/golang-jwt/jwt/v5

@@ -14,7 +14,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math/big"
 	"reflect"
 	"strings"
@@ -103,21 +102,6 @@ type policyVector struct {
 		Code  string `json:"code"`
 		Entry string `json:"entry"`
 	} `json:"expect"`
-	Decisions []decisionVector `json:"decisions"`
-}
-
-type decisionVector struct {
-	HTTP *struct {
-		Method string  `json:"method"`
-		Route  *string `json:"route"`
-		Path   string  `json:"path"`
-	} `json:"http"`
-	GRPC   string          `json:"grpc"`
-	Caller string          `json:"caller"`
-	Scopes []string        `json:"scopes"`
-	Peer   string          `json:"peer"`
-	Token  string          `json:"token"`
-	Expect json.RawMessage `json:"expect"`
 }
 
 func (p *policyVector) text() []byte {
@@ -155,102 +139,52 @@ func thumbprinted() *x509.Certificate {
 }
 
 // Each request through the receiving pipeline — authz.Guard, as every adapter runs it — in each way a
-// Go adapter asks the policy: by route pattern (Gin), by path (net/http), by full method (gRPC).
+// Go adapter asks the policy: by route pattern (Gin, Echo), by path (net/http), by full method (gRPC).
+// echoauth's conformance test sends the HTTP ones through Echo's router and the Echo adapter.
 func TestConformanceDecisions(t *testing.T) {
-	var vectors struct{ Documents []policyVector }
-	readVectors(t, "callee-policies.json", &vectors)
 	keys := conformance.NewKeys()
-	var tokens conformance.TokenVectors
-	readVectors(t, "tokens.json", &tokens)
 	clock := testissuer.NewFakeClock()
-	now := clock.Now().Truncate(time.Second)
-	caller, other := thumbprinted(), thumbprinted()
-	thumbprints := map[string]string{"caller": authz.CertificateThumbprint(caller), "other": authz.CertificateThumbprint(other)}
-	v := newVerifier(t, authz.VerifierConfig{Issuer: tokens.Verifier.Issuer, Audience: "inventory-service", Keys: keys.JWKS(), Clock: clock}, nil)
-	mint := func(t *testing.T, who string, scopes []string, mutation conformance.TokenCase) string {
-		jti := make([]byte, 8)
-		_, _ = rand.Read(jti)
-		claims := map[string]any{"sub": who, "client_id": who, "jti": base64.RawURLEncoding.EncodeToString(jti), "scope": strings.Join(scopes, " ")}
-		for k, val := range mutation.Claims {
-			claims[k] = val
-		}
-		mutation.Claims = claims
-		token, err := conformance.Mint(&tokens, &mutation, keys, now.Unix(), thumbprints)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return token
+	issuer, decisions, err := conformance.Decisions(keys, clock.Now().Truncate(time.Second))
+	if err != nil {
+		t.Fatal(err)
 	}
+	v := newVerifier(t, authz.VerifierConfig{Issuer: issuer, Audience: "inventory-service", Keys: keys.JWKS(), Clock: clock}, nil)
+	var last authz.CallOutcome
+	g := authz.NewGuard(v, authz.OnDecision(func(o authz.CallOutcome) { last = o }))
 	counted := 0
-	for _, doc := range vectors.Documents {
-		if doc.Decisions == nil {
-			continue
-		}
-		p, err := authz.ParseCalleePolicy(doc.Document)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var outcomes []authz.CallOutcome
-		g := authz.NewGuard(v, authz.OnDecision(func(o authz.CallOutcome) { outcomes = append(outcomes, o) }))
-		for _, d := range doc.Decisions {
-			var want struct {
-				Status           int
-				Reason, Sub, Aud string
+	for _, d := range decisions {
+		p := d.Policy
+		modes := map[string]func(*authz.Caller) authz.Decision{}
+		method, path := "", d.GRPC
+		if h := d.HTTP; h != nil {
+			method, path = h.Method, h.Path
+			route := ""
+			if h.Route != nil {
+				route = *h.Route
 			}
-			allow := string(d.Expect) == `"allow"`
-			if !allow {
-				if err := json.Unmarshal(d.Expect, &want); err != nil {
+			modes["route (Gin, Echo)"] = func(c *authz.Caller) authz.Decision { return p.DecideRoute(h.Method, route, c) }
+			modes["path (net/http)"] = func(c *authz.Caller) authz.Decision { return p.DecideHTTP(h.Method, h.Path, c) }
+		} else {
+			modes["method (gRPC)"] = func(c *authz.Caller) authz.Decision { return p.DecideMethod(d.GRPC, c) }
+		}
+		for mode, decide := range modes {
+			t.Run(d.Name+" by "+mode, func(t *testing.T) {
+				got, denial := g.Check(context.Background(), authz.Request{Peer: d.Peer, Tokens: d.Tokens, Method: method, Path: path, Decide: decide})
+				var service string
+				if got != nil {
+					service = got.Service
+				}
+				if err := d.Check(denial == nil, service, &last); err != nil {
 					t.Fatal(err)
 				}
-			}
-			token := mint(t, d.Caller, d.Scopes, conformance.TokenCase{})
-			sent := map[string][]string{
-				"": {token}, "missing": nil, "empty": {""}, "twice": {token, token}, "other-certificate": {token},
-				"expired": {mint(t, d.Caller, d.Scopes, conformance.TokenCase{Claims: map[string]any{"iat": map[string]any{"now": -700.0}, "exp": map[string]any{"now": -100.0}}})},
-				"forged":  {mint(t, d.Caller, d.Scopes, conformance.TokenCase{Sign: "rs256-foreign-key"})},
-			}[d.Token]
-			peer := caller
-			if d.Peer == "none" {
-				peer = nil
-			} else if d.Token == "other-certificate" {
-				peer = other
-			}
-			modes := map[string]func(*authz.Caller) authz.Decision{}
-			method, path := "", d.GRPC
-			if d.HTTP != nil {
-				method, path = d.HTTP.Method, d.HTTP.Path
-				route := ""
-				if d.HTTP.Route != nil {
-					route = *d.HTTP.Route
+				if denial != nil && (denial.Status != last.Status || denial.Reason != last.Reason || denial.Subject != last.Subject || denial.Audience != last.Audience) {
+					t.Fatalf("Check denied %+v, OnDecision told %+v", denial, last)
 				}
-				modes["route (Gin)"] = func(c *authz.Caller) authz.Decision { return p.DecideRoute(d.HTTP.Method, route, c) }
-				modes["path (net/http)"] = func(c *authz.Caller) authz.Decision { return p.DecideHTTP(d.HTTP.Method, d.HTTP.Path, c) }
-			} else {
-				modes["method (gRPC)"] = func(c *authz.Caller) authz.Decision { return p.DecideMethod(d.GRPC, c) }
-			}
-			for mode, decide := range modes {
-				name := fmt.Sprintf("%s/%s %s as %s [%s] token %q peer %q by %s", doc.Name, method, path, d.Caller, strings.Join(d.Scopes, " "), d.Token, d.Peer, mode)
-				t.Run(name, func(t *testing.T) {
-					got, denial := g.Check(context.Background(), authz.Request{Peer: peer, Tokens: sent, Method: method, Path: path, Decide: decide})
-					last := outcomes[len(outcomes)-1]
-					if allow {
-						if denial != nil || got.Service != d.Caller || !last.Allowed {
-							t.Fatalf("want allow, got %+v", denial)
-						}
-						return
-					}
-					if denial == nil {
-						t.Fatal("allowed")
-					}
-					if denial.Status != want.Status || denial.Reason != want.Reason || denial.Subject != want.Sub || denial.Audience != want.Aud {
-						t.Fatalf("denial %d %s sub %q aud %q, want %d %s sub %q aud %q", denial.Status, denial.Reason, denial.Subject, denial.Audience, want.Status, want.Reason, want.Sub, want.Aud)
-					}
-					if last.Allowed || last.Reason != want.Reason || last.Subject != want.Sub || last.Audience != want.Aud {
-						t.Fatalf("OnDecision told %+v", last)
-					}
-				})
-				counted++
-			}
+				if last.Allowed != (denial == nil) {
+					t.Fatalf("OnDecision told %+v", last)
+				}
+			})
+			counted++
 		}
 	}
 	if counted < 40 {
@@ -396,5 +330,37 @@ func TestConformanceStaticKeySets(t *testing.T) {
 				t.Fatalf("kids %v, want %v", got, c.Expect.Kids)
 			}
 		})
+	}
+}
+
+// One set of callee counters: after the same observations, the same Prometheus text as the TypeScript SDK.
+func TestConformanceCalleeCounters(t *testing.T) {
+	var vectors struct {
+		Observations []struct {
+			Allowed      bool   `json:"allowed"`
+			Denied       string `json:"denied"`
+			Status       int    `json:"status"`
+			PolicyReload string `json:"policyReload"`
+		} `json:"observations"`
+		Exposition []string `json:"exposition"`
+	}
+	readVectors(t, "callee-counters.json", &vectors)
+	c := &authz.CalleeCounters{}
+	for _, o := range vectors.Observations {
+		switch {
+		case o.PolicyReload == "failed":
+			c.ObservePolicyReload(errors.New("the source cannot be read"))
+		case o.PolicyReload == "succeeded":
+			c.ObservePolicyReload(nil)
+		default:
+			c.Observe(authz.CallOutcome{Allowed: o.Allowed, Reason: o.Denied, Status: o.Status})
+		}
+	}
+	var text strings.Builder
+	if err := c.WritePrometheus(&text); err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Join(vectors.Exposition, "\n") + "\n"; text.String() != want {
+		t.Fatalf("the kit writes\n%s\nconformance/callee-counters.json says\n%s", text.String(), want)
 	}
 }

@@ -9,6 +9,7 @@ go 1.21
 require (
 	github.com/gin-gonic/gin v1.8.1
 	github.com/golang-jwt/jwt/v5 v5.2.2
+	github.com/labstack/echo/v4 v4.2.1
 	golang.org/x/sync v0.1.0
 	google.golang.org/grpc v1.33.3
 )

@@ -1,7 +1,7 @@
 package authz
 
 import (
-	"log/slog"
+	"context"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,20 +52,24 @@ func (d Decision) Reason() string {
 }
 
 // CalleePolicy is a receiving service's own route rules (the TypeScript SDK's file format,
-// conformance/callee-policy.schema.json), reloaded from its source on change: a source that does not
-// parse keeps the rules in force. A nil *CalleePolicy allows any verified caller; every method is
-// safe on nil.
+// conformance/callee-policy.schema.json), reloaded from its source — a file, or an https:// URL of a
+// configuration center — in the background: a source that cannot be read or does not parse keeps the
+// rules in force. A nil *CalleePolicy allows any verified caller; every method is safe on nil.
 type CalleePolicy struct {
-	source   policySource
-	doc      atomic.Pointer[policyDoc]
-	logger   *slog.Logger
-	onReload func(error)
-	interval time.Duration
+	source policySource
+	doc    atomic.Pointer[policyDoc]
+	policyOptions
 
-	mu       sync.Mutex // one reload at a time
-	badHash  [32]byte
-	stop     chan struct{}
-	stopOnce sync.Once
+	mu       sync.Mutex    // one reload at a time
+	badHash  [32]byte      // the failure last reported (a bad document, or a read error)
+	failures int           // reloads failed in a row
+	next     time.Duration // until the next background read, as the last one left it
+
+	timerMu sync.Mutex
+	timer   Timer
+	closed  bool
+	ctx     context.Context // ends at Close: a read in flight is abandoned
+	cancel  context.CancelFunc
 }
 
 // ParseCalleePolicy parses a callee policy document:

@@ -156,7 +156,9 @@ func TestCalleePolicyReloadsOnChangeAndKeepsTheOldRulesOnABadFile(t *testing.T) 
 	writeAtomic(t, path, `{"routes": {"GET /stock/:sku": {"scopes": ["stock:read"]}}}`)
 	reloads := make(chan error, 16)
 	logger, logs := jsonLogger()
-	p, err := authz.LoadCalleePolicyWith(path, authz.WithPollInterval(5*time.Millisecond), authz.WithReloadHook(func(err error) { reloads <- err }), authz.WithPolicyLogger(logger))
+	counters := &authz.CalleeCounters{}
+	p, err := authz.LoadCalleePolicyWith(path, authz.WithPollInterval(5*time.Millisecond), authz.WithReloadHook(func(err error) { reloads <- err }),
+		authz.WithPolicyLogger(logger), authz.WithPolicyCounters(counters))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,8 +193,11 @@ func TestCalleePolicyReloadsOnChangeAndKeepsTheOldRulesOnABadFile(t *testing.T) 
 	if p.DecideHTTP("GET", "/stock/1", deducer) != authz.Allow {
 		t.Fatal("a bad file must keep the rules in force")
 	}
-	if !strings.Contains(logs.String(), "policy_reload_failed") {
-		t.Fatal("a failed reload should be logged")
+	if !strings.Contains(logs.String(), "policy_reload_failed") || !strings.Contains(logs.String(), `"source":"`+path+`"`) {
+		t.Fatalf("a failed reload should be logged, naming the file: %s", logs.String())
+	}
+	if !counters.PolicyReloadFailing() || counters.PolicyReloadFailures() == 0 {
+		t.Fatal("a failed reload is counted, and failing until one succeeds")
 	}
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
@@ -209,6 +214,9 @@ func TestCalleePolicyReloadsOnChangeAndKeepsTheOldRulesOnABadFile(t *testing.T) 
 	}
 	if p.DecideHTTP("GET", "/stock/1", reader) != authz.Allow || p.DecideHTTP("GET", "/stock/1", deducer) != authz.Forbidden {
 		t.Fatal("the fixed file should be in force")
+	}
+	if counters.PolicyReloadFailing() || strings.Count(logs.String(), "policy_reload_recovered") != 1 {
+		t.Fatalf("the fixed file: failing %v, recoveries logged\n%s", counters.PolicyReloadFailing(), logs.String())
 	}
 }
 

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -10,28 +11,33 @@ import (
 	"time"
 )
 
-// DefaultPolicyPollInterval is how often a loaded callee policy checks its source for changes: the
-// TypeScript SDK's POLICY_POLL_MS too.
-const DefaultPolicyPollInterval = 2 * time.Second
-
-// policySource is where a callee policy comes from: a file. Every read returns the whole document.
-// (A remote source — a URL — plugs in here beside the file.)
+// policySource is where a callee policy comes from: a file, or a URL (policy_source_url.go). Every read
+// returns the whole document.
 type policySource interface {
-	// name identifies the source in errors and logs (a path).
+	// name identifies the source in errors and logs: a path, or the URL without its secrets.
 	name() string
-	read() ([]byte, error)
+	read(ctx context.Context) ([]byte, error)
+	// after is the delay before the next read, after a success (failures 0) or the failures-th
+	// failure in a row, given the configured interval.
+	after(interval time.Duration, failures int) time.Duration
+	// defaultInterval is the interval when none is configured.
+	defaultInterval() time.Duration
+	close()
 }
 
 type fileSource struct{ path string }
 
-func (f fileSource) name() string { return f.path }
+func (f fileSource) name() string                                      { return f.path }
+func (f fileSource) after(interval time.Duration, _ int) time.Duration { return interval }
+func (f fileSource) defaultInterval() time.Duration                    { return DefaultPolicyPollInterval }
+func (f fileSource) close()                                            {}
 
-// maxPolicyBytes is the largest policy file read (the TypeScript SDK's bound too).
+// maxPolicyBytes is the largest policy read, file or answer (the TypeScript SDK's bound too).
 const maxPolicyBytes = 1 << 20
 
 // read reads the file, which must be a regular file of at most 1 MiB: a FIFO at the path would block
 // the poll for ever, a device would never end. It is opened non-blocking, then judged by what it is.
-func (f fileSource) read() ([]byte, error) {
+func (f fileSource) read(context.Context) ([]byte, error) {
 	refuse := func(why string) error {
 		return &PolicyError{Code: ErrCodePolicyRead, Source: f.path, Message: "cannot read: " + why}
 	}
@@ -63,111 +69,194 @@ func (f fileSource) read() ([]byte, error) {
 	return data, nil
 }
 
-// PolicyOption configures LoadCalleePolicyWith.
-type PolicyOption func(*CalleePolicy)
+// LoadCalleePolicy reads a callee policy (the TypeScript SDK's format) and keeps it fresh from the
+// start, as the TypeScript SDK's CalleePolicy.load does. source is a file path — re-read every 2 s — or
+// an https:// URL — fetched now (a start that cannot fetch it fails; see WithBundledPolicy), then pulled
+// every 30 s, jittered, with If-None-Match. New rules are in force once read; a source that cannot be
+// read or does not parse is logged once and the rules in force stay (a URL is retried with backoff from
+// 1 s). Close stops it. An error is a *PolicyError naming the bad entry, or the source.
+func LoadCalleePolicy(source string) (*CalleePolicy, error) { return LoadCalleePolicyWith(source) }
 
-// WithPollInterval sets how often the file is checked for changes (default 2 s; 0 turns watching
-// off, leaving Reload).
-func WithPollInterval(d time.Duration) PolicyOption { return func(p *CalleePolicy) { p.interval = d } }
-
-// WithReloadHook is called after every reload that changed the rules (nil) or failed (the error, once
-// per distinct bad file).
-func WithReloadHook(f func(error)) PolicyOption { return func(p *CalleePolicy) { p.onReload = f } }
-
-// WithPolicyLogger sets where reload failures are logged (default slog.Default()).
-func WithPolicyLogger(l *slog.Logger) PolicyOption { return func(p *CalleePolicy) { p.logger = l } }
-
-// LoadCalleePolicy reads a callee policy file (the TypeScript SDK's format) and watches it from the
-// start, as the TypeScript SDK's CalleePolicy.load does: the file is re-read every 2 s and its new
-// rules are in force when it changed; an invalid new file is logged once and the previous rules stay.
-// Close stops it. An error is a *PolicyError naming the bad entry.
-func LoadCalleePolicy(path string) (*CalleePolicy, error) { return LoadCalleePolicyWith(path) }
-
-// LoadCalleePolicyWith is LoadCalleePolicy with options (poll interval, reload hook, logger).
-func LoadCalleePolicyWith(path string, opts ...PolicyOption) (*CalleePolicy, error) {
-	return loadPolicy(fileSource{path}, opts)
+// LoadCalleePolicyWith is LoadCalleePolicy with options.
+func LoadCalleePolicyWith(source string, opts ...PolicyOption) (*CalleePolicy, error) {
+	var o policyOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.Default()
+	}
+	o.clock = clockOrSystem(o.clock)
+	if !isURLSource(source) {
+		return loadPolicy(fileSource{source}, o)
+	}
+	src, err := newURLSource(source, &o)
+	if err != nil {
+		return nil, err
+	}
+	return loadPolicy(src, o)
 }
 
-func loadPolicy(src policySource, opts []PolicyOption) (*CalleePolicy, error) {
-	p := &CalleePolicy{source: src, interval: DefaultPolicyPollInterval, stop: make(chan struct{})}
-	for _, o := range opts {
-		o(p)
+func loadPolicy(src policySource, o policyOptions) (*CalleePolicy, error) {
+	if !o.intervalSet {
+		o.interval = src.defaultInterval()
 	}
-	if p.logger == nil {
-		p.logger = slog.Default()
+	p := &CalleePolicy{source: src, policyOptions: o}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	var bundled *policyDoc
+	if o.bundled != "" {
+		data, err := fileSource{o.bundled}.read(p.ctx)
+		if err == nil {
+			bundled, err = parsePolicy(data, o.bundled)
+		}
+		if err != nil {
+			p.close()
+			return nil, err
+		}
 	}
-	data, err := src.read()
-	if err != nil {
+	data, err := src.read(p.ctx)
+	var doc *policyDoc
+	if err == nil {
+		doc, err = parsePolicy(data, src.name())
+	}
+	switch {
+	case err == nil:
+		p.doc.Store(doc)
+		p.succeeded()
+	case bundled != nil:
+		p.doc.Store(bundled)
+		p.failed(failureHash(data, err), err, "; the bundled file "+o.bundled+" is in force")
+	default:
+		p.close()
 		return nil, err
 	}
-	doc, err := parsePolicy(data, src.name())
-	if err != nil {
-		return nil, err
-	}
-	p.doc.Store(doc)
 	if p.interval > 0 {
-		go p.poll()
+		p.schedule(p.next)
 	}
 	return p, nil
 }
 
-func (p *CalleePolicy) poll() {
-	t := time.NewTicker(p.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-t.C:
-			_ = p.Reload()
-		}
+// failureHash identifies a failure, to report each distinct one once: the bytes of a bad document, or
+// the read error.
+func failureHash(data []byte, err error) [32]byte {
+	if data == nil {
+		return sha256.Sum256([]byte("read error: " + err.Error()))
+	}
+	return sha256.Sum256(data)
+}
+
+func (p *CalleePolicy) schedule(d time.Duration) {
+	p.timerMu.Lock()
+	defer p.timerMu.Unlock()
+	if !p.closed {
+		p.timer = p.clock.AfterFunc(d, p.pull)
 	}
 }
 
-// Reload re-reads the source now (e.g. on SIGHUP). On error the rules in force stay; a bad source is
-// logged (and told to the reload hook) once, not at every poll.
+// pull is one background read; the next is scheduled before the hook hears of this one.
+func (p *CalleePolicy) pull() {
+	err := p.Reload()
+	p.mu.Lock()
+	next := p.next
+	p.mu.Unlock()
+	p.schedule(next)
+	if p.onPull != nil {
+		tell(func() { p.onPull(err, next) })
+	}
+}
+
+// tell calls a user's hook: its panic is its own fault and stops nothing of ours (a pull runs in a
+// goroutine of its own, where a panic would end the process).
+func tell(hook func()) {
+	defer func() { _ = recover() }()
+	hook()
+}
+
+// Reload reads the source now (e.g. on SIGHUP). On error the rules in force stay; a failure is logged
+// (and told to the reload hook) once, not at every poll, and counted every time.
 func (p *CalleePolicy) Reload() error {
 	if p == nil || p.source == nil {
 		return nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	data, err := p.source.read()
-	var sum [32]byte
-	if err != nil {
-		sum = sha256.Sum256([]byte("read error: " + err.Error()))
-	} else {
-		sum = sha256.Sum256(data)
-		if sum == p.doc.Load().sha256 {
-			p.badHash = [32]byte{}
+	data, err := p.source.read(p.ctx)
+	if p.ctx.Err() != nil {
+		return errors.New("authz: callee policy closed")
+	}
+	if err == nil {
+		if sum := sha256.Sum256(data); sum == p.doc.Load().sha256 {
+			p.succeeded()
 			return nil
 		}
 		var doc *policyDoc
 		if doc, err = parsePolicy(data, p.source.name()); err == nil {
 			p.doc.Store(doc)
-			p.badHash = [32]byte{}
+			p.succeeded()
 			if p.onReload != nil {
-				p.onReload(nil)
+				tell(func() { p.onReload(nil) })
 			}
 			return nil
 		}
 	}
-	if sum == p.badHash {
-		return err // already reported
-	}
-	p.badHash = sum
-	p.logger.Error("authz: callee policy reload failed; the previous rules stay in force", "event", "policy_reload_failed", "path", p.source.name(), "error", err.Error())
-	if p.onReload != nil {
-		p.onReload(err)
-	}
+	p.failed(failureHash(data, err), err, "; the previous rules stay in force")
 	return err
 }
 
-// Close stops watching the source. It returns nil; it is safe on nil and more than once.
+// succeeded records a good read: after failures, one line says the source loads again.
+func (p *CalleePolicy) succeeded() {
+	p.counters.ObservePolicyReload(nil)
+	p.next = p.source.after(p.interval, 0)
+	if p.failures > 0 {
+		p.logger.Warn("authz: callee policy loads again", "event", "policy_reload_recovered", "source", p.source.name(), "failures", p.failures)
+	}
+	p.failures = 0
+	p.badHash = [32]byte{}
+}
+
+// failed records a failed read: counted every time, logged and told to the hook once per distinct
+// failure.
+func (p *CalleePolicy) failed(sum [32]byte, err error, keeps string) {
+	p.failures++
+	p.counters.ObservePolicyReload(err)
+	p.next = p.source.after(p.interval, p.failures)
+	if sum == p.badHash {
+		return
+	}
+	p.badHash = sum
+	attrs := []any{"event", "policy_reload_failed", "source", p.source.name(), "error", err.Error()}
+	var pe *PolicyError
+	if errors.As(err, &pe) {
+		attrs = append(attrs, "code", string(pe.Code))
+	}
+	if p.interval > 0 {
+		attrs = append(attrs, "retry_in", p.next.Round(time.Millisecond).String())
+	}
+	p.logger.Error("authz: callee policy reload failed"+keeps, attrs...)
+	if p.onReload != nil {
+		tell(func() { p.onReload(err) })
+	}
+}
+
+// Close stops reading the source and abandons a read in flight. It returns nil; it is safe on nil and
+// more than once.
 func (p *CalleePolicy) Close() error {
-	if p == nil || p.stop == nil {
+	if p == nil || p.source == nil {
 		return nil
 	}
-	p.stopOnce.Do(func() { close(p.stop) })
+	p.close()
 	return nil
+}
+
+func (p *CalleePolicy) close() {
+	p.timerMu.Lock()
+	if !p.closed {
+		p.closed = true
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+		p.cancel()
+		p.source.close()
+	}
+	p.timerMu.Unlock()
 }

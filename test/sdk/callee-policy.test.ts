@@ -5,7 +5,9 @@
 import { execFileSync } from 'node:child_process'
 import { rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { pino } from 'pino'
 import t from 'tap'
+import { CalleeCounters } from '../../packages/sdk/src/callee-counters.js'
 import { CalleePolicy, POLICY_POLL_MS } from '../../packages/sdk/src/callee-policy.js'
 import type { CalleePolicyError } from '../../packages/sdk/src/errors.js'
 
@@ -84,4 +86,25 @@ t.test('files that are not files: a FIFO, a directory, a device, a huge file are
   await rename(join(dir, 'fifo.json'), join(dir, 'policy.json'))
   t.match(await policy.reload(), { code: 'ERR_POLICY_READ', message: /not a regular file/ }, 'swapped in under a loaded policy')
   t.equal(policy.decide('GET /stock/:sku', caller(['stock:read'])), 'allow', 'the rules in force stay')
+})
+
+t.test("a pino logger (Fastify's app.log) is a policy logger: one line per distinct failure, one for the recovery", async (t) => {
+  const dir = t.testdir({ 'policy.json': rules('stock:read') })
+  const path = join(dir, 'policy.json')
+  const lines: Record<string, unknown>[] = []
+  const logger = pino({ base: undefined }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) })
+  const counters = new CalleeCounters()
+  const policy = await CalleePolicy.load(path, { pollMs: 0, logger, counters })
+  t.teardown(() => policy.close())
+  await replace(path, '{"routes": {"GET /x": {"scopes": "oops"}}}')
+  t.match(await policy.reload(), { code: 'ERR_POLICY_INVALID' })
+  t.match(await policy.reload(), { code: 'ERR_POLICY_INVALID' }, 'the same failure again')
+  await replace(path, rules('stock:deduct'))
+  t.equal(await policy.reload(), undefined)
+  t.match(lines, [
+    { level: 50, event: 'policy_reload_failed', source: path, code: 'ERR_POLICY_INVALID', msg: /previous rules stay in force/ },
+    { level: 40, event: 'policy_reload_recovered', source: path, failures: 2 },
+  ])
+  t.equal(lines.length, 2)
+  t.match(counters.snapshot(), { policyReloadFailures: 2, policyReloadFailing: false })
 })

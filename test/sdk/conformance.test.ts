@@ -8,7 +8,8 @@ import { Ajv2020 } from 'ajv/dist/2020.js'
 import t from 'tap'
 import { CalleePolicy, GRPC_ROUTE_KEY, HTTP_ROUTE_KEY, parseCalleePolicy } from '../../packages/sdk/src/callee-policy.js'
 import { ManualClock } from '../../packages/sdk/src/clock.js'
-import { CALLEE_POLICY_ERROR_CODES, CalleePolicyError, DENIAL_REASONS, VERIFY_ERROR_CODES, VerifyError } from '../../packages/sdk/src/errors.js'
+import { CalleeCounters } from '../../packages/sdk/src/callee-counters.js'
+import { CALLEE_POLICY_ERROR_CODES, CalleePolicyError, DENIAL_REASONS, VERIFY_ERROR_CODES, VerifyError, type DenialReason } from '../../packages/sdk/src/errors.js'
 import { isSpiffeId, SCOPE_TOKEN, SERVICE_NAME, SPIFFE_ID, SPIFFE_ID_MAX_LENGTH } from '../../packages/sdk/src/grammar.js'
 import { parseWorkloadId } from '../../src/identity/spiffe-id.js'
 import { createGuard, type CallOutcome } from '../../packages/sdk/src/guard.js'
@@ -190,4 +191,18 @@ t.test('static key sets: the kids each kit trusts, or ERR_JWKS_INVALID', async (
     )
     t.same(got, c.expect, c.name)
   }
+})
+
+t.test('callee counters: after the same observations, the same Prometheus text as the Go kit', async (t) => {
+  const vectors = readVectors<{
+    observations: { allowed?: boolean; denied?: DenialReason; status?: 401 | 403; policyReload?: 'failed' | 'succeeded' }[]
+    exposition: string[]
+  }>('callee-counters.json')
+  const counters = new CalleeCounters()
+  for (const o of vectors.observations) {
+    if (o.policyReload !== undefined) counters.observePolicyReload(o.policyReload === 'failed' ? new Error('the source cannot be read') : undefined)
+    else if (o.allowed === true) counters.observe({ allowed: true, path: '/', sub: 's', aud: 'a' })
+    else counters.observe({ allowed: false, status: o.status ?? 401, reason: o.denied as DenialReason, path: '/' })
+  }
+  t.equal(counters.prometheus(), `${vectors.exposition.join('\n')}\n`)
 })

@@ -1,5 +1,5 @@
-// Package inventory is the receiving demo service: HTTPS with Gin and gRPC, both over mTLS, both
-// guarded by authz tokens and the service's own policy file (inventory-policy.json).
+// Package inventory is the receiving demo service: HTTPS with Gin, the same API with Echo, and gRPC, all
+// over mTLS, all guarded by authz tokens and the service's own policy file (inventory-policy.json).
 package inventory
 
 import (
@@ -12,9 +12,12 @@ import (
 	"sync"
 
 	authz "authz.internal/clients/go"
+	"authz.internal/clients/go/echoauth"
 	"authz.internal/clients/go/ginauth"
 	"authz.internal/clients/go/grpcauth"
 	"github.com/gin-gonic/gin"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/encoding"
@@ -45,9 +48,11 @@ func init() { encoding.RegisterCodec(JSONCodec{}) }
 
 // Service is a running inventory-service.
 type Service struct {
-	HTTPURL     string
+	HTTPURL     string // Gin
+	EchoURL     string // the same API on Echo
 	GRPCAddress string
 	http        *http.Server
+	echo        *http.Server
 	grpc        *grpc.Server
 }
 
@@ -96,6 +101,24 @@ func Start(tlsConfig *tls.Config, v *authz.Verifier, p *authz.CalleePolicy) (*Se
 	s := &Service{HTTPURL: "https://" + hl.Addr().String(), http: &http.Server{Handler: r}}
 	go func() { _ = s.http.Serve(hl) }()
 
+	// The same API on Echo behind echoauth: the rules are keyed by Echo's route patterns, the same ones.
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Use(middleware.Recover(), echoauth.Middleware(v, p))
+	e.GET("/stock/:sku", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, reply(c.Request().Context(), c.Param("sku"), st.get(c.Param("sku"))))
+	})
+	e.POST("/stock/:sku/deduct", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, reply(c.Request().Context(), c.Param("sku"), st.deduct(c.Param("sku"))))
+	})
+	el, err := tls.Listen("tcp", "127.0.0.1:0", tlsConfig)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.EchoURL, s.echo = "https://"+el.Addr().String(), &http.Server{Handler: e}
+	go func() { _ = s.echo.Serve(el) }()
+
 	// gRPC: the interceptors guard every method; the health check is exempted explicitly.
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
@@ -139,14 +162,16 @@ func unary(name string, f func(context.Context, *StockRequest) (*StockReply, err
 	}}
 }
 
-// Close stops both servers.
+// Close stops the servers.
 func (s *Service) Close() {
 	if s.grpc != nil {
 		s.grpc.Stop()
 	}
-	if s.http != nil {
-		if err := s.http.Close(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return
+	for _, srv := range []*http.Server{s.http, s.echo} {
+		if srv != nil {
+			if err := srv.Close(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return
+			}
 		}
 	}
 }

@@ -19,7 +19,7 @@ func TestTheREADMEShowsTheseSnippetsVerbatim(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sources strings.Builder
-	for _, f := range []string{"caller.go", "gin_receiver.go", "grpc_receiver.go"} {
+	for _, f := range []string{"caller.go", "gin_receiver.go", "grpc_receiver.go", "echo_receiver.go", "remote_policy.go"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -27,8 +27,8 @@ func TestTheREADMEShowsTheseSnippetsVerbatim(t *testing.T) {
 		sources.Write(b)
 	}
 	blocks := regexp.MustCompile("(?s)```go\n(.*?)```").FindAllSubmatch(readme, -1)
-	if len(blocks) < 3 {
-		t.Fatalf("the README has %d Go blocks, want the caller, Gin and gRPC ones", len(blocks))
+	if len(blocks) < 5 {
+		t.Fatalf("the README has %d Go blocks, want the caller, Gin, gRPC, Echo and remote policy ones", len(blocks))
 	}
 	for _, b := range blocks {
 		if !strings.Contains(sources.String(), string(b[1])) {

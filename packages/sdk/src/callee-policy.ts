@@ -1,6 +1,7 @@
 /**
  * The receiving service's own policy: which scopes (and optionally which callers) each of its routes
- * requires. Loaded at start, reloaded on change; checked locally after `verify`, never by a remote call.
+ * requires. Read at start from a file or a configuration center's URL, kept fresh in the background;
+ * checked locally after `verify`, never by a remote call per request.
  *
  * ```json
  * {
@@ -16,178 +17,155 @@
  * (`/package.Service/Method`). The rule of `GET /x` governs `HEAD /x`, so a `HEAD` key is refused (it would
  * never be consulted), and so is a path without a method (it would never match).
  */
-import { constants, watch, type FSWatcher } from 'node:fs'
-import { open, type FileHandle } from 'node:fs/promises'
+import { watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'
-import { CalleePolicyError } from './errors.js'
-import { isCallerName, isScopeToken, isServiceName } from './grammar.js'
+import type { CalleeCounters } from './callee-counters.js'
+import { safely } from './callback.js'
+import { setTimer, systemClock, type Clock } from './clock.js'
+import type { CalleePolicyError } from './errors.js'
+import { fileSource, isUrlSource, POLICY_POLL_MS, readPolicyFile, urlSource, type PolicySource, type PolicyTls } from './policy-source.js'
+import { parseCalleePolicy, satisfies, type CalleePolicyDocument, type Decision, type DecideOptions, type RouteRule } from './policy-document.js'
 import type { VerifiedCaller } from './verifier.js'
 
-/** What one route requires of its caller. */
-export interface RouteRule {
-  /** Every one of these scopes is required. */
-  readonly scopes: readonly string[]
-  /** When present, only these callers (service names or SPIFFE IDs) may call the route. */
-  readonly callers?: readonly string[]
+export {
+  GRPC_ROUTE_KEY,
+  HTTP_ROUTE_KEY,
+  parseCalleePolicy,
+  satisfies,
+  type CalleePolicyDocument,
+  type Decision,
+  type DecideOptions,
+  type RouteRule,
+} from './policy-document.js'
+export { POLICY_POLL_MS } from './policy-source.js'
+
+/** Where a callee policy logs (pino's and Fastify's `log` fit): a failed reload, and its end. */
+export interface PolicyLogger {
+  error(fields: Record<string, unknown>, message: string): void
+  warn(fields: Record<string, unknown>, message: string): void
 }
 
-/** The callee policy file's shape: route keys to rules. */
-export interface CalleePolicyDocument {
-  readonly service?: string
-  readonly routes: Readonly<Record<string, RouteRule>>
+/** The default: one JSON line on stderr, as pino writes it. */
+const stderrLogger: PolicyLogger = {
+  error: (fields, msg) => void process.stderr.write(`${JSON.stringify({ level: 'error', time: Date.now(), ...fields, msg })}\n`),
+  warn: (fields, msg) => void process.stderr.write(`${JSON.stringify({ level: 'warn', time: Date.now(), ...fields, msg })}\n`),
 }
 
-/**
- * `allow`; `forbidden` (a rule exists and the caller does not meet it); `unlisted` (no rule, and unlisted
- * routes are not allowed).
- */
-export type Decision = 'allow' | 'forbidden' | 'unlisted'
-
-/** An HTTP route key: a method (HEAD is governed by GET) and a route pattern of printable ASCII. */
-export const HTTP_ROUTE_KEY = '^(GET|POST|PUT|PATCH|DELETE|OPTIONS) /[\\x21-\\x7E]*$'
-/** A gRPC route key: the full method name, `/package.Service/Method` (the package is required). */
-export const GRPC_ROUTE_KEY = '^/[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)+/[A-Za-z_][A-Za-z0-9_]*$'
-/** How often a watched policy file is checked for changes, ms (the Go kit's default too). */
-export const POLICY_POLL_MS = 2000
-
-const httpKey = new RegExp(HTTP_ROUTE_KEY)
-const grpcKey = new RegExp(GRPC_ROUTE_KEY)
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
-const pointer = (...parts: string[]): string => parts.map((p) => `/${p.replace(/~/g, '~0').replace(/\//g, '~1')}`).join('')
-const invalid = (source: string, entry: string, message: string): CalleePolicyError => new CalleePolicyError('ERR_POLICY_INVALID', source, entry, `${entry || '/'}: ${message}`)
-
-/** The members of an object that are not allowed, in name order (the first one is reported). */
-function unknownMembers(value: Record<string, unknown>, allowed: readonly string[]): string[] {
-  return Object.keys(value)
-    .filter((name) => !allowed.includes(name))
-    .sort()
-}
-
-function checkList(source: string, entry: string, value: unknown, valid: (v: unknown) => boolean, what: string): readonly string[] {
-  if (!Array.isArray(value)) throw invalid(source, entry, `must be an array of ${what}s`)
-  const seen = new Set<unknown>()
-  value.forEach((item: unknown, i) => {
-    if (!valid(item)) throw invalid(source, `${entry}/${i}`, `not a valid ${what}`)
-    if (seen.has(item)) throw invalid(source, `${entry}/${i}`, `repeats ${JSON.stringify(item)}`)
-    seen.add(item)
-  })
-  return Object.freeze([...(value as string[])])
-}
-
-/**
- * Parses and validates a callee policy (conformance/callee-policy.schema.json); throws a CalleePolicyError
- * naming the bad entry as a JSON pointer. With several faults, the first in this order is named: unknown
- * members (by name), `$schema`, `service`, `routes`, then each route in key order — its key, unknown
- * members, `scopes`, `callers` — as the Go kit does.
- */
-export function parseCalleePolicy(text: string, source = 'policy'): CalleePolicyDocument {
-  let doc: unknown
-  try {
-    doc = JSON.parse(text)
-  } catch {
-    throw new CalleePolicyError('ERR_POLICY_JSON', source, '', 'not valid JSON')
-  }
-  if (!isObject(doc)) throw invalid(source, '', 'must be a JSON object')
-  const [unknown] = unknownMembers(doc, ['$schema', 'service', 'routes'])
-  if (unknown !== undefined) throw invalid(source, pointer(unknown), 'unknown member')
-  if (doc.$schema !== undefined && typeof doc.$schema !== 'string') throw invalid(source, '/$schema', 'must be a string')
-  if (doc.service !== undefined && !isServiceName(doc.service)) throw invalid(source, '/service', 'not a valid service name')
-  if (!isObject(doc.routes)) throw invalid(source, '/routes', 'must be an object of route rules')
-  const routes: Record<string, RouteRule> = Object.create(null) as Record<string, RouteRule>
-  for (const key of Object.keys(doc.routes).sort()) {
-    const value = doc.routes[key]
-    const entry = pointer('routes', key)
-    if (!httpKey.test(key) && !grpcKey.test(key)) {
-      const why = key.startsWith('HEAD ') ? ' (HEAD is governed by the GET rule of the same route)' : ''
-      throw new CalleePolicyError('ERR_POLICY_ROUTE_KEY', source, entry, `route key ${JSON.stringify(key)} must be "METHOD /path" or a gRPC "/package.Service/Method"${why}`)
-    }
-    if (!isObject(value)) throw invalid(source, entry, 'must be an object')
-    const [extra] = unknownMembers(value, ['scopes', 'callers'])
-    if (extra !== undefined) throw invalid(source, `${entry}${pointer(extra)}`, 'unknown member')
-    const scopes = checkList(source, `${entry}/scopes`, value.scopes, isScopeToken, 'scope-token')
-    const callers = value.callers === undefined ? undefined : checkList(source, `${entry}/callers`, value.callers, isCallerName, 'caller (a service name or a SPIFFE ID)')
-    routes[key] = Object.freeze(callers === undefined ? { scopes } : { scopes, callers })
-  }
-  return Object.freeze({ ...(doc.service === undefined ? {} : { service: doc.service as string }), routes: Object.freeze(routes) })
-}
-
-/** The largest policy file read (the Go kit's bound too). */
-const MAX_POLICY_BYTES = 1 << 20
-
-/**
- * Reads a policy file, which must be a regular file of at most 1 MiB: a FIFO at the path would block the
- * read (a libuv thread, and the process's exit, for ever), a device would never end. Opened non-blocking,
- * then judged by what it is.
- */
-async function readPolicyText(path: string): Promise<string> {
-  const refuse = (why: string): CalleePolicyError => new CalleePolicyError('ERR_POLICY_READ', path, '', `cannot read: ${why}`)
-  let handle: FileHandle | undefined
-  try {
-    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK)
-    const stat = await handle.stat()
-    if (!stat.isFile()) throw refuse('not a regular file')
-    if (stat.size > MAX_POLICY_BYTES) throw refuse('larger than 1 MiB')
-    return await handle.readFile('utf8')
-  } catch (err) {
-    if (err instanceof CalleePolicyError) throw err
-    throw refuse((err as NodeJS.ErrnoException).code ?? 'error')
-  } finally {
-    await handle?.close()
-  }
-}
-
-/** Does this caller satisfy this rule? */
-export function satisfies(caller: VerifiedCaller, rule: RouteRule): boolean {
-  if (rule.callers !== undefined && !rule.callers.includes(caller.service)) return false
-  return rule.scopes.every((s) => caller.scopes.includes(s))
-}
-
-/** What `decide` may be told besides the route key. */
-export interface DecideOptions {
-  /** A rule set on the route itself (Fastify route config, a gRPC handler option): it wins over the file. */
-  readonly rule?: RouteRule | undefined
-  /** Let routes that no rule describes through (default false: `unlisted`). */
-  readonly allowUnlisted?: boolean | undefined
-}
-
-/** How `CalleePolicy.load` watches the file. */
+/** How `CalleePolicy.load` reads and watches its source. */
 export interface CalleePolicyLoadOptions {
-  /** Check the file every this many ms (default 2000, as the Go kit); 0 loads it once and never again. */
+  /**
+   * Read the source again every this many ms: default 2000 for a file (also on file events), 30 000 for
+   * a URL (jittered by ±10 %); 0 reads it once.
+   */
   readonly pollMs?: number
   /**
    * Told after every reload that changed the rules (no error) or failed (the error; the rules in force
-   * stay), once per distinct bad file — as the Go kit's `WithReloadHook`.
+   * stay), once per distinct failure — as the Go kit's `WithReloadHook`.
    */
   readonly onReload?: (error: CalleePolicyError | undefined) => void
+  /** Told after every background read of a URL source, with its error and the delay to the next (metrics, tests). */
+  readonly onPull?: (error: CalleePolicyError | undefined, nextMs: number) => void
+  /** Where a failed reload (once per distinct failure) and the end of failures are logged (default: JSON lines on stderr). */
+  readonly logger?: PolicyLogger
+  /** Counts every reload: `authz_callee_policy_reload_failures_total`, `authz_callee_policy_reload_failing`. */
+  readonly counters?: CalleeCounters
+  /**
+   * A policy file shipped with the service, in force when the source cannot be read (or does not parse) at
+   * start: the load succeeds, the failure is reported, and the source is retried until its own rules
+   * replace these. Without it, such a load rejects. Read and checked at every load: a broken one rejects
+   * even when the source answers.
+   */
+  readonly bundled?: string
+  /** Time of the pulls, retries and fetch timeouts (tests pass a ManualClock). */
+  readonly clock?: Clock
+  /** A URL source over `http://` (default false): only where the network to the configuration server is trusted. */
+  readonly allowHttp?: boolean
+  /** TLS towards the configuration server: its CA, and a client certificate and key for mutual TLS. */
+  readonly tls?: PolicyTls
+  /** Headers of every request of a URL source (a configuration center's token): never logged. */
+  readonly headers?: Readonly<Record<string, string>>
+  /** Bound of one fetch of a URL source, ms (default 10 000). */
+  readonly timeoutMs?: number
+}
+
+interface Reporting {
+  readonly logger: PolicyLogger
+  readonly counters: CalleeCounters | undefined
+  readonly onReload: (error: CalleePolicyError | undefined) => void
+  readonly onPull: ((error: CalleePolicyError | undefined, nextMs: number) => void) | undefined
+  readonly clock: Clock
 }
 
 /**
- * A callee policy held in memory and reloaded from its file on change; a bad file keeps the old one. A
- * policy from `load` watches its file from the start (both kits): a tightened rule is in force within
- * `pollMs` without anyone remembering to ask; `close()` stops it.
+ * A callee policy held in memory and kept fresh from its source — a file, or a configuration center's
+ * URL — in the background; a source that cannot be read or does not parse keeps the rules in force. A
+ * policy from `load` reads its source from the start (both kits): a tightened rule is in force within one
+ * interval without anyone remembering to ask; `close()` stops it. Requests never wait for a read.
  */
 export class CalleePolicy {
   #doc: CalleePolicyDocument
   #text: string | undefined
-  /** What the last failed reload read (its text, or why it could not), reported once until it changes. */
+  #source: PolicySource | undefined
+  #reporting: Reporting = { logger: stderrLogger, counters: undefined, onReload: () => undefined, onPull: undefined, clock: systemClock }
+  /** The failure last reported (a document's text, or why the source could not be read), once until it changes. */
   #failed: string | undefined
+  #failures = 0
+  #intervalMs = 0
+  #reading: Promise<{ changed?: boolean; error?: CalleePolicyError }> | undefined
+  #queued: Promise<{ changed?: boolean; error?: CalleePolicyError }> | undefined
   #watcher: FSWatcher | undefined
   #poll: NodeJS.Timeout | undefined
+  #cancelPull: (() => void) | undefined
+  #closed = false
+  /** The file a policy was loaded from (undefined for a URL). */
   readonly path: string | undefined
 
   constructor(doc: CalleePolicyDocument = { routes: {} }, path?: string) {
     this.#doc = doc
     this.path = path
+    if (path !== undefined) this.#source = fileSource(path)
   }
 
-  /** Reads, validates and (unless `pollMs` is 0) watches a policy file; rejects with a CalleePolicyError. */
-  static async load(path: string, options: CalleePolicyLoadOptions = {}): Promise<CalleePolicy> {
-    const text = await readPolicyText(path)
-    const policy = new CalleePolicy(parseCalleePolicy(text, path), path)
-    policy.#text = text
-    const pollMs = options.pollMs ?? POLICY_POLL_MS
-    if (pollMs > 0) policy.#watch(options.onReload ?? (() => undefined), pollMs)
+  /** What errors and logs call the source: the file's path, or the URL without user information or query. */
+  get source(): string | undefined {
+    return this.#source?.name
+  }
+
+  /**
+   * Reads, validates and (unless `pollMs` is 0) keeps reading a policy: from a file path, or an `https://`
+   * URL (`http://` with `allowHttp`). Rejects with a CalleePolicyError when the first read fails and no
+   * `bundled` file is given; a URL that cannot be a source is a TypeError.
+   */
+  static async load(source: string | URL, options: CalleePolicyLoadOptions = {}): Promise<CalleePolicy> {
+    const clock = options.clock ?? systemClock
+    const src = isUrlSource(source)
+      ? urlSource(source, { allowHttp: options.allowHttp, tls: options.tls, headers: options.headers, timeoutMs: options.timeoutMs, clock })
+      : fileSource(String(source))
+    const policy = new CalleePolicy(undefined, src.path)
+    policy.#source = src
+    policy.#reporting = { logger: options.logger ?? stderrLogger, counters: options.counters, onReload: options.onReload ?? (() => undefined), onPull: options.onPull, clock }
+    policy.#intervalMs = options.pollMs ?? src.defaultIntervalMs
+    try {
+      const bundled = options.bundled === undefined ? undefined : parseCalleePolicy(await readPolicyFile(options.bundled), options.bundled)
+      let text: string | undefined
+      try {
+        text = await src.read()
+        policy.#doc = parseCalleePolicy(text, src.name)
+        policy.#text = text
+        policy.#succeeded()
+      } catch (err) {
+        if (bundled === undefined) throw err
+        policy.#doc = bundled
+        policy.#fail(err as CalleePolicyError, text, `; the bundled file ${options.bundled} is in force`)
+      }
+    } catch (err) {
+      src.close()
+      throw err
+    }
+    if (policy.#intervalMs > 0) {
+      if (src.path === undefined) policy.#schedule()
+      else policy.#watch(policy.#intervalMs)
+    }
     return policy
   }
 
@@ -212,48 +190,108 @@ export class CalleePolicy {
     return satisfies(caller, rule) ? 'allow' : 'forbidden'
   }
 
-  /** Re-reads the file; on an invalid file the policy in force stays and the error is returned. */
+  /** Reads the source now (after a read in flight); on a failure the policy in force stays and the error is returned. */
   async reload(): Promise<CalleePolicyError | undefined> {
     return (await this.#reload()).error
   }
 
-  /** A reload: whether it changed the rules, or whether its failure is news (not the last bad file again). */
-  async #reload(): Promise<{ changed?: boolean; error?: CalleePolicyError; news?: boolean }> {
-    if (this.path === undefined) return {}
-    let text: string | undefined
-    try {
-      text = await readPolicyText(this.path)
-      const changed = text !== this.#text
-      if (changed) this.#doc = parseCalleePolicy(text, this.path)
-      this.#text = text
-      this.#failed = undefined
-      return { changed }
-    } catch (err) {
-      const error = err as CalleePolicyError
-      const failed = text ?? `${error.code} ${error.message}`
-      const news = failed !== this.#failed
-      this.#failed = failed
-      return { error, news }
+  /** One read at a time: a read asked for during another follows it (it may see what that one missed); several such are one. */
+  #reload(): Promise<{ changed?: boolean; error?: CalleePolicyError }> {
+    const source = this.#source
+    if (source === undefined) return Promise.resolve({})
+    if (this.#reading !== undefined) {
+      this.#queued ??= this.#reading.then(() => {
+        this.#queued = undefined
+        return this.#reload()
+      })
+      return this.#queued
     }
+    this.#reading = (async () => {
+      let text: string | undefined
+      try {
+        text = await source.read()
+        if (this.#closed) return {}
+        const changed = text !== this.#text
+        if (changed) this.#doc = parseCalleePolicy(text, source.name)
+        this.#text = text
+        this.#succeeded()
+        if (changed) safely(this.#reporting.onReload, undefined)
+        return { changed }
+      } catch (err) {
+        const error = err as CalleePolicyError
+        if (!this.#closed) this.#fail(error, text, '; the previous rules stay in force')
+        return { error }
+      } finally {
+        this.#reading = undefined
+      }
+    })()
+    return this.#reading
+  }
+
+  /** A good read: after failures, one line says the source loads again. */
+  #succeeded(): void {
+    this.#reporting.counters?.observePolicyReload(undefined)
+    if (this.#failures > 0) {
+      const { logger } = this.#reporting
+      safely(() => logger.warn({ event: 'policy_reload_recovered', source: this.#source?.name, failures: this.#failures }, 'callee policy loads again'))
+    }
+    this.#failures = 0
+    this.#failed = undefined
+  }
+
+  /** A failed read: counted every time, logged and told to `onReload` once per distinct failure. */
+  #fail(error: CalleePolicyError, text: string | undefined, keeps: string): void {
+    this.#failures++
+    this.#reporting.counters?.observePolicyReload(error)
+    const failure = text ?? `${error.code} ${error.message}`
+    if (failure === this.#failed) return
+    this.#failed = failure
+    const retry = this.#intervalMs > 0 ? { retry_in_ms: Math.round(this.#next()) } : {}
+    const { logger } = this.#reporting
+    safely(() => logger.error({ event: 'policy_reload_failed', source: this.#source?.name, code: error.code, error: error.message, ...retry }, `callee policy reload failed${keeps}`))
+    safely(this.#reporting.onReload, error)
+  }
+
+  /** The delay to the next background read, as the last one left it (jittered once per read). */
+  #nextMs: number | undefined
+  #next(): number {
+    this.#nextMs ??= this.#source?.after(this.#intervalMs, this.#failures) ?? this.#intervalMs
+    return this.#nextMs
+  }
+
+  /** The pulls of a URL source: one at a time, each scheduled when the last one ends. */
+  #schedule(): void {
+    if (this.#closed) return
+    const delay = this.#next()
+    this.#nextMs = undefined
+    this.#cancelPull = setTimer(
+      this.#reporting.clock,
+      () =>
+        void this.#reload().then(({ error }) => {
+          if (this.#closed) return
+          const next = this.#next()
+          this.#schedule()
+          safely(this.#reporting.onPull, error, next)
+        }),
+      delay,
+    )
   }
 
   /**
-   * Reloads on change: a watch of the file's directory (an atomic rename replaces the inode a file watch
-   * holds) plus a poll every `pollMs` (default 2000), for volumes that deliver no events (NFS, Kubernetes
-   * ConfigMaps). `onError` hears of each distinct bad file once, not at every poll.
+   * Reloads a file on change: a watch of the file's directory (an atomic rename replaces the inode a file
+   * watch holds) plus a poll every `pollMs` (default 2000), for volumes that deliver no events (NFS,
+   * Kubernetes ConfigMaps). `onError` hears of each distinct bad file once, not at every poll.
    */
   watch(onError: (err: CalleePolicyError) => void = () => undefined, pollMs = POLICY_POLL_MS): void {
-    this.#watch((err) => err !== undefined && onError(err), pollMs)
+    const { onReload } = this.#reporting
+    this.#reporting = { ...this.#reporting, onReload: (err) => (err === undefined ? onReload(err) : onError(err)) }
+    this.#watch(pollMs)
   }
 
-  #watch(listener: (error: CalleePolicyError | undefined) => void, pollMs: number): void {
+  #watch(pollMs: number): void {
     if (this.path === undefined) return
-    this.close()
-    const reload = (): void =>
-      void this.#reload().then(({ changed, error, news }) => {
-        if (changed === true) listener(undefined)
-        else if (error !== undefined && news === true) listener(error)
-      })
+    this.#stopWatching()
+    const reload = (): void => void this.#reload()
     const name = basename(this.path)
     try {
       this.#watcher = watch(dirname(this.path), { persistent: false }, (_event, file) => {
@@ -267,10 +305,19 @@ export class CalleePolicy {
     this.#poll.unref()
   }
 
-  close(): void {
+  #stopWatching(): void {
     this.#watcher?.close()
     this.#watcher = undefined
     if (this.#poll !== undefined) clearInterval(this.#poll)
     this.#poll = undefined
+  }
+
+  /** Stops reading the source; a fetch in flight is abandoned. */
+  close(): void {
+    this.#closed = true
+    this.#stopWatching()
+    this.#cancelPull?.()
+    this.#cancelPull = undefined
+    this.#source?.close()
   }
 }

@@ -6,6 +6,7 @@
  * counts calls with.
  */
 import { CalleePolicy, type RouteRule } from './callee-policy.js'
+import { safely } from './callback.js'
 import { DENIAL_REASONS, VerifyError, type DenialReason } from './errors.js'
 import type { VerifiedCaller, Verifier } from './verifier.js'
 
@@ -72,14 +73,7 @@ function reasonOf(err: unknown): DenialReason {
   return code !== undefined && (DENIAL_REASONS as readonly string[]).includes(code) ? (code as DenialReason) : 'ERR_TOKEN_MALFORMED'
 }
 
-/** Calls a user's callback; its throw is its own fault and changes nothing about the answer. */
-export function safely<A extends unknown[]>(callback: ((...args: A) => void) | undefined, ...args: A): void {
-  try {
-    callback?.(...args)
-  } catch {
-    // the call is answered all the same
-  }
-}
+export { safely }
 
 /**
  * The edge's check of one call: synchronous when the verifier's cache holds the token (the hot path of a

@@ -21,6 +21,8 @@ export function httpRequestText(
     body?: string
     agent?: HttpAgent | HttpsAgent
     timeoutMs?: number
+    /** Aborts the request (its promise rejects). */
+    signal?: AbortSignal
     tls?: { ca?: string | Buffer | undefined; cert?: string | Buffer | undefined; key?: string | Buffer | undefined }
   },
 ): Promise<HttpResult> {
@@ -34,6 +36,7 @@ export function httpRequestText(
         headers: options.headers,
         // No agent given: a connection of its own, never one from the global keep-alive pool.
         agent: options.agent ?? false,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
         ...(url.protocol === 'https:' ? (options.tls ?? {}) : {}),
       },
       (res) => {

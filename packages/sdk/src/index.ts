@@ -33,17 +33,26 @@ export {
   satisfies,
   HTTP_ROUTE_KEY,
   GRPC_ROUTE_KEY,
-  POLICY_POLL_MS,
   type CalleePolicyDocument,
   type CalleePolicyLoadOptions,
+  type PolicyLogger,
   type RouteRule,
   type Decision,
   type DecideOptions,
 } from './callee-policy.js'
+/** Where a callee policy comes from: a file, or a configuration center's URL. */
+export { POLICY_POLL_MS, POLICY_PULL_MS, POLICY_FETCH_TIMEOUT_MS, type PolicyTls } from './policy-source.js'
 /** Receiving side: the one pipeline of the edge (peer, token, verify, policy) and what it reports. */
 export { createGuard, type CallOutcome, type Denial, type GuardOptions, type IncomingCall, type Verdict } from './guard.js'
 /** Callee-side counters: calls let through, calls denied by reason. */
-export { CalleeCounters, reasonLabel, CALLEE_VERIFIED_METRIC, CALLEE_DENIED_METRIC } from './callee-counters.js'
+export {
+  CalleeCounters,
+  reasonLabel,
+  CALLEE_VERIFIED_METRIC,
+  CALLEE_DENIED_METRIC,
+  CALLEE_POLICY_RELOAD_FAILURES_METRIC,
+  CALLEE_POLICY_RELOAD_FAILING_METRIC,
+} from './callee-counters.js'
 /** The grammar shared with the issuer: scope-tokens, service names, SPIFFE IDs, splitting a scope string. */
 export {
   SCOPE_TOKEN,

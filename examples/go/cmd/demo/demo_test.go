@@ -14,7 +14,7 @@ func TestLiveTheGoDemoRunsEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !ok || !strings.Contains(out.String(), "10 of 10 calls went as expected") {
+	if !ok || !strings.Contains(out.String(), "13 of 13 calls went as expected") {
 		t.Fatalf("the demo went otherwise than expected:\n%s", out.String())
 	}
 }

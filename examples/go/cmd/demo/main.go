@@ -1,4 +1,4 @@
-// The Go demo: authz (dev mode, in a temp dir) + inventory-service (Gin and gRPC, receiving) +
+// The Go demo: authz (dev mode, in a temp dir) + inventory-service (Gin, Echo and gRPC, receiving) +
 // order-service and payment-service (calling), all over mTLS on 127.0.0.1. It makes allowed and
 // denied calls, prints what happened, and exits non-zero if any call went otherwise than expected.
 //
@@ -252,7 +252,7 @@ func run(w io.Writer) (bool, error) {
 		return false, err
 	}
 	defer inv.Close()
-	fmt.Fprintf(out, "inventory-service: %s (HTTP, Gin), %s (gRPC)\n\n", inv.HTTPURL, inv.GRPCAddress)
+	fmt.Fprintf(out, "inventory-service: %s (HTTP, Gin), %s (HTTP, Echo), %s (gRPC)\n\n", inv.HTTPURL, inv.EchoURL, inv.GRPCAddress)
 
 	roots := x509.NewCertPool() // callers trust authz's CA and inventory-service's
 	roots.AppendCertsFromPEM(caPEM)
@@ -311,6 +311,14 @@ func run(w io.Writer) (bool, error) {
 		denied = "TokenError " + te.Code
 	}
 	check("authz payment-service asks for an inventory-service token (no grant)", "TokenError invalid_target", denied, nil)
+
+	echoStock := inv.EchoURL + "/stock/sku-1"
+	res, err = orders.HTTP(ctx, "GET", echoStock, "stock:read")
+	check("Echo  order-service GET /stock/sku-1 with a stock:read token", "200", res, err)
+	res, err = orders.HTTP(ctx, "POST", echoStock+"/deduct", "stock:read")
+	check("Echo  order-service POST /stock/sku-1/deduct with only stock:read", "403", res, err)
+	res, err = orders.HTTP(ctx, "GET", inv.EchoURL+"/admin", "stock:read")
+	check("Echo  order-service GET /admin (no route, no rule)", "403", res, err)
 
 	grpcCheck := func(name, method, scope, expected string) {
 		res, err := orders.GRPC(ctx, inv.GRPCAddress, method, scope)
