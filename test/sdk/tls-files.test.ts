@@ -49,7 +49,9 @@ t.test('a certificate with another key is refused, reported only when read twice
   const first = pki.client('order-service')
   const dir = renamedFiles(t.testdir(), first, pki.ca.certPem)
   const events: TlsReloadEvent[] = []
-  const files = new TlsFiles(dir.paths, { pollMs: 0, onReload: (e) => events.push(e) })
+  const lines: [string, Record<string, unknown>][] = []
+  const logger = { info: (f: Record<string, unknown>) => lines.push(['info', f]), warn: (f: Record<string, unknown>) => lines.push(['warn', f]) }
+  const files = new TlsFiles(dir.paths, { pollMs: 0, onReload: (e) => events.push(e), logger })
   t.teardown(() => files.close())
   const next = renewed()
   // spiffe-helper writes the certificate, then the key: a poll between the two sees a mismatch.
@@ -65,6 +67,10 @@ t.test('a certificate with another key is refused, reported only when read twice
   writeFileSync(dir.paths.keyFile, next.keyPem)
   t.equal(await files.reload(), true, 'the key arrived: in force')
   t.equal(files.current.thumbprint, thumbprintOf(next.certPem))
+  t.match(lines, [
+    ['warn', { event: 'tls_files_refused', x5t: thumbprintOf(first.certPem), error: /tls\.key: not the private key of/ }],
+    ['info', { event: 'tls_files_renewed', x5t: thumbprintOf(next.certPem), not_after: String }],
+  ], 'one log line each')
 })
 
 t.test('files that are not usable: named at start', async (t) => {

@@ -78,6 +78,14 @@ export interface TlsFilesOptions {
    * log line here. It must not throw (a throw is ignored).
    */
   readonly onReload?: (event: TlsReloadEvent) => void
+  /**
+   * Where renewals (`info`, event `tls_files_renewed`) and refused sets (`warn`, `tls_files_refused`) are
+   * logged, one line each, as the Go kit logs them: pino (Fastify's `app.log`) or anything alike.
+   */
+  readonly logger?: {
+    info(fields: Record<string, unknown>, message: string): void
+    warn(fields: Record<string, unknown>, message: string): void
+  }
 }
 
 interface Read {
@@ -275,6 +283,9 @@ export class TlsFiles {
 
   #report(event: TlsReloadEvent): void {
     try {
+      const fields = { cert: this.#paths.certFile, x5t: event.thumbprint, not_after: event.notAfter.toISOString() }
+      if (event.ok) this.#options.logger?.info({ event: 'tls_files_renewed', ...fields }, 'TLS files renewed; new connections and tokens use the new certificate')
+      else this.#options.logger?.warn({ event: 'tls_files_refused', ...fields, error: event.error?.message }, 'TLS files refused; the certificate in force stays')
       this.#options.onReload?.(event)
     } catch {
       // the listener's own fault
