@@ -2,6 +2,7 @@ package authz
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -191,6 +192,15 @@ func (f *TLSFiles) serverConfig(base *tls.Config) *tls.Config {
 	cfg.ClientCAs = f.current.CAs
 	cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	cfg.GetConfigForClient, cfg.GetCertificate = nil, nil
+	// Session tickets of this set only: Go restores a resumed session's verified chains without checking
+	// them against the ClientCAs in force, and seals tickets with the outer configuration's keys unless
+	// this one has its own. A session of an older bundle is not resumed: its client is verified anew.
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err == nil {
+		cfg.SetSessionTicketKeys([][32]byte{key})
+	} else {
+		cfg.SessionTicketsDisabled = true
+	}
 	if len(cfg.NextProtos) == 0 {
 		// net/http adds these to its own clone of the outer configuration, which this one is not.
 		cfg.NextProtos = []string{"h2", "http/1.1"}

@@ -3,6 +3,8 @@ package authz_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -241,5 +243,51 @@ func TestServerConfigPutsARenewedServerCertificateAndClientCABundleInForce(t *te
 	if err == nil {
 		res.Body.Close()
 		t.Fatal("the base's MinVersion TLS 1.3 must hold after the renewal")
+	}
+}
+
+// A session resumed after the client CA bundle changed must not carry the old verification: Go restores
+// a resumed session's verified chains without checking them against the ClientCAs in force, and tickets
+// are sealed with the outer configuration's keys unless the configuration of the handshake has its own.
+func TestServerConfigDoesNotResumeASessionAcrossABundleChange(t *testing.T) {
+	serverPKI := testissuer.NewPKI("service CA")
+	d := testissuer.NewTLSDir(t, serverPKI.Issue("localhost", true), fake.CAPEM())
+	files := loadFiles(t, d)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if authz.VerifiedPeer(r.TLS) == nil {
+			w.WriteHeader(401)
+			return
+		}
+		fmt.Fprint(w, r.TLS.DidResume)
+	}))
+	srv.TLS = files.ServerConfig(nil)
+	srv.StartTLS()
+	defer srv.Close()
+	cache := tls.NewLRUClientSessionCache(8)
+	get := func() (string, error) {
+		cfg := &tls.Config{Certificates: []tls.Certificate{fake.ClientCert("order-service")}, RootCAs: serverPKI.Pool, ClientSessionCache: cache, MinVersion: tls.VersionTLS13}
+		tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
+		defer tr.CloseIdleConnections()
+		res, err := (&http.Client{Transport: tr}).Get(srv.URL)
+		if err != nil {
+			return "", err
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return fmt.Sprintf("%d %s", res.StatusCode, body), nil
+	}
+	if got, err := get(); err != nil || got != "200 false" {
+		t.Fatalf("first: %q %v", got, err)
+	}
+	if got, err := get(); err != nil || got != "200 true" {
+		t.Fatalf("resumption within a bundle should work: %q %v", got, err)
+	}
+	// The bundle no longer holds the callers' CA (say it was compromised).
+	d.Write(serverPKI.Issue("localhost", true), testissuer.NewPKI("another callers' CA").CAPEM())
+	if err := files.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := get(); err == nil {
+		t.Fatalf("a session of the old bundle resumed: %q", got)
 	}
 }

@@ -143,3 +143,35 @@ t.test('watchServer: a renewed server certificate is presented on new connection
   before.close()
   after.close()
 })
+
+t.test('watchServer: a session of the old CA bundle is not resumed after a bundle change', async (t) => {
+  const dir = renamedFiles(t.testdir(), createServerCert(pki.ca), pki.ca.certPem)
+  const files = new TlsFiles(dir.paths, { pollMs: 0 })
+  t.teardown(() => files.close())
+  const server = createServer(files.serverOptions({ minVersion: 'TLSv1.3' }), (req, res) => res.end(String((req.socket as import('node:tls').TLSSocket).authorized)))
+  files.watchServer(server)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const port = (server.address() as { port: number }).port
+  const client = pki.client('order-service')
+  let session: Buffer | undefined
+  const call = () =>
+    new Promise<string>((resolve) => {
+      const socket = connect({ port, host: '127.0.0.1', servername: 'localhost', ca: pki.ca.certPem, cert: client.certPem, key: client.keyPem, ...(session ? { session } : {}) })
+      socket.on('session', (s: Buffer) => (session = s))
+      let data = ''
+      socket.once('secureConnect', () => {
+        const reused = socket.isSessionReused()
+        socket.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        socket.on('data', (c: Buffer) => (data += c.toString()))
+        socket.on('end', () => resolve(`${reused ? 'resumed' : 'full'} ${data.split('\r\n\r\n')[1] ?? 'refused'}`))
+      })
+      socket.once('error', () => resolve('refused'))
+      socket.once('close', () => resolve(`closed ${data.split('\r\n\r\n')[1] ?? 'refused'}`))
+    })
+  t.equal(await call(), 'full true')
+  t.equal(await call(), 'resumed true', 'resumption within one bundle')
+  dir.write(createServerCert(pki.ca), pki.otherCa.certPem) // the callers' CA left the bundle
+  t.equal(await files.reload(), true)
+  t.match(await call(), /refused/, 'the old session is not resumed: the caller is verified anew, and refused')
+})
