@@ -8,7 +8,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -100,6 +102,7 @@ type TLSFiles struct {
 	// refusedOnce: bytes refused once, not reported yet.
 	inForce, seen, refusedOnce *tlsFileSet
 	refused                    error                       // why seen was refused
+	failing                    bool                        // the files on disk are refused (reported)
 	servers                    map[*tls.Config]*tls.Config // each ServerConfig's base → its config for the material in force
 
 	stop     chan struct{}
@@ -223,7 +226,7 @@ func (f *TLSFiles) Reload() error {
 	}
 	switch {
 	case set.equal(f.inForce):
-		f.seen, f.refusedOnce = f.inForce, nil // unchanged, or back to the set in force: nothing to report
+		f.seen, f.refusedOnce, f.failing = f.inForce, nil, false // unchanged, or back to the set in force: nothing to report
 		f.mu.Unlock()
 		return nil
 	case set.equal(f.seen):
@@ -238,7 +241,7 @@ func (f *TLSFiles) Reload() error {
 		f.tell(event, report)
 		return err
 	}
-	f.current, f.inForce, f.seen, f.refusedOnce = material, set, set, nil
+	f.current, f.inForce, f.seen, f.refusedOnce, f.failing = material, set, set, nil, false
 	f.mu.Unlock()
 	f.logger.Info("authz: TLS files renewed; new connections and tokens use the new certificate", "event", "tls_files_renewed", "cert", f.certFile, "x5t", material.Thumbprint, "not_after", material.NotAfter())
 	f.tell(TLSReloadEvent{Thumbprint: material.Thumbprint, NotAfter: material.NotAfter()}, true)
@@ -253,7 +256,7 @@ func (f *TLSFiles) refuseLocked(set *tlsFileSet, err error) (TLSReloadEvent, boo
 		f.refusedOnce = set
 		return event, false
 	}
-	f.seen, f.refusedOnce, f.refused = set, nil, err
+	f.seen, f.refusedOnce, f.refused, f.failing = set, nil, err, true
 	f.logger.Error("authz: TLS files refused; the certificate in force stays", "event", "tls_files_refused", "error", err.Error(), "x5t", event.Thumbprint, "not_after", event.NotAfter)
 	return event, true
 }
@@ -262,6 +265,28 @@ func (f *TLSFiles) tell(event TLSReloadEvent, report bool) {
 	if report && f.onReload != nil {
 		f.onReload(event)
 	}
+}
+
+// WritePrometheus writes two gauges in the Prometheus text format, for a service's own /metrics (the
+// TypeScript SDK's names): authz_tls_certificate_expiry_timestamp_seconds (the certificate in force ends
+// then: alert well before it, a renewal that never comes ends there) and authz_tls_files_reload_failing
+// (1 while the files on disk are refused), labelled with the certificate file.
+func (f *TLSFiles) WritePrometheus(w io.Writer) error {
+	f.mu.Lock()
+	notAfter, failing := f.current.NotAfter(), 0
+	if f.failing {
+		failing = 1
+	}
+	f.mu.Unlock()
+	label := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(f.certFile)
+	_, err := fmt.Fprintf(w, `# HELP authz_tls_certificate_expiry_timestamp_seconds End of validity of the certificate in force, from the TLS files.
+# TYPE authz_tls_certificate_expiry_timestamp_seconds gauge
+authz_tls_certificate_expiry_timestamp_seconds{cert="%s"} %d
+# HELP authz_tls_files_reload_failing 1 while the TLS files on disk are refused; the certificate in force stays.
+# TYPE authz_tls_files_reload_failing gauge
+authz_tls_files_reload_failing{cert="%s"} %d
+`, label, notAfter.Unix(), label, failing)
+	return err
 }
 
 // Close stops the polling; the material in force stays readable. It returns nil and may be called more

@@ -76,11 +76,22 @@ func TestTLSFilesFollowAKubeletSwapAndRefuseAHalfWrittenSet(t *testing.T) {
 	if len(events) != 4 || strings.Count(logs.String(), "tls_files_refused") != 1 {
 		t.Fatalf("reported once: %d events, log %s", len(events), logs.String())
 	}
+	var metrics strings.Builder
+	_ = files.WritePrometheus(&metrics)
+	if !strings.Contains(metrics.String(), `authz_tls_files_reload_failing{cert="`+d.CertFile+`"} 1`) {
+		t.Fatalf("a gauge an alert can fire on:\n%s", metrics.String())
+	}
 	if err := os.WriteFile(real(d.KeyFile), keyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := files.Reload(); err != nil || files.Material().Thumbprint != authz.CertificateThumbprint(next.Leaf) {
 		t.Fatalf("the key arrived: %v", err)
+	}
+	metrics.Reset()
+	_ = files.WritePrometheus(&metrics)
+	want := fmt.Sprintf("authz_tls_certificate_expiry_timestamp_seconds{cert=%q} %d", d.CertFile, next.Leaf.NotAfter.Unix())
+	if !strings.Contains(metrics.String(), want) || !strings.Contains(metrics.String(), "authz_tls_files_reload_failing{cert=\""+d.CertFile+"\"} 0") {
+		t.Fatalf("gauges after the renewal:\n%s", metrics.String())
 	}
 }
 

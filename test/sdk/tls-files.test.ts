@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process'
+import { X509Certificate } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { createServer } from 'node:https'
 import { connect } from 'node:tls'
@@ -64,9 +65,12 @@ t.test('a certificate with another key is refused, reported only when read twice
   t.notOk(JSON.stringify(events).includes('PRIVATE KEY') || String(events[0]?.error?.message).includes(next.keyPem.slice(40, 80)), 'no key material in the report')
   t.equal(await files.reload(), false)
   t.equal(events.length, 1, 'once, not at every poll')
+  t.match(files.prometheus(), /^authz_tls_files_reload_failing\{cert=".*tls\.crt"\} 1$/m, 'a gauge an alert can fire on')
   writeFileSync(dir.paths.keyFile, next.keyPem)
   t.equal(await files.reload(), true, 'the key arrived: in force')
   t.equal(files.current.thumbprint, thumbprintOf(next.certPem))
+  t.match(files.prometheus(), /^authz_tls_files_reload_failing\{cert=".*"\} 0$/m, 'in force again: 0')
+  t.match(files.prometheus(), new RegExp(`^authz_tls_certificate_expiry_timestamp_seconds\\{cert=".*"\\} ${new Date(new X509Certificate(next.certPem).validTo).getTime() / 1000}$`, 'm'))
   t.match(lines, [
     ['warn', { event: 'tls_files_refused', x5t: thumbprintOf(first.certPem), error: /tls\.key: not the private key of/ }],
     ['info', { event: 'tls_files_renewed', x5t: thumbprintOf(next.certPem), not_after: String }],

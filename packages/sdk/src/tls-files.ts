@@ -147,6 +147,8 @@ export class TlsFiles {
   #timer: NodeJS.Timeout | undefined
   #reading: Promise<boolean> | undefined
   #closed = false
+  /** The files on disk were refused (reported) and the set in force is older than them. */
+  #failing = false
   #serverExtra: SecureContextOptions = {}
 
   /** Reads the files now; throws a TlsFilesError when they do not make a usable set. Then polls them. */
@@ -206,6 +208,25 @@ export class TlsFiles {
     return this.onChange((material) => server.setSecureContext({ ...this.#serverExtra, ...this.#pick(material) }))
   }
 
+  /**
+   * Two gauges in the Prometheus text format, for a service's own `/metrics` (the Go kit's names):
+   * `authz_tls_certificate_expiry_timestamp_seconds` (the certificate in force ends then: alert well
+   * before, a renewal that never comes ends there) and `authz_tls_files_reload_failing` (1 while the files
+   * on disk are refused), labelled with the certificate file.
+   */
+  prometheus(): string {
+    const label = `{cert="${this.#paths.certFile.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`))}"}`
+    return [
+      '# HELP authz_tls_certificate_expiry_timestamp_seconds End of validity of the certificate in force, from the TLS files.',
+      '# TYPE authz_tls_certificate_expiry_timestamp_seconds gauge',
+      `authz_tls_certificate_expiry_timestamp_seconds${label} ${this.#current.notAfter.getTime() / 1000}`,
+      '# HELP authz_tls_files_reload_failing 1 while the TLS files on disk are refused; the certificate in force stays.',
+      '# TYPE authz_tls_files_reload_failing gauge',
+      `authz_tls_files_reload_failing${label} ${this.#failing ? 1 : 0}`,
+      '',
+    ].join('\n')
+  }
+
   /** Stops polling. The material in force stays readable. */
   close(): void {
     this.#closed = true
@@ -242,6 +263,7 @@ export class TlsFiles {
     if (this.#closed || same(read, this.#seen)) return false
     if (same(read, this.#current)) {
       this.#seen = read // back to the set in force: nothing to report
+      this.#failing = false
       return false
     }
     let material: ReturnType<typeof materialOf>
@@ -253,6 +275,7 @@ export class TlsFiles {
     }
     this.#seen = read
     this.#refusedOnce = undefined
+    this.#failing = false
     this.#current = material
     this.#report({ ok: true, thumbprint: material.thumbprint, notAfter: material.notAfter })
     for (const listener of this.#listeners) {
@@ -278,6 +301,7 @@ export class TlsFiles {
     }
     this.#refusedOnce = undefined
     this.#seen = read
+    this.#failing = true
     this.#report({ ok: false, error, thumbprint: this.#current.thumbprint, notAfter: this.#current.notAfter })
   }
 
