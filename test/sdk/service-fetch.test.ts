@@ -122,3 +122,33 @@ t.test('never for a 403, never for a body that streams; a replayable body is sen
   t.equal((await call(url, { method: 'POST', body: new Uint8Array([104, 105]) })).status, 200)
   t.same(bodies, ['hi', 'hi'], 'bytes: sent again whole')
 })
+
+t.test('a 401 whose body never ends does not hold the retry, nor the caller', async (t) => {
+  const h = await startHarness(t)
+  const server = createServerCert(h.pki.ca)
+  let calls = 0
+  let dropped: () => void = () => undefined
+  const firstClosed = new Promise<void>((resolve) => (dropped = resolve))
+  const endless = createServer({ ca: h.pki.ca.certPem, cert: server.certPem, key: server.keyPem, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+    if (++calls > 1) return void res.end('second')
+    res.on('close', dropped)
+    res.writeHead(401, { 'content-type': 'text/plain' })
+    const chunk = Buffer.alloc(64 << 10, 0x61)
+    const pump = (): void => {
+      while (res.write(chunk));
+    }
+    res.on('drain', pump)
+    res.on('close', () => res.off('drain', pump))
+    pump()
+  })
+  await new Promise<void>((resolve) => endless.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    endless.closeAllConnections()
+    return new Promise<void>((resolve) => endless.close(() => resolve()))
+  })
+  const call = serviceFetch(tokensOf(t, h), 'inventory-service', 'stock:read')
+  const res = await call(`https://localhost:${(endless.address() as { port: number }).port}/x`)
+  t.equal(await res.text(), 'second', 'retried with a fresh token')
+  await firstClosed // before: read on in the background for as long as the callee kept sending
+  t.pass('the endless 401 was dropped, not read')
+})

@@ -137,7 +137,10 @@ export function serviceFetch(tokens: TokenClient, audience: string, scopes?: str
     const next = tokens.tls
     const fresh = await tokens.tokenFor(next, audience, scopes).catch(() => undefined)
     if (fresh === undefined || fresh === token) return toResponse(first, method)
-    first.resume() // the 401's body, drained so its connection is reused
+    // The 401's body: a bare 401 is drained so that its connection is reused; anything longer (or of no
+    // stated length) is not read at all — the connection is closed instead.
+    if (Number(first.headers['content-length'] ?? Infinity) <= 4096) first.resume()
+    else first.destroy()
     try {
       options.onRetry?.({ audience, method, path: url.pathname })
     } catch {
