@@ -3,7 +3,7 @@ import globals from 'globals'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['**/dist/', 'dist-examples/', 'coverage/', '.tap/', 'keys/', 'node_modules/'] },
+  { ignores: ['**/dist/', '.build/', 'dist-examples/', 'coverage/', '.tap/', 'keys/', 'node_modules/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   { languageOptions: { globals: { ...globals.node } } },

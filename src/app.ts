@@ -6,6 +6,7 @@
 import type { Server as HttpsServer } from 'node:https'
 import type { TLSSocket } from 'node:tls'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type RawServerBase } from 'fastify'
+import type { Logger } from 'pino'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
 import type { KeyStore } from './keys/store.js'
@@ -17,7 +18,9 @@ import { clientErrorHandler, denialLogs, installErrorHandling } from './routes/e
 import { jwksRoutes } from './routes/jwks.js'
 import { opsRoutes } from './routes/ops.js'
 import { TOKEN_BODY_LIMIT, tokenRoutes } from './routes/token.js'
+import { HandshakeAdmission } from './tls/admission.js'
 import { ConnectionLifetimes } from './tls/connections.js'
+import { watchHandshakeFailures } from './tls/handshake-failures.js'
 import { DEFAULT_LIMITS, tlsOptions, type ConnectionLimits, type TlsMaterial } from './tls/options.js'
 import { rotateTicketKeys } from './tls/tickets.js'
 
@@ -29,7 +32,10 @@ export interface AppDeps {
   readonly policy: PolicyStore
   readonly metrics: Metrics
   readonly clock: Clock
+  /** A pino logger (Fastify's type for it). */
   readonly logger: FastifyBaseLogger
+  /** The CRL in force, when AUTHZ_CRL is set: readiness fails once it is past its nextUpdate. */
+  readonly crl?: { passed(): boolean }
   /** Overrides jti generation (tests). */
   readonly randomUUID?: () => string
   /** How often the TLS session-ticket key is replaced, ms (default 1 h). */
@@ -54,6 +60,12 @@ const commonOptions = {
 
 /** The main app: Fastify over an HTTPS (TLS) server. */
 export type MainApp = FastifyInstance<HttpsServer>
+
+/**
+ * The main listener's accept queue. Node's default (511) overflows under a flood of reconnects, and a real
+ * caller's SYN that finds it full is retransmitted a second later; the kernel caps it at somaxconn.
+ */
+export const MAIN_LISTEN_BACKLOG = 4096
 
 const lifetimes = new WeakMap<object, ConnectionLifetimes>()
 
@@ -89,12 +101,23 @@ export async function buildApp(config: Config, tls: TlsMaterial, deps: AppDeps):
     loggerInstance: deps.logger.child({ listener: 'main' }),
   })
   const server = app.server
-  server.maxConnections = config.maxConnections
+  // Budgets: authenticated connections, handshaking ones, per source (replaces net's maxConnections,
+  // which counted a silent socket like a caller). First: it decides before anything else sees a socket.
+  const logger = deps.logger.child({ listener: 'main' }) as unknown as Logger
+  const admission = new HandshakeAdmission(server, config, deps.metrics, logger)
   // A connection's certificate, and so its identity, must not change under us (TLS 1.2 renegotiation).
   server.on('secureConnection', (socket: TLSSocket) => socket.disableRenegotiation())
   const connections = trackLifetimes(app, new ConnectionLifetimes(server, { clock: deps.clock, maxAgeMs: config.maxConnectionAge * 1000 }))
+  const failures = watchHandshakeFailures(server, deps.metrics, logger, {
+    closedByServer: (raw) => admission.shedSocket(raw) || connections.draining,
+    onFailure: (reason) => void (reason === 'crl_expired' && deps.crl?.passed()),
+  })
   const stopTickets = rotateTicketKeys(server, deps.ticketKeyRotationMs)
-  app.addHook('onClose', async () => stopTickets())
+  app.addHook('onClose', async () => {
+    stopTickets()
+    admission.close()
+    failures.close()
+  })
   app.removeContentTypeParser('text/plain')
   installErrorHandling(app, deps.metrics, denialLogs(app.log, deps.logSummaryMs))
   const rateLimiter = new RateLimiter(config.rateLimit, deps.clock)

@@ -18,7 +18,7 @@ export const configSchema = {
   type: 'object',
   properties: {
     AUTHZ_ISSUER: { type: 'string', default: 'https://authz.internal', description: 'the `iss` of every token and the discovery `issuer`; an https URL' },
-    AUTHZ_HOST: { type: 'string', default: '0.0.0.0', description: 'main (mTLS) listener address' },
+    AUTHZ_HOST: { type: 'string', description: 'main (mTLS) listener address (default 0.0.0.0; 127.0.0.1 in dev mode, with no TLS files configured)' },
     AUTHZ_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 8443, description: 'main (mTLS) listener port' },
     AUTHZ_TLS_CERT: { type: 'string', minLength: 1, description: 'server certificate chain, PEM' },
     AUTHZ_TLS_KEY: { type: 'string', minLength: 1, description: 'server private key, PEM' },
@@ -43,7 +43,34 @@ export const configSchema = {
       description: 'with `AUTHZ_IDENTITY=spiffe` (and only then; required): the trust domains callers may come from, comma-separated (e.g. `prod.example.org,example.org`)',
     },
     AUTHZ_RATE_LIMIT: { type: 'integer', minimum: 0, maximum: 1000000, default: 100, description: 'token requests per second per caller (CN or SPIFFE ID); 0 turns the limit off' },
-    AUTHZ_MAX_CONNECTIONS: { type: 'integer', minimum: 1, maximum: 1000000, default: 4096, description: 'open connections the main listener accepts at once; more are refused at accept' },
+    AUTHZ_MAX_CONNECTIONS: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 1000000,
+      default: 4096,
+      description: 'authenticated (handshaken) connections the main listener holds at once; more are refused at accept. Connections still in their handshake do not count: see AUTHZ_MAX_HANDSHAKES',
+    },
+    AUTHZ_MAX_HANDSHAKES: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 1000000,
+      default: 1024,
+      description: 'connections still in their TLS handshake held at once; beyond it the oldest handshaking connection of the source holding the most is closed',
+    },
+    AUTHZ_MAX_HANDSHAKES_PER_SOURCE: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 1000000,
+      default: 128,
+      description: 'connections still in their TLS handshake held at once per source address (IPv6: per /64); beyond it the source\'s oldest is closed',
+    },
+    AUTHZ_HANDSHAKE_RATE_PER_SOURCE: {
+      type: 'integer',
+      minimum: 0,
+      maximum: 1000000,
+      default: 10,
+      description: 'TLS handshakes per second per source address (burst: 5 s worth) that do not end authenticated; beyond it new connections of that source are closed at accept. Authenticated handshakes do not count; 0 turns the limit off',
+    },
     AUTHZ_SHUTDOWN_TIMEOUT: {
       type: 'integer',
       minimum: 1,
@@ -94,6 +121,9 @@ export interface Config {
   readonly identity: IdentityMode
   readonly rateLimit: number
   readonly maxConnections: number
+  readonly maxHandshakes: number
+  readonly maxHandshakesPerSource: number
+  readonly handshakeRatePerSource: number
   /** Seconds from SIGTERM to exit. */
   readonly shutdownTimeout: number
   /** Seconds after which a client connection is closed after its current answer (0: never). */
@@ -239,11 +269,14 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd(), options:
     if (first === undefined) throw err
     throw new ConfigError(variableOf(first), first.message ?? 'invalid value')
   }
+  const tls = tlsFiles(raw, cwd, options.requireTls ?? true)
   return Object.freeze({
     issuer: checkIssuer(raw.AUTHZ_ISSUER),
-    host: raw.AUTHZ_HOST,
+    // Dev mode (no TLS files: a generated dev CA) stays on loopback unless AUTHZ_HOST says otherwise: an
+    // issuer whose CA key sits in keys/dev-pki must not answer on every interface of a laptop.
+    host: raw.AUTHZ_HOST ?? (tls === null ? '127.0.0.1' : '0.0.0.0'),
     port: raw.AUTHZ_PORT,
-    tls: tlsFiles(raw, cwd, options.requireTls ?? true),
+    tls,
     keysDir: resolve(cwd, raw.AUTHZ_KEYS_DIR),
     policyPath: resolve(cwd, raw.AUTHZ_POLICY),
     tokenTtl: raw.AUTHZ_TOKEN_TTL,
@@ -254,6 +287,9 @@ export function loadConfig(env: NodeJS.ProcessEnv, cwd = process.cwd(), options:
     identity: identityMode(raw),
     rateLimit: raw.AUTHZ_RATE_LIMIT,
     maxConnections: raw.AUTHZ_MAX_CONNECTIONS,
+    maxHandshakes: raw.AUTHZ_MAX_HANDSHAKES,
+    maxHandshakesPerSource: raw.AUTHZ_MAX_HANDSHAKES_PER_SOURCE,
+    handshakeRatePerSource: raw.AUTHZ_HANDSHAKE_RATE_PER_SOURCE,
     shutdownTimeout: raw.AUTHZ_SHUTDOWN_TIMEOUT,
     maxConnectionAge: raw.AUTHZ_MAX_CONNECTION_AGE,
     dev: raw.AUTHZ_DEV,

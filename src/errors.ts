@@ -103,25 +103,39 @@ export type AuthzErrorCode =
   | 'ERR_KEYSET_READ'
   | 'ERR_KEYSET_LOCKED'
   | 'ERR_KEY_NOT_FOUND'
+  | 'ERR_NO_ACTIVE_KEY'
+  | 'ERR_CLOCK'
   | 'ERR_ROTATION_REFUSED'
   | 'ERR_USAGE'
   | 'ERR_TOKEN_UNAVAILABLE'
 
 /**
- * Why a keyset failed, finer than its code (tests and tools assert on it, never on the message): a key
- * file that is not a usable key, and why.
+ * Why a keyset failed, finer than its code (tests and tools assert on it, never on the message): no
+ * manifest, a key file the manifest names that is not there, or a key file that is not a usable key, and
+ * why.
  */
-export type AuthzErrorReason = 'passphrase_missing' | 'passphrase_wrong' | 'not_a_key' | 'key_type' | 'key_too_weak' | 'key_mismatch'
+export type AuthzErrorReason =
+  | 'manifest_missing'
+  | 'key_file_missing'
+  | 'passphrase_missing'
+  | 'passphrase_wrong'
+  | 'not_a_key'
+  | 'key_type'
+  | 'key_too_weak'
+  | 'key_mismatch'
 
 /** Operator-facing error: bad configuration, policy or keys. Its message is meant for the operator's eyes. */
 export class AuthzError extends Error {
   readonly code: AuthzErrorCode
   readonly reason: AuthzErrorReason | undefined
-  constructor(code: AuthzErrorCode, message: string, options?: { cause?: unknown; reason?: AuthzErrorReason }) {
+  /** The key the error is about, when it is about one. */
+  readonly kid: string | undefined
+  constructor(code: AuthzErrorCode, message: string, options?: { cause?: unknown; reason?: AuthzErrorReason; kid?: string }) {
     super(message, options)
     this.name = new.target.name
     this.code = code
     this.reason = options?.reason
+    this.kid = options?.kid
   }
 }
 

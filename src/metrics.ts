@@ -9,7 +9,7 @@ import { totalmem } from 'node:os'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { STATUS_OF, type OAuthErrorCode, type UnavailableReason } from './errors.js'
 
-export interface Metrics extends OperationsMetrics {
+export interface Metrics extends OperationsMetrics, TrustMetrics {
   readonly registry: Registry
   readonly tokensIssued: Counter<'audience'>
   readonly tokenDenied: Counter<'error'>
@@ -100,10 +100,61 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
     }),
     keysPublished: new Gauge({ name: 'authz_keys_published', help: 'Keys in the JWKS', registers: [registry] }),
     ...operationsMetrics(registry, options.defaults !== false),
+    ...trustMetrics(registry),
   }
   // Every error /token can answer with is a series from the start: rate() and "is it zero?" need one.
   for (const error of TOKEN_OUTCOMES) if (error !== 'issued') metrics.tokenDenied.inc({ error }, 0)
   return metrics
+}
+
+// --- TLS trust material (issue 18) ------------------------------------------------------------------
+
+/** What the main listener's handshakes and TLS material say (README "Ops", "Runbook: trust material"). */
+export interface TrustMetrics {
+  readonly tlsHandshakeFailures: Counter<'reason'>
+  readonly tlsConnections: Gauge<'state'>
+  readonly tlsConnectionsShed: Counter<'reason'>
+  readonly tlsServerCertificateExpiry: Gauge
+  readonly tlsClientCaExpiry: Gauge
+  /** Set only while a CRL (with a nextUpdate) is in force: absent otherwise, never 0. */
+  readonly tlsCrlNextUpdate: OptionalGauge
+}
+
+function trustMetrics(registry: Registry): TrustMetrics {
+  return {
+    tlsHandshakeFailures: new Counter({
+      name: 'authz_tls_handshake_failures_total',
+      help: 'TLS handshakes of the main listener that did not end authenticated, by reason: no_certificate, unknown_ca, revoked, expired, not_yet_valid, crl_expired, protocol, timeout, other',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    tlsConnections: new Gauge({
+      name: 'authz_tls_connections',
+      help: 'Open connections of the main listener by state: handshaking (TLS handshake not finished) or established (authenticated)',
+      labelNames: ['state'],
+      registers: [registry],
+    }),
+    tlsConnectionsShed: new Counter({
+      name: 'authz_tls_connections_shed_total',
+      help: 'Connections the main listener closed at accept or during their handshake because a budget was full, by reason: max_connections, handshake_budget, source_handshakes, source_rate',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    tlsServerCertificateExpiry: new Gauge({
+      name: 'authz_tls_server_certificate_expiry_timestamp_seconds',
+      help: 'notAfter of the server certificate in force (the earliest of the chain it presents), seconds since the epoch',
+      registers: [registry],
+    }),
+    tlsClientCaExpiry: new Gauge({
+      name: 'authz_tls_client_ca_expiry_timestamp_seconds',
+      help: 'The earliest notAfter in the client CA bundle in force, seconds since the epoch',
+      registers: [registry],
+    }),
+    tlsCrlNextUpdate: new OptionalGauge(registry, {
+      name: 'authz_tls_crl_next_update_timestamp_seconds',
+      help: 'The earliest nextUpdate of the CRLs in force, seconds since the epoch (absent without AUTHZ_CRL); past it every client certificate the CRL covers is refused',
+    }),
+  }
 }
 
 // --- operations (issue 19) ---------------------------------------------------------------------------

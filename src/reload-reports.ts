@@ -13,6 +13,9 @@ import type { ReloadEvent } from './util/reloader.js'
 /** The `what` of `authz_reload_failing` and of the log lines (lowercase, as every label value). */
 export type ReloadTarget = 'policy' | 'keyset' | 'tls'
 
+/** How a log message names each target. */
+const NAMES: Readonly<Record<ReloadTarget, string>> = { policy: 'policy', keyset: 'keyset', tls: 'TLS material' }
+
 export interface ReloadReporting {
   readonly counter: Metrics['policyReloads']
   /** What stays in force while a reload fails, for the log line. */
@@ -30,17 +33,17 @@ export function reloadReporter(what: ReloadTarget, reporting: ReloadReporting, m
       metrics.reloadFailing.set({ what }, 1)
       logger.error(
         { event: 'reload_failed', what, code: event.error.code, detail: event.error.message, retry_in_ms: event.retryInMs },
-        `${what} reload failed; ${reporting.keeps} stay in force; retrying until it loads`,
+        `${NAMES[what]} reload failed; ${reporting.keeps} stay in force; retrying until it loads`,
       )
       return
     }
     if (event.kind === 'recovered') {
       metrics.reloadFailing.set({ what }, 0)
-      logger.warn({ event: 'reload_recovered', what, failed_for_ms: event.failedFor }, `${what} loads again`)
+      logger.warn({ event: 'reload_recovered', what, failed_for_ms: event.failedFor }, `${NAMES[what]} loads again`)
       if (!event.changed) return
     }
     reporting.counter.inc({ result: 'changed' })
-    logger.info({ event: 'reloaded', what, ...reporting.onChange() }, `${what} reloaded`)
+    logger.info({ event: 'reloaded', what, ...reporting.onChange() }, `${NAMES[what]} reloaded`)
   }
 }
 

@@ -6,15 +6,18 @@
  */
 import type { FastifyInstance } from 'fastify'
 import type { DestinationStream, Logger } from 'pino'
-import { buildApp, buildOpsApp, connectionsOf, type MainApp } from './app.js'
+import { buildApp, buildOpsApp, connectionsOf, MAIN_LISTEN_BACKLOG, type MainApp } from './app.js'
 import { systemClock, type Clock } from './clock.js'
 import { loadConfig, type Config } from './config.js'
-import { ConfigError } from './errors.js'
-import { KeyStore } from './keys/store.js'
+import { AuthzError, ConfigError } from './errors.js'
+import { keysStartAdvice } from './keys/commands.js'
+import { KeyStore, type OpenWait } from './keys/store.js'
 import { bufferedStdout, createLogger, keepFlushing } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { PolicyStore } from './policy/store.js'
 import { reloadReporter, reportSigningKey } from './reload-reports.js'
+import { CrlDeadline, materialDates } from './tls/expiry.js'
+import type { TlsMaterial } from './tls/options.js'
 import { checkTlsMaterial, readTlsMaterial, TlsReloader } from './tls/reloader.js'
 
 /** Where a started server sends its output, and its clock (tests). */
@@ -27,6 +30,8 @@ export interface StartOptions {
   readonly bannerOut?: { write(text: string): unknown }
   /** Polling interval of the file watchers, ms (default 5000). */
   readonly pollMs?: number
+  /** How long a start waits for a key file the manifest names (default 15 s). */
+  readonly keysWaitMs?: number
 }
 
 /** A started authz: both listeners, its stores, reload and graceful close. */
@@ -71,7 +76,17 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
   const dev = config.tls === null ? await (await import('./dev/bootstrap.js')).prepareDevMaterial(config, policy.current, timing, clock, logger) : undefined
   const tlsFiles = dev?.tls ?? (config.tls as NonNullable<Config['tls']>)
   const tls = await readTlsMaterial(tlsFiles)
-  checkTlsMaterial(tls)
+  checkTlsMaterial(tls, tlsFiles, clock.now())
+  const crl = tlsFiles.crl === undefined ? undefined : new CrlDeadline(clock, logger, tlsFiles.crl)
+  const tlsInForce = (material: TlsMaterial): void => {
+    // (OpenSSL accepted the material: its certificates have dates.)
+    const dates = materialDates(material)
+    if (dates.serverCertificateNotAfter !== null) metrics.tlsServerCertificateExpiry.set(dates.serverCertificateNotAfter / 1000)
+    if (dates.clientCaNotAfter !== null) metrics.tlsClientCaExpiry.set(dates.clientCaNotAfter / 1000)
+    metrics.tlsCrlNextUpdate.set(dates.crlNextUpdate === null ? undefined : dates.crlNextUpdate / 1000)
+    crl?.follow(dates.crlNextUpdate)
+  }
+  tlsInForce(tls)
 
   // Keys in a PKCS#11 token: the module is loaded and logged in now (a ConfigError names what is wrong);
   // when it fails later, /token answers 503 and /readyz fails until it is reloaded.
@@ -87,21 +102,27 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
         })
   if (token !== undefined) metrics.pkcs11Available.set(1)
   let keys: KeyStore
+  const wait: OpenWait = {
+    ...(options.keysWaitMs === undefined ? {} : { maxMs: options.keysWaitMs }),
+    onWait: (err, retryInMs) => logger.warn({ event: 'keys_waiting', dir: config.keysDir, detail: err.message, retry_in_ms: retryInMs }, 'waiting for a key file the manifest names'),
+  }
   try {
-    keys = await KeyStore.open({ dir: config.keysDir, timing, clock, passphrase: config.keyPassphrase, token })
+    keys = await KeyStore.open({ dir: config.keysDir, timing, clock, passphrase: config.keyPassphrase, token }, wait)
   } catch (err) {
+    crl?.close()
     await token?.close()
-    throw new ConfigError('AUTHZ_KEYS_DIR', `${(err as Error).message} (create a key with: npm run keys -- init)`)
+    const advice = err instanceof AuthzError ? ` (${keysStartAdvice(err)})` : ''
+    throw new ConfigError('AUTHZ_KEYS_DIR', `${(err as Error).message}${advice}`)
   }
   for (const warning of keys.keyset?.warnings ?? []) logger.warn({ dir: config.keysDir }, warning)
   const stopKeyReports = reportSigningKey(keys, logger, clock)
 
-  const deps = { keys, policy, metrics, clock, logger }
+  const deps = { keys, policy, metrics, clock, logger, ...(crl === undefined ? {} : { crl }) }
   const main = await buildApp(config, tls, deps)
   const ops = await buildOpsApp(config, deps)
   const connections = connectionsOf(main)
-  // New handshakes use reloaded TLS material; a new client CA or CRL also retires older connections.
-  const tlsReloader = new TlsReloader(tlsFiles, main.server, tls, (trust) => connections.retire(trust))
+  // New connections use reloaded TLS material; a new client CA or CRL also retires older connections.
+  const tlsReloader = new TlsReloader(tlsFiles, main.server, tls, { clock, onTrustChange: (trust) => connections.retire(trust), onApplied: tlsInForce })
 
   const onPolicy = reloadReporter(
     'policy',
@@ -129,13 +150,14 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
 
   const stopFlushing = keepFlushing(destination)
   try {
-    await main.listen({ host: config.host, port: config.port })
+    await main.listen({ host: config.host, port: config.port, backlog: MAIN_LISTEN_BACKLOG })
     await ops.listen({ host: config.opsHost, port: config.opsPort })
   } catch (err) {
     stopKeyReports()
     policy.close()
     keys.close()
     tlsReloader.close()
+    crl?.close()
     await Promise.allSettled([main.close(), ops.close()])
     stopFlushing()
     throw err
@@ -167,20 +189,27 @@ export async function startServer(env: NodeJS.ProcessEnv, options: StartOptions 
     },
     close() {
       closing ??= (async () => {
+        const started = Date.now()
         stopKeyReports()
         policy.close()
         keys.close()
         tlsReloader.close()
+        crl?.close()
         // Answers in progress finish (and close their connections); idle, handshaking, silent and
         // half-received connections close now; at the deadline everything left is destroyed.
         const deadlineMs = config.shutdownTimeout * 1000
         const opsConnections = connectionsOf(ops)
-        connections.drain(deadlineMs)
-        opsConnections.drain(deadlineMs)
+        // One line when the deadline cut clients off (what they saw: a reset, not an answer).
+        const cut = (listener: string) => (destroyed: number) => {
+          if (destroyed > 0) logger.warn({ event: 'shutdown_deadline', listener, destroyed, deadline_s: config.shutdownTimeout }, 'shutdown deadline: destroyed connections still open')
+        }
+        connections.drain(deadlineMs, cut('main'))
+        opsConnections.drain(deadlineMs, cut('ops'))
         await Promise.all([main.close(), ops.close()])
         connections.stop()
         opsConnections.stop()
         await token?.close()
+        logger.info({ event: 'shutdown_complete', elapsed_ms: Date.now() - started }, 'drained')
         stopFlushing()
       })()
       return closing

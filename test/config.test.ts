@@ -16,7 +16,7 @@ t.test('defaults', async (t) => {
   const config = loadConfig({}, '/srv')
   t.match(config, {
     issuer: 'https://authz.internal',
-    host: '0.0.0.0',
+    host: '127.0.0.1', // dev mode (no TLS files): loopback
     port: 8443,
     tls: null,
     keysDir: '/srv/keys',
@@ -85,6 +85,14 @@ t.test('the error message starts with the variable name', async (t) => {
 t.test('an empty value means unset; tools need no TLS files even with AUTHZ_DEV=false', async (t) => {
   t.equal(loadConfig({ AUTHZ_CRL: '', AUTHZ_PORT: '' }).port, 8443)
   t.equal(loadConfig({ AUTHZ_DEV: 'false' }, '/srv', { requireTls: false }).tls, null)
+})
+
+t.test('the main listener: loopback in dev mode unless AUTHZ_HOST says otherwise; every interface with TLS files (regression: dev mode on 0.0.0.0)', async (t) => {
+  const tls = { AUTHZ_TLS_CERT: 'tls.crt', AUTHZ_TLS_KEY: 'tls.key', AUTHZ_CLIENT_CA: 'ca.crt' }
+  t.equal(loadConfig({}, '/srv').host, '127.0.0.1', 'dev mode: loopback')
+  t.equal(loadConfig({ AUTHZ_HOST: '0.0.0.0' }, '/srv').host, '0.0.0.0', 'dev mode, asked for every interface')
+  t.equal(loadConfig({ AUTHZ_DEV: 'false', ...tls }, '/srv').host, '0.0.0.0', 'production material: the production default')
+  t.equal(loadConfig({ ...tls, AUTHZ_HOST: '10.1.2.3' }, '/srv').host, '10.1.2.3')
 })
 
 t.test('AUTHZ_IDENTITY: cn by default; spiffe needs AUTHZ_SPIFFE_TRUST_DOMAINS, checked entry by entry', async (t) => {

@@ -60,7 +60,9 @@ t.test('TLS material reloads on change without dropping open connections; a bad 
   await server.reload()
   await t.rejects(call(pki.client('payment-service')), 'the client does not trust the new server CA')
   t.equal((await httpsCall(port, { ...tokenBody, ca: ca2.certPem, client: pki.client('order-service') })).status, 200, 'new server certificate in use')
-  t.match((await httpCall(Number(new URL(server.opsUrl).port), { path: '/metrics' })).text, /authz_tls_reloads_total\{result="changed"\} 2/)
+  // At least the two changes made above; the directory watcher may also have loaded an in-between state
+  // (a new CRL written before the key beside it) when the machine is slow between two writes.
+  t.match((await httpCall(Number(new URL(server.opsUrl).port), { path: '/metrics' })).text, /authz_tls_reloads_total\{result="changed"\} [2-9]/)
 })
 
 t.test('slow-loris: a client that never finishes its headers is cut off; others are served meanwhile', async (t) => {

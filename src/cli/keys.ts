@@ -3,6 +3,7 @@
  * the same AUTHZ_* variables as the server. Exit codes: 0 ok, 1 failure, 2 usage.
  */
 import { systemClock, type Clock } from '../clock.js'
+import type { NewKey } from '../keys/admin.js'
 import { check } from './keys/check.js'
 import { exportPublic } from './keys/export.js'
 import { init } from './keys/init.js'
@@ -20,8 +21,10 @@ export const KEYS_USAGE = `usage: authz-keys <verb>
                                          publish a new key that signs after <dur> (default 2 x JWKS max-age, at least 60s);
                                          without --alg/--store, like the newest key
   list [--json]                          every key with its state and instants
-  prune                                  remove keys no token can still need
-  revoke <kid>                           emergency: unpublish a key now
+  prune [--against <jwks-url>]           remove keys no token can still need (without --against: expired a day ago)
+  revoke <kid> [--against <jwks-url>]    emergency: unpublish a key now
+        --against: judge by the live servers' clock (their Date header) and JWKS, not this machine's
+        [--ca <pem>] [--client-cert <pem> --client-key <pem>] for an https JWKS
   export --public [--format jwks|pem]    the public keys a server would publish now (never a private part)
   check --against <jwks-url>             is publishing this directory safe for the live JWKS at <url>?
         [--live-manifest <file>] [--ca <pem>] [--client-cert <pem> --client-key <pem>] [--json]
@@ -38,6 +41,6 @@ const KEYS_CLI: Cli = {
 }
 
 /** Runs one CLI invocation; returns the exit code. */
-export async function runKeysCli(argv: string[], env: NodeJS.ProcessEnv, io: Io = processIo, clock: Clock = systemClock): Promise<number> {
-  return runCli(KEYS_CLI, argv, { env, io, clock })
+export async function runKeysCli(argv: string[], env: NodeJS.ProcessEnv, io: Io = processIo, clock: Clock = systemClock, newKey?: NewKey): Promise<number> {
+  return runCli(KEYS_CLI, argv, { env, io, clock, newKey })
 }

@@ -4,6 +4,7 @@ import { Agent as HttpsAgent } from 'node:https'
 import type { JWK } from 'jose'
 import { AuthzError } from '../errors.js'
 import { httpRequestText } from '@authz/sdk'
+import { usageError } from './runner.js'
 
 /** PEM material for an https JWKS (the main listener asks for a client certificate). */
 export interface RemoteTls {
@@ -31,8 +32,31 @@ export async function readRemoteTls(
   }
 }
 
+/** The http(s) URL an option names (`--against`), or a usage error naming the option. */
+export function jwksUrl(text: string, option: string): URL {
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    throw usageError(`${option} must be an http(s) URL`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usageError(`${option} must be an http(s) URL`)
+  return url
+}
+
 /** Every key of the JWKS at `url` (http or https), unfiltered. Throws AuthzError naming the URL. */
 export async function fetchJwks(url: URL, tls: RemoteTls = {}): Promise<JWK[]> {
+  return (await fetchLiveJwks(url, tls)).keys
+}
+
+/** The live side: its JWKS, and its clock (the answer's `Date` header, ms; undefined when it sent none). */
+export interface LiveJwks {
+  readonly keys: JWK[]
+  readonly date: number | undefined
+}
+
+/** The JWKS at `url` and the time the server that answered said it was. */
+export async function fetchLiveJwks(url: URL, tls: RemoteTls = {}): Promise<LiveJwks> {
   // No keep-alive: a one-shot CLI must not wait for an idle socket to time out.
   const agent = url.protocol === 'https:' ? new HttpsAgent({ keepAlive: false }) : new HttpAgent({ keepAlive: false })
   let res
@@ -50,5 +74,7 @@ export async function fetchJwks(url: URL, tls: RemoteTls = {}): Promise<JWK[]> {
   }
   const list = (body as { keys?: unknown }).keys
   if (!Array.isArray(list)) throw new AuthzError('ERR_KEYSET_INVALID', `${url.href} did not answer a JWKS (no "keys")`)
-  return list as JWK[]
+  const dateHeader = res.headers.date
+  const date = typeof dateHeader === 'string' ? Date.parse(dateHeader) : Number.NaN
+  return { keys: list as JWK[], date: Number.isFinite(date) ? date : undefined }
 }

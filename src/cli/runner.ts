@@ -6,6 +6,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import type { Clock } from '../clock.js'
+import type { NewKey } from '../keys/admin.js'
 import { AuthzError } from '../errors.js'
 
 export const EXIT_OK = 0
@@ -47,6 +48,8 @@ export interface CliContext<I extends Io = Io> {
   readonly env: NodeJS.ProcessEnv
   readonly io: I
   readonly clock: Clock
+  /** Where new signing keys come from (default: generated); tests hand out keys made once per run. */
+  readonly newKey?: NewKey | undefined
 }
 
 /** One verb: its arguments (after the verb) in, an exit code out. */
@@ -61,9 +64,33 @@ export interface Cli<I extends Io = Io> {
 
 const HELP = new Set(['help', '--help', '-h'])
 
-/** Runs one invocation of `cli`; returns the exit code. */
+/**
+ * Characters a terminal acts on instead of showing: C0 controls but tab and newline (ESC starts CSI/OSC
+ * sequences that clear the screen, move the cursor or set the title; CR rewrites the line), DEL, the C1
+ * controls (U+009B is a one-character CSI), and the Unicode line separators and bidirectional overrides
+ * (which reorder or hide what follows).
+ */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
+
+/** `text` with every terminal control shown as its `\uXXXX` escape; tab and newline kept. */
+export function escapeControls(text: string): string {
+  return text.replace(CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
+/** A value from outside (a token's claim, a remote kid) for one line of output: newlines and tabs escaped too. */
+export function oneLine(text: string): string {
+  return escapeControls(text.replace(/\n/g, '\\n').replace(/\t/g, '\\t'))
+}
+
+/**
+ * Runs one invocation of `cli`; returns the exit code. Everything it prints goes through escapeControls: a
+ * value it echoes (a pasted token's claims, a remote JWKS) can never drive the operator's terminal.
+ */
 export async function runCli<I extends Io>(cli: Cli<I>, argv: readonly string[], context: CliContext<I>): Promise<number> {
-  const { io } = context
+  const raw = context.io
+  const io: I = { ...raw, out: (line: string) => raw.out(escapeControls(line)), err: (line: string) => raw.err(escapeControls(line)) }
+  context = { ...context, io }
   const [verb, ...rest] = argv
   try {
     if (verb === undefined || HELP.has(verb)) {

@@ -1,7 +1,7 @@
 /** The configuration as the CLIs read it: the server's AUTHZ_* variables, validated by the same schema. */
 import type { Clock } from '../clock.js'
 import { loadConfig, type Config } from '../config.js'
-import type { KeysAdminOptions } from '../keys/admin.js'
+import type { KeysAdminOptions, NewKey } from '../keys/admin.js'
 import { lazyToken } from '../keys/pkcs11/token.js'
 
 /** The server's configuration, without requiring TLS files (the CLIs report on them, they do not serve). */
@@ -10,9 +10,10 @@ export function toolConfig(env: NodeJS.ProcessEnv): Config {
 }
 
 /** The keys directory as the server sees it: where, with which lifetimes, at what time. */
-export function keysOptions(config: Config, clock: Clock): KeysAdminOptions {
+export function keysOptions(config: Config, clock: Clock, newKey?: NewKey): KeysAdminOptions {
   return {
     dir: config.keysDir,
+    ...(newKey === undefined ? {} : { newKey }),
     timing: { tokenTtl: config.tokenTtl, jwksMaxAge: config.jwksMaxAge },
     clock,
     passphrase: config.keyPassphrase,

@@ -10,11 +10,15 @@ import { join } from 'node:path'
 import type { Clock } from '../clock.js'
 import { AuthzError } from '../errors.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
+import { readRegularFile } from '../util/read-file.js'
 import { byActivation, keyStates, recordRetirements, safeActivationDelayMs, type KeyStatus, type Timing } from './lifecycle.js'
 import { LOCK_FILE, stagingLeftOver, withLock } from './lock.js'
 import { readManifest, writeManifest, type FileKey, type KeyStoreKind, type Manifest, type ManifestKey } from './manifest.js'
-import type { TokenKeys } from './keyset.js'
-import { DEFAULT_ALG, generateKey, kidOf, toPkcs8Pem, type Alg } from './material.js'
+import { KEY_FILE_MAX_BYTES, type TokenKeys } from './keyset.js'
+import { DEFAULT_ALG, fromPkcs8Pem, generateKey, kidOf, toPkcs8Pem, type Alg } from './material.js'
+
+/** Makes a new private key for a file key. */
+export type NewKey = (alg: Alg) => Promise<KeyObject>
 
 export interface KeysAdminOptions {
   readonly dir: string
@@ -24,7 +28,7 @@ export interface KeysAdminOptions {
   /** RSA modulus length of new keys (default 2048). */
   readonly bits?: number
   /** Makes a new private key for a file key (default: a fresh one); tests hand out pre-made ones. */
-  readonly newKey?: (alg: Alg) => Promise<KeyObject>
+  readonly newKey?: NewKey
   /** The PKCS#11 token, for keys whose store is `pkcs11`. */
   readonly token?: (TokenAdmin & TokenKeys & { readonly available: boolean }) | undefined
   /** How long to wait for another CLI run's lock, ms (default 10 s). */
@@ -112,8 +116,40 @@ async function change<T>(
   )
 }
 
-/** Creates a key where `request.store` says (a PKCS#8 file by default) and returns its manifest entry. */
-async function createKey(options: KeysAdminOptions, activatesAt: number, request: NewKeyRequest = {}): Promise<ManifestKey> {
+/**
+ * Refuses the passphrase (AUTHZ_KEY_PASSPHRASE, or its absence) when it does not decrypt the file keys
+ * already in the directory: the server reads every key with one passphrase, so a key written with another
+ * could never be loaded beside them (the next reload would fail, the next start too). Other faults of a
+ * key file are not this check's business: `revoke` must work on a key whose file is lost.
+ */
+async function checkPassphrase(options: KeysAdminOptions, existing: readonly ManifestKey[]): Promise<void> {
+  for (const key of existing) {
+    if (key.store !== 'file') continue
+    let pem: string
+    try {
+      pem = (await readRegularFile(join(options.dir, key.file), { maxBytes: KEY_FILE_MAX_BYTES })).toString('utf8')
+    } catch {
+      continue
+    }
+    try {
+      fromPkcs8Pem(pem, options.passphrase, `key ${key.kid}`, key.alg)
+    } catch (err) {
+      if (!(err instanceof AuthzError) || (err.reason !== 'passphrase_wrong' && err.reason !== 'passphrase_missing')) continue
+      const why = err.reason === 'passphrase_missing' ? 'is not set, and key' : 'does not decrypt key'
+      throw new AuthzError(
+        'ERR_KEYSET_INVALID',
+        `AUTHZ_KEY_PASSPHRASE ${why} ${key.kid} (${key.file})${err.reason === 'passphrase_missing' ? ' is encrypted' : ''}: a key written now could not be loaded beside it; nothing was changed (use the passphrase the server has)`,
+        { reason: err.reason, kid: key.kid },
+      )
+    }
+  }
+}
+
+/**
+ * Creates a key where `request.store` says (a PKCS#8 file by default) and returns its manifest entry. A file
+ * key is written only with a passphrase that decrypts the file keys in `existing`.
+ */
+async function createKey(options: KeysAdminOptions, activatesAt: number, request: NewKeyRequest, existing: readonly ManifestKey[]): Promise<ManifestKey> {
   const createdAt = Math.min(options.clock.now(), activatesAt)
   const alg = request.alg ?? DEFAULT_ALG
   if (request.store === 'pkcs11') {
@@ -121,6 +157,7 @@ async function createKey(options: KeysAdminOptions, activatesAt: number, request
     const { kid, label } = await options.token.generate(alg)
     return Object.freeze({ kid, alg, store: 'pkcs11', label, createdAt, activatesAt })
   }
+  await checkPassphrase(options, existing)
   const key = await (options.newKey ?? ((a: Alg) => generateKey(a, options.bits)))(alg)
   const kid = await kidOf(key)
   const file = `${kid}.pem`
@@ -148,7 +185,7 @@ export async function initKeys(options: KeysAdminOptions, request: NewKeyRequest
     if (manifest.keys.length > 0) {
       throw new AuthzError('ERR_ROTATION_REFUSED', `${options.dir} already has ${manifest.keys.length} key(s): use rotate`)
     }
-    const key = await createKey(options, options.clock.now(), request)
+    const key = await createKey(options, options.clock.now(), request, manifest.keys)
     return { manifest: { ...manifest, keys: [key] }, result: key, onWriteFailure: removeKeys(options, [key]) }
   })
 }
@@ -186,27 +223,45 @@ export async function rotateKeys(options: KeysAdminOptions, request: RotateReque
     // move to ES256 or to a hardware module stays there.
     const newest = [...manifest.keys].sort(byActivation).at(-1)
     const like = { alg: request.alg ?? newest?.alg, store: request.store ?? newest?.store }
-    const key = await createKey(options, options.clock.now() + delay, {
-      ...(like.alg === undefined ? {} : { alg: like.alg }),
-      ...(like.store === undefined ? {} : { store: like.store }),
-    })
+    const key = await createKey(
+      options,
+      options.clock.now() + delay,
+      {
+        ...(like.alg === undefined ? {} : { alg: like.alg }),
+        ...(like.store === undefined ? {} : { store: like.store }),
+      },
+      manifest.keys,
+    )
     return { manifest: { ...manifest, keys: [...manifest.keys, key] }, result: { key, unsafe }, onWriteFailure: removeKeys(options, [key]) }
   })
 }
 
 /** `prune`: removes expired keys (never next, active or still-published retired ones). */
-export async function pruneKeys(options: KeysAdminOptions): Promise<{ readonly pruned: string[] } & Cleaned> {
+/** What prune must leave alone beyond the lifecycle's own rule. */
+export interface PruneGuard {
+  /** Keep a key until it has been expired this long (ms): room for a clock that is ahead. */
+  readonly holdMs?: number
+  /** Kids the live servers still publish: never removed, whatever this clock says. */
+  readonly published?: ReadonlySet<string>
+  /** Called with the manifest before anything changes (e.g. to refuse a clock behind its timeline). */
+  readonly check?: (manifest: Manifest) => void
+}
+
+export async function pruneKeys(options: KeysAdminOptions, guard: PruneGuard = {}): Promise<{ readonly pruned: string[]; readonly held: string[] } & Cleaned> {
   return change(options, 'prune', async (manifest) => {
-    const expired = statusesOf(manifest, options)
-      .filter((s) => s.state === 'expired')
-      .map((s) => s.key)
-    if (expired.length === 0) return { result: { pruned: [] } }
+    guard.check?.(manifest)
+    const now = options.clock.now()
+    const candidates = statusesOf(manifest, options).filter((s) => s.state === 'expired')
+    const removable = (s: (typeof candidates)[number]) => (s.prunableAt ?? Infinity) + (guard.holdMs ?? 0) <= now && guard.published?.has(s.key.kid) !== true
+    const expired = candidates.filter(removable).map((s) => s.key)
+    const held = candidates.filter((s) => !removable(s)).map((s) => s.key.kid)
+    if (expired.length === 0) return { result: { pruned: [], held } }
     const gone = new Set(expired.map((k) => k.kid))
     // The manifest no longer names them: only then may the files go (or the next run removes them,
     // should this one die in between).
     return {
       manifest: { ...manifest, keys: manifest.keys.filter((k) => !gone.has(k.kid)) },
-      result: { pruned: [...gone] },
+      result: { pruned: [...gone], held },
       afterWrite: removeKeys(options, expired),
     }
   })
@@ -214,46 +269,56 @@ export async function pruneKeys(options: KeysAdminOptions): Promise<{ readonly p
 
 export interface RevokeResult {
   readonly revoked: ManifestKey
+  /** Whether it was the active key, by the clock the command judged by. */
   readonly wasActive: boolean
-  /** The key that signs from now on when the revoked one was active. */
+  /** The key that took the revoked key's place in the timeline (its activation instant), if any. */
+  readonly heir?: ManifestKey
+  /** The key that signs from now on when the revoked one was active (the heir). */
   readonly nowActive?: ManifestKey
-  /** True when no next key existed and a new one was made to take over. */
+  /** True when no later key existed and a new one was made to take the revoked key's place. */
   readonly created: boolean
 }
 
 /**
- * `revoke <kid>`: emergency. The key leaves the manifest (and so every JWKS) now. When it was the active
- * key, the earliest next key activates at once, or a new key is made active at once. No other key is
- * published again: retirements that happened are recorded before the key is removed.
+ * `revoke <kid>`: emergency. The key leaves the manifest (and so every JWKS) now, and the key after it in
+ * activation order takes its place in the timeline: its activation instant becomes the revoked key's (a
+ * new key made like the revoked one does, when none comes after it). Every instant at which some key was
+ * active therefore still has one, whatever clock judges it: for every server that was signing with the
+ * revoked key, that instant has passed, so its heir signs there at once, even when this command's clock
+ * is ahead of the servers' (activating the heir at this clock's "now" instead, an hour ahead, left the
+ * servers without a signing key for an hour). No other key is published again: retirements that happened
+ * are recorded before the key is removed.
  */
-export async function revokeKey(options: KeysAdminOptions, kid: string): Promise<RevokeResult & Cleaned> {
+export async function revokeKey(options: KeysAdminOptions, kid: string, check?: (manifest: Manifest) => void): Promise<RevokeResult & Cleaned> {
   return change(options, 'revoke', async (manifest) => {
+    check?.(manifest)
     const now = options.clock.now()
     // Write down every retirement that has happened while the revoked key still orders them.
     const settled = recordRetirements(manifest.keys, now, options.timing)
     const statuses = keyStates(settled, now, options.timing)
-    const target = statuses.find((s) => s.key.kid === kid)
+    const index = statuses.findIndex((s) => s.key.kid === kid)
+    const target = statuses[index]
     if (target === undefined) throw new AuthzError('ERR_KEY_NOT_FOUND', `no key ${kid} in ${options.dir}`)
     let keys = settled.filter((k) => k.kid !== kid)
-    let nowActive: ManifestKey | undefined
+    const takesOverAt = target.key.activatesAt
+    const successor = statuses[index + 1]?.key
+    let heir: ManifestKey | undefined
     let created = false
-    if (target.state === 'active') {
-      const next = statuses.find((s) => s.state === 'next')?.key
-      if (next !== undefined) {
-        nowActive = Object.freeze({ ...next, activatesAt: now })
-        keys = keys.map((k) => (k.kid === next.kid ? (nowActive as ManifestKey) : k))
-      } else {
-        // The replacement is made like the key it replaces: same algorithm, same store.
-        nowActive = await createKey(options, now, { alg: target.key.alg, store: target.key.store })
-        keys = [...keys, nowActive]
-        created = true
-      }
+    if (successor === undefined) {
+      // The replacement is made like the key it replaces: same algorithm, same store.
+      heir = await createKey(options, takesOverAt, { alg: target.key.alg, store: target.key.store }, keys)
+      keys = [...keys, heir]
+      created = true
+    } else if (successor.activatesAt > takesOverAt) {
+      heir = Object.freeze({ ...successor, activatesAt: takesOverAt, createdAt: Math.min(successor.createdAt, takesOverAt) })
+      keys = keys.map((k) => (k.kid === successor.kid ? (heir as ManifestKey) : k))
     }
+    const wasActive = target.state === 'active'
     return {
       manifest: { ...manifest, keys, revoked: [...manifest.revoked, { kid, revokedAt: now }] },
-      result: { revoked: target.key, wasActive: target.state === 'active', created, ...(nowActive === undefined ? {} : { nowActive }) },
+      result: { revoked: target.key, wasActive, created, ...(heir === undefined ? {} : { heir }), ...(wasActive && heir !== undefined ? { nowActive: heir } : {}) },
       afterWrite: removeKeys(options, [target.key]),
-      ...(created && nowActive !== undefined ? { onWriteFailure: removeKeys(options, [nowActive]) } : {}),
+      ...(created && heir !== undefined ? { onWriteFailure: removeKeys(options, [heir]) } : {}),
     }
   })
 }

@@ -11,6 +11,7 @@ import { link, readFile, stat, unlink, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { AuthzError } from '../errors.js'
+import { namingPath } from '../util/atomic-write.js'
 
 export const LOCK_FILE = '.lock'
 
@@ -128,7 +129,14 @@ export async function withLock<T>(dir: string, fn: () => Promise<T>, timeoutMs =
   // A file of our own (a unique name, complete before it is linked): not an atomic-write temp file, which
   // the lock holder's leftover cleaning would remove under a waiter's feet.
   const staging = join(dir, `${LOCK_FILE}.${owner.token}.tmp`)
-  await writeFile(staging, text, { mode: 0o600, flag: 'wx' })
+  try {
+    await writeFile(staging, text, { mode: 0o600, flag: 'wx' })
+  } catch (err) {
+    // A full disk (ENOSPC) fails the write after open() made the file: remove it, or every failed run
+    // leaves one more behind.
+    await unlink(staging).catch(() => undefined)
+    throw namingPath(err, staging)
+  }
   const deadline = Date.now() + timeoutMs
   try {
     for (;;) {

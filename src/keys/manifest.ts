@@ -2,12 +2,12 @@
  * The keys manifest (`<AUTHZ_KEYS_DIR>/manifest.json`): the list every replica reads to agree on which key
  * signs when. It names key files by kid; it holds no key material. The one reader and writer of the file.
  */
-import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Ajv } from 'ajv'
 import { AuthzError } from '../errors.js'
 import { sha256Hex } from '../util/digest.js'
 import { writeFileAtomic } from '../util/atomic-write.js'
+import { MiB, readFailure, readRegularFile } from '../util/read-file.js'
 import type { KeyTimes } from './lifecycle.js'
 import { ALGORITHMS, type Alg } from './material.js'
 
@@ -46,6 +46,11 @@ export interface Manifest {
   readonly keys: readonly ManifestKey[]
   /** Emergency-revoked kids, kept so operators can tell "revoked" from "unknown". */
   readonly revoked: readonly RevokedKey[]
+  /**
+   * Kids the file listed under `keys` although they are revoked too: left out of `keys` (revoked wins, see
+   * parseManifest), named here so the loader can warn. Never written back.
+   */
+  readonly revokedButListed?: readonly string[]
 }
 
 interface ManifestJson {
@@ -136,7 +141,17 @@ export function parseManifest(text: string): Manifest {
   const revoked = (json.revoked ?? []).map((r, i) =>
     Object.freeze({ kid: r.kid, revokedAt: instant(r.revokedAt, `revoked[${i}].revokedAt`) }),
   )
-  return Object.freeze({ version: 1, keys: Object.freeze(keys), revoked: Object.freeze(revoked) })
+  // A kid listed both as a key and as revoked (a hand edit, a bad merge: `revoke` never writes one) is
+  // revoked: never published, never signing. Refusing the whole manifest instead would keep a running
+  // server on its previous keyset, in which the key an operator meant to revoke still signs.
+  const revokedKids = new Set(revoked.map((r) => r.kid))
+  const listed = keys.filter((k) => revokedKids.has(k.kid)).map((k) => k.kid)
+  return Object.freeze({
+    version: 1,
+    keys: Object.freeze(keys.filter((k) => !revokedKids.has(k.kid))),
+    revoked: Object.freeze(revoked),
+    ...(listed.length === 0 ? {} : { revokedButListed: Object.freeze(listed) }),
+  })
 }
 
 /** Serialises a manifest with ISO instants, stable key order and a trailing newline. */
@@ -161,10 +176,10 @@ export const EMPTY_MANIFEST: Manifest = Object.freeze({ version: 1, keys: Object
 /** The manifest's bytes, or null when the directory has none. Any other read failure throws `ERR_KEYSET_READ`. */
 export async function readManifestText(dir: string): Promise<string | null> {
   try {
-    return await readFile(join(dir, MANIFEST_FILE), 'utf8')
+    return (await readRegularFile(join(dir, MANIFEST_FILE), { maxBytes: MiB })).toString('utf8')
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
-    throw new AuthzError('ERR_KEYSET_READ', `cannot read ${MANIFEST_FILE} in ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
+    throw new AuthzError('ERR_KEYSET_READ', `cannot read ${MANIFEST_FILE} in ${dir}: ${readFailure(err)}`)
   }
 }
 

@@ -5,10 +5,9 @@
  */
 import { sha256Base64url } from '../util/digest.js'
 import type { Clock } from '../clock.js'
-import type { AuthzError } from '../errors.js'
-import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
-import { loadKeyset, requireManifestText, type Keyset, type LoadedKey, type TokenKeys } from './keyset.js'
-import { manifestHash } from './manifest.js'
+import { AuthzError } from '../errors.js'
+import { backoffMs, Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
+import { loadKeyset, type Keyset, type LoadedKey, type TokenKeys } from './keyset.js'
 import { activeAt, keyStates, nextTransition, published, type KeyStatus, type Timing } from './lifecycle.js'
 
 export interface Jwks {
@@ -38,6 +37,16 @@ export interface KeyStoreOptions {
   readonly token?: (TokenKeys & { readonly available: boolean }) | undefined
 }
 
+/** How `open` waits for a key file the manifest names that is not there yet. */
+export interface OpenWait {
+  /** Give up after this long, ms (default 15 s). */
+  readonly maxMs?: number
+  /** Called before each wait (for a log line). */
+  readonly onWait?: (error: AuthzError, retryInMs: number) => void
+}
+
+export const DEFAULT_OPEN_WAIT_MS = 15_000
+
 const EMPTY_JWKS_BODY = Buffer.from('{"keys":[]}')
 
 export class KeyStore {
@@ -65,10 +74,25 @@ export class KeyStore {
     this.#view = this.#compute()
   }
 
-  /** Reads the keyset; throws AuthzError when the directory holds no valid keyset. */
-  static async open(options: KeyStoreOptions): Promise<KeyStore> {
-    const keyset = await loadKeyset(options.dir, { passphrase: options.passphrase, token: options.token })
-    return new KeyStore(options, keyset)
+  /**
+   * Reads the keyset; throws AuthzError when the directory holds no valid keyset. A manifest that names a
+   * key file not there yet (NFS or configuration management delivering files in any order) is read again,
+   * with the reloads' backoff, until the file arrives or `wait.maxMs` has passed: a start is as patient as
+   * a reload, within a bound.
+   */
+  static async open(options: KeyStoreOptions, wait: OpenWait = {}): Promise<KeyStore> {
+    const maxMs = wait.maxMs ?? DEFAULT_OPEN_WAIT_MS
+    const started = Date.now()
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return new KeyStore(options, await loadKeyset(options.dir, { passphrase: options.passphrase, token: options.token }))
+      } catch (err) {
+        const retryInMs = Math.min(backoffMs(attempt, 500, 8000), started + maxMs - Date.now())
+        if (!(err instanceof AuthzError) || err.reason !== 'key_file_missing' || retryInMs <= 0) throw err
+        wait.onWait?.(err, retryInMs)
+        await new Promise((resolve) => setTimeout(resolve, retryInMs))
+      }
+    }
   }
 
   get keyset(): Keyset | undefined {
@@ -106,18 +130,20 @@ export class KeyStore {
   }
 
   /**
-   * Re-reads the directory. An unchanged manifest is a no-op; a corrupt manifest or a missing/bad key file
-   * keeps the keyset in force, is reported once per distinct failure (`force` reports it again) and is
+   * Re-reads the directory: the manifest and every key file. Unchanged bytes are a no-op; a corrupt
+   * manifest, or a key file missing, unreadable or holding another key than its kid (even under an
+   * unchanged manifest), keeps the keyset in force, is reported once per distinct failure (`force` reports it again) and is
    * retried until it loads.
    */
   reload(force = false): Promise<KeyReloadResult> {
     return this.#reloader.reload(force)
   }
 
+  /** Every key file is read again and checked against its kid: a file replaced under an unchanged manifest fails the reload. */
   async #attempt(): Promise<boolean> {
-    const text = await requireManifestText(this.dir)
-    if (manifestHash(text) === this.#keyset?.sha256) return false
-    this.#keyset = await loadKeyset(this.dir, { passphrase: this.#passphrase, previous: this.#keyset, manifestText: text, token: this.#token })
+    const keyset = await loadKeyset(this.dir, { passphrase: this.#passphrase, previous: this.#keyset, token: this.#token })
+    if (keyset.fingerprint === this.#keyset?.fingerprint) return false
+    this.#keyset = keyset
     this.#refresh()
     return true
   }

@@ -41,12 +41,23 @@ export interface CertOptions {
 
 const DAY_MS = 86_400_000
 
+let presetKeys: string[] = []
+
+/**
+ * Tests: certify these RSA-2048 private keys (PKCS#8 PEM, each used once, in order) before generating new
+ * ones. Generating an RSA key is most of what a certificate costs, and a test suite makes hundreds.
+ */
+export function useKeysForCertificates(pems: readonly string[]): void {
+  presetKeys = [...pems]
+}
+
 function newKeyPair(bits: number, existing?: string): { privatePem: string; forgeKey: forge.pki.rsa.PrivateKey; forgePublic: forge.pki.rsa.PublicKey } {
+  const key = existing ?? (bits === 2048 ? presetKeys.shift() : undefined)
   // Native key generation: forge's pure-JS RSA is far slower.
   const { privateKey, publicKey } =
-    existing === undefined
+    key === undefined
       ? generateKeyPairSync('rsa', { modulusLength: bits, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } })
-      : { privateKey: existing, publicKey: createPublicKey(existing).export({ type: 'spki', format: 'pem' }) as string }
+      : { privateKey: key, publicKey: createPublicKey(key).export({ type: 'spki', format: 'pem' }) as string }
   return {
     privatePem: privateKey,
     forgeKey: forge.pki.privateKeyFromPem(privateKey),

@@ -1,7 +1,7 @@
-import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { AuthzError } from '../errors.js'
 import { CN_IDENTITY, type IdentityMode } from '../identity/mode.js'
+import { MiB, readFailure, readRegularFile } from '../util/read-file.js'
 import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
 import { parsePolicy, type Policy } from './policy.js'
 
@@ -79,9 +79,9 @@ export class PolicyStore {
 
 async function readPolicyText(path: string): Promise<string> {
   try {
-    return await readFile(path, 'utf8')
+    return (await readRegularFile(path, { maxBytes: MiB })).toString('utf8')
   } catch (err) {
-    throw new AuthzError('ERR_POLICY_READ', `cannot read policy ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`)
+    throw new AuthzError('ERR_POLICY_READ', `cannot read policy ${path}: ${readFailure(err)}`)
   }
 }
 

@@ -106,6 +106,12 @@ const CLIENT_ERROR_BODY = '{"error":"invalid_request"}'
  */
 export function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Duplex): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return
+  // A TLS handshake that failed (Node reports it here too): there is no HTTP to answer in, and the
+  // failure is counted and logged by reason where it is classified (tls/handshake-failures.ts).
+  if (!isHttpError(err.code)) {
+    socket.destroy()
+    return
+  }
   const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
   this.log.debug({ event: 'client_error', code: err.code, status }, 'malformed request')
   const body = status === 408 ? '' : CLIENT_ERROR_BODY
@@ -117,6 +123,9 @@ export function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoExcep
   }
   socket.destroy()
 }
+
+/** Errors of the HTTP layer (llhttp's `HPE_*`, Node's `ERR_HTTP_*`), as opposed to the TLS layer under it. */
+const isHttpError = (code: string | undefined): boolean => code !== undefined && (code.startsWith('HPE_') || code.startsWith('ERR_HTTP_'))
 
 /** Installs the error and not-found handlers on an app (with `logs`, repeated denials are summarised). */
 export function installErrorHandling(app: FastifyInstance, metrics: Metrics, logs?: DenialLogs): void {

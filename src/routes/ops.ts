@@ -17,20 +17,25 @@ export interface OpsDeps {
   readonly policy: PolicyStore
   readonly metrics: Metrics
   readonly clock: Clock
+  /** The CRL in force, when AUTHZ_CRL is set. */
+  readonly crl?: { passed(): boolean }
 }
 
 export interface Readiness {
   readonly ready: boolean
-  readonly checks: { readonly signing_key: boolean; readonly policy: boolean }
+  /** `crl` only with AUTHZ_CRL. */
+  readonly checks: { readonly signing_key: boolean; readonly policy: boolean; readonly crl?: boolean }
 }
 
 /** Whether this replica can issue tokens now: what /readyz answers and `authz_ready` reports. */
-export function readiness(deps: Pick<OpsDeps, 'keys' | 'policy'>): Readiness {
+export function readiness(deps: Pick<OpsDeps, 'keys' | 'policy' | 'crl'>): Readiness {
   // A key signs now, and can: a PKCS#11 token that is down makes this replica not ready.
   const signing = deps.keys.signingAvailable()
   // A PolicyStore only exists around a validated policy; a bad reload keeps the previous one.
   const policy = deps.policy.current !== undefined
-  return { ready: signing && policy, checks: { signing_key: signing, policy } }
+  // Past its nextUpdate, the CRL in force makes OpenSSL refuse every client it covers.
+  const crl = deps.crl === undefined ? undefined : !deps.crl.passed()
+  return { ready: signing && policy && crl !== false, checks: { signing_key: signing, policy, ...(crl === undefined ? {} : { crl }) } }
 }
 
 /** Gauges computed at scrape time from (keyset, now), like everything else about keys. */

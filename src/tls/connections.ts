@@ -1,10 +1,13 @@
 /**
  * Every connection of the main listener from accept to close, and the one place that decides when a
  * connection's trust ends:
- *   - trust: a connection opened under a client CA bundle or CRL that has since changed is *retired*. Its
- *     certificate is checked again against the material in force before a request on it is served, and
- *     the answer closes it, so the client's next request comes with a fresh handshake. Nothing is reset:
- *     every request that reached the server gets an answer.
+ *   - trust: a connection accepted under a client CA bundle or CRL that has since changed is *retired*.
+ *     Its certificate is checked again against the material in force before a request on it is served,
+ *     and the answer closes it, so the client's next request comes with a fresh handshake. Nothing is
+ *     reset: every request that reached the server gets an answer. A connection's trust generation is the
+ *     one in force when it was *accepted*, not when its handshake ended: Node gives a TLS socket the
+ *     server's secure context (CA bundle, CRLs) at accept, so a client that opens TCP before a reload and
+ *     sends its ClientHello after it is verified against the old material, and must be re-checked.
  *   - age: a connection older than `maxAgeMs` is closed after its current answer, so long-lived clients
  *     re-handshake now and then (as proxies' max connection duration does).
  *   - drain (shutdown): answers carry `Connection: close`; connections without a request (idle keep-alive
@@ -25,8 +28,8 @@ interface Connection {
   socket: Socket | undefined
   /** Clock time of the handshake (ms). */
   born: number
-  /** The trust generation the handshake was made under. */
-  generation: number
+  /** The trust generation in force at accept: the secure context the handshake is verified against. */
+  readonly generation: number
   /** The request being received or answered, if any. */
   request: IncomingMessage | undefined
   /** Set when the next answer must close the connection (e.g. its certificate failed a check). */
@@ -62,6 +65,8 @@ export class ConnectionLifetimes {
   constructor(server: NetServer, options: LifetimeOptions) {
     this.#options = options
     server.on('connection', (raw: Socket) => {
+      // (Refused at accept by the admission: nothing to track.)
+      if (raw.destroyed) return
       if (this.#draining) {
         raw.destroy()
         return
@@ -91,9 +96,8 @@ export class ConnectionLifetimes {
       const connection = key === undefined ? undefined : this.#open.get(key)
       if (connection === undefined) return
       connection.socket = tls
-      // Trust and age count from the handshake that authenticated the peer.
+      // Age counts from the handshake that authenticated the peer; trust from the accept (see above).
       connection.born = options.clock.now()
-      connection.generation = this.#generation
       this.#bySocket.set(tls, connection)
     })
     server.on('request', (request: IncomingMessage, response: ServerResponse) => {
@@ -111,13 +115,18 @@ export class ConnectionLifetimes {
     return this.#open.size
   }
 
+  /** True from the start of the drain (shutdown): connections closed from then on were closed by the server. */
+  get draining(): boolean {
+    return this.#draining
+  }
+
   /** The client CA bundle or CRL changed: connections opened before are retired (see the module comment). */
   retire(trust: ClientTrust): void {
     this.#generation++
     this.#trust = trust
   }
 
-  /** True when the socket's handshake was made under trust material that is no longer in force. */
+  /** True when the socket was accepted under trust material that is no longer in force. */
   isRetired(socket: TLSSocket): boolean {
     const connection = this.#bySocket.get(socket)
     return connection !== undefined && connection.generation < this.#generation
@@ -158,16 +167,18 @@ export class ConnectionLifetimes {
   /**
    * Shutdown: from now on answers close their connections and new connections are refused; connections
    * without a request (no complete request headers) are closed now; at `deadlineMs` every connection left is
-   * destroyed, whatever its client does.
+   * destroyed, whatever its client does, and `onDeadline` is told how many that was.
    */
-  drain(deadlineMs: number): void {
+  drain(deadlineMs: number, onDeadline?: (destroyed: number) => void): void {
     if (this.#draining) return
     this.#draining = true
     for (const connection of this.#open.values()) {
       if (connection.request === undefined) destroy(connection)
     }
     this.#deadline = setTimeout(() => {
-      for (const connection of this.#open.values()) destroy(connection)
+      const left = [...this.#open.values()]
+      for (const connection of left) destroy(connection)
+      onDeadline?.(left.length)
     }, deadlineMs)
     this.#deadline.unref()
   }

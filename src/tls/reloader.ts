@@ -1,26 +1,35 @@
 /**
  * The main listener's TLS material (server certificate and key, client CA bundle, CRLs), reloaded on file
- * change and on SIGHUP with `setSecureContext`: new handshakes use the new material. When the client CA
- * bundle or the CRL changed, `onTrustChange` receives the new trust, so connections opened before are
- * checked against it (see connections.ts); a new server certificate alone leaves them as they are. A set
- * that does not load (bad PEM, a key that does not match the certificate, an unreadable file) is reported,
- * the previous one stays in force, and the reload is retried until it loads.
+ * change and on SIGHUP with `setSecureContext`: new connections use the new material. When the client CA
+ * bundle or the CRL changed, `onTrustChange` receives the new trust, so connections accepted before are
+ * checked against it (see connections.ts), and the session-ticket key is replaced, so no session verified
+ * under the old material is resumed under the new; a new server certificate alone leaves both as they are.
+ * A set that does not load (bad PEM, a key that does not match the certificate, a CRL past its nextUpdate,
+ * a file that is not a regular file) is reported, the previous one stays in force, and the reload is
+ * retried until it loads.
  */
-import { readFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
 import { dirname } from 'node:path'
 import { createSecureContext, type Server as TlsServer } from 'node:tls'
+import type { Clock } from '../clock.js'
 import type { TlsFiles } from '../config.js'
 import { ConfigError } from '../errors.js'
 import { sha256Hex } from '../util/digest.js'
+import { MiB, readFailure, readRegularFile } from '../util/read-file.js'
 import { Reloader, type ReloadEvent, type ReloadResult } from '../util/reloader.js'
+import { checkCrlDates } from './expiry.js'
 import { secureContextOptions, type TlsMaterial } from './options.js'
 import { ClientTrust } from './trust.js'
 
-async function readNamed(variable: string, path: string): Promise<Buffer> {
+/** Certificates, keys and CA bundles are small; a CA's CRL can list many revocations. */
+const PEM_MAX_BYTES = MiB
+const CRL_MAX_BYTES = 64 * MiB
+
+async function readNamed(variable: string, path: string, maxBytes = PEM_MAX_BYTES): Promise<Buffer> {
   try {
-    return await readFile(path)
+    return await readRegularFile(path, { maxBytes })
   } catch (err) {
-    throw new ConfigError(variable, `cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+    throw new ConfigError(variable, `cannot read ${path} (${readFailure(err)})`)
   }
 }
 
@@ -30,12 +39,15 @@ export async function readTlsMaterial(files: TlsFiles): Promise<TlsMaterial> {
     cert: await readNamed('AUTHZ_TLS_CERT', files.cert),
     key: await readNamed('AUTHZ_TLS_KEY', files.key),
     clientCa: await readNamed('AUTHZ_CLIENT_CA', files.clientCa),
-    crl: files.crl === undefined ? undefined : await readNamed('AUTHZ_CRL', files.crl),
+    crl: files.crl === undefined ? undefined : await readNamed('AUTHZ_CRL', files.crl, CRL_MAX_BYTES),
   }
 }
 
-/** Throws a ConfigError when the material cannot make a secure context (the same check OpenSSL makes). */
-export function checkTlsMaterial(material: TlsMaterial): void {
+/**
+ * Throws a ConfigError when OpenSSL cannot make a secure context of the material, or when it would refuse
+ * every client under it (a CRL past its nextUpdate at `now`).
+ */
+export function checkTlsMaterial(material: TlsMaterial, files: Pick<TlsFiles, 'crl'>, now: number): void {
   try {
     createSecureContext(secureContextOptions(material))
   } catch (err) {
@@ -44,6 +56,7 @@ export function checkTlsMaterial(material: TlsMaterial): void {
     // OpenSSL's message names the failing check, never key bytes.
     throw new ConfigError(variable, `TLS material does not load: ${message}`)
   }
+  checkCrlDates(material, files.crl, now)
 }
 
 const materialDigest = (m: TlsMaterial): string => sha256Hex(m.cert, m.key, m.clientCa, m.crl)
@@ -52,20 +65,27 @@ const trustDigest = (m: TlsMaterial): string => sha256Hex(m.clientCa, m.crl)
 
 export type TlsReloadResult = ReloadResult<ConfigError>
 
+export interface TlsReloaderOptions {
+  readonly clock: Clock
+  /** Runs after a new client CA bundle or CRL is in force. */
+  readonly onTrustChange?: (trust: ClientTrust) => void
+  /** Runs after any new material is in force. */
+  readonly onApplied?: (material: TlsMaterial) => void
+}
+
 export class TlsReloader {
   readonly #files: TlsFiles
   readonly #server: TlsServer
+  readonly #options: TlsReloaderOptions
   #current: string
   #trust: string
-  readonly #onTrustChange: (trust: ClientTrust) => void
   readonly #reloader: Reloader<ConfigError>
   #unsubscribe: (() => void) | undefined
 
-  /** `onTrustChange` runs after a new client CA bundle or CRL is in force. */
-  constructor(files: TlsFiles, server: TlsServer, loaded: TlsMaterial, onTrustChange: (trust: ClientTrust) => void = () => undefined) {
+  constructor(files: TlsFiles, server: TlsServer, loaded: TlsMaterial, options: TlsReloaderOptions) {
     this.#files = files
     this.#server = server
-    this.#onTrustChange = onTrustChange
+    this.#options = options
     this.#trust = trustDigest(loaded)
     this.#current = materialDigest(loaded)
     this.#reloader = new Reloader({ attempt: () => this.#attempt(), toError: (err) => err as ConfigError })
@@ -85,15 +105,21 @@ export class TlsReloader {
     const material = await readTlsMaterial(this.#files)
     const hash = materialDigest(material)
     if (hash === this.#current) return false
-    checkTlsMaterial(material)
+    checkTlsMaterial(material, this.#files, this.#options.clock.now())
     const trustHash = trustDigest(material)
     const trust = trustHash === this.#trust ? undefined : parseTrust(material)
+    // From here on, synchronously: a connection is accepted either before all of it or after all of it.
     this.#server.setSecureContext(secureContextOptions(material))
     this.#current = hash
     if (trust !== undefined) {
+      // A resumed session skips the certificate check: none verified under the old CA bundle or CRL may
+      // resume under the new. (Node 20 happens not to resume sessions across setSecureContext; a new
+      // ticket key makes that ours to rely on.)
+      this.#server.setTicketKeys(randomBytes(48))
       this.#trust = trustHash
-      this.#onTrustChange(trust)
+      this.#options.onTrustChange?.(trust)
     }
+    this.#options.onApplied?.(material)
     return true
   }
 

@@ -57,7 +57,9 @@ export class ClientTrust {
     try {
       const engine = new pkijs.CertificateChainValidationEngine({
         trustedCerts: [...this.#anchors],
-        certs: chain.map((der) => pkijs.Certificate.fromBER(toArrayBuffer(der))),
+        // PKI.js validates the *last* of its certificates as the end entity: leaf first, it would check
+        // the intermediate above it and pass a revoked leaf.
+        certs: chain.map((der) => pkijs.Certificate.fromBER(toArrayBuffer(der))).reverse(),
         crls: [...this.#crls],
         checkDate: at,
       })

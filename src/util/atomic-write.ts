@@ -9,24 +9,41 @@ import { basename, dirname, join } from 'node:path'
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
   const dir = dirname(path)
   const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
-  const handle = await open(tmp, 'wx', mode)
+  let handle
+  try {
+    handle = await open(tmp, 'wx', mode)
+  } catch (err) {
+    throw namingPath(err, tmp)
+  }
   try {
     await handle.writeFile(data)
     await handle.chmod(mode) // the umask may have narrowed or widened what open() set
     await handle.sync()
   } catch (err) {
-    await handle.close()
+    await handle.close().catch(() => undefined)
     await unlink(tmp).catch(() => undefined)
-    throw err
+    throw namingPath(err, path)
   }
-  await handle.close()
   try {
+    await handle.close() // a delayed write error (ENOSPC, EIO) can surface here too
     await rename(tmp, path)
   } catch (err) {
     await unlink(tmp).catch(() => undefined)
-    throw err
+    throw namingPath(err, path)
   }
   await syncDir(dir)
+}
+
+/**
+ * The same failure, its message naming the file (Node's write errors do not: "ENOSPC: no space left on
+ * device, write"); code, errno and syscall kept, the original as its cause.
+ */
+export function namingPath(err: unknown, path: string): Error {
+  if (!(err instanceof Error)) return new Error(`${path}: ${String(err)}`)
+  if (err.message.includes(path)) return err
+  const named = new Error(`cannot write ${path}: ${err.message}`, { cause: err })
+  const { code, errno, syscall } = err as NodeJS.ErrnoException
+  return Object.assign(named, { code, errno, syscall, path })
 }
 
 async function syncDir(dir: string): Promise<void> {

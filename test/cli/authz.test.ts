@@ -3,13 +3,14 @@ import { join } from 'node:path'
 import { generateKeyPair, SignJWT } from 'jose'
 import t, { type Test } from 'tap'
 import { ManualClock } from '../../src/clock.js'
-import { revokeKey, rotateKeys } from '../../src/keys/admin.js'
+import { initKeys, revokeKey, rotateKeys } from '../../src/keys/admin.js'
 import { createCrl } from '../../src/pki/dev-pki.js'
 import { explainDecision } from '../../src/policy/explain.js'
 import { decide, parsePolicy } from '../../src/policy/policy.js'
 import { SAMPLE_POLICY, startHarness, type Harness } from '../helpers/harness.js'
 import { cli, harnessEnv, type Run } from '../helpers/authz-cli.js'
 import { freePort } from '../helpers/http.js'
+import { pooledKey } from '../helpers/material.js'
 
 async function issue(h: Harness, body: Record<string, unknown>, cn = 'order-service'): Promise<string> {
   const res = await h.token(body, h.pki.client(cn))
@@ -482,4 +483,41 @@ t.test('token inspect: an ES256 token checks out; a header whose alg is not its 
     t.equal(res.code, 1, name)
     t.match(res.json<InspectJson>().checks.signature, { ok: false, status: 'invalid', detail: new RegExp(`is not the algorithm of key .* \\(${keyAlg}\\)`) }, name)
   }
+})
+
+t.test('token inspect prints a hostile token’s values escaped: no escape sequence, CR or fake line reaches the terminal (regression)', async (t) => {
+  const dir = t.testdir({ keys: {} })
+  const clock = new ManualClock(Date.UTC(2026, 0, 1))
+  await initKeys({ dir: join(dir, 'keys'), timing: { tokenTtl: 600, jwksMaxAge: 600 }, clock, newKey: pooledKey })
+  const run = cli({ AUTHZ_KEYS_DIR: join(dir, 'keys') }, clock)
+  const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url')
+  const hostile = {
+    clear: '\u001b[2J\u001b[H',
+    title: '\u001b]0;all good\u0007',
+    cr: 'evil\rok',
+    fake: 'x\n  ok    signature  valid\nresult: ok',
+    csi: '\u009b31m',
+    bidi: 'abc\u202edcba',
+    sep: 'a\u2028b',
+  }
+  const payload = part({ iss: hostile.fake, aud: hostile.cr, sub: hostile.clear, ...hostile })
+  const token = `${part({ alg: 'RS256', typ: 'at+jwt\r', kid: 'k\u001b]0;x\u0007' })}.${payload}.c2ln`
+  // eslint-disable-next-line no-control-regex -- what must never reach the terminal
+  const RAW = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
+  for (const json of [false, true]) {
+    const result = await run('token', 'inspect', token, ...(json ? ['--json'] : []))
+    t.equal(result.code, 1, 'it fails its checks')
+    t.notMatch(result.out + result.err, RAW, `${json ? '--json' : 'text'}: no raw control character, separator or bidi override`)
+    t.notMatch(result.out, /^result: ok$/m, 'no faked "result: ok" line')
+    t.notMatch(result.out, /^ {2}ok {4}signature/m, 'no faked check line')
+  }
+  const text = (await run('token', 'inspect', token)).out
+  t.match(text, /^ {2}FAIL {2}signature/m, 'the checks were printed')
+  t.match(text, /\\u001b\[2J/, 'the escape sequence is shown, escaped')
+  t.match(text, /FAIL +iss +x\\n {2}ok {4}signature {2}valid\\nresult: ok is not AUTHZ_ISSUER/, 'the fake lines stay inside the iss detail, escaped')
+  t.match(text, /FAIL +typ +at\+jwt\\u000d/, 'a CR is shown')
+  // A header the checks cannot use at all: the failure message is escaped as well.
+  const badAlg = await run('token', 'inspect', `${part({ alg: 'RS256\u001b[2J', typ: 'at+jwt' })}.${payload}.c2ln`)
+  t.not(badAlg.code, 0)
+  t.notMatch(badAlg.out + badAlg.err, RAW, 'an unusable header: nothing raw either')
 })

@@ -6,6 +6,8 @@ import { ManualClock } from '../../src/clock.js'
 import type * as adminModule from '../../src/keys/admin.js'
 import { withLock } from '../../src/keys/lock.js'
 import { readManifest, type FileKey } from '../../src/keys/manifest.js'
+import { pooledKey } from '../helpers/material.js'
+import { track, tsNodeArgs } from '../helpers/processes.js'
 
 function cli(t: Test, extraEnv: Record<string, string> = {}) {
   const dir = t.testdir({})
@@ -14,7 +16,8 @@ function cli(t: Test, extraEnv: Record<string, string> = {}) {
   const run = async (...argv: string[]) => {
     const out: string[] = []
     const err: string[] = []
-    const code = await runKeysCli(argv, env, { out: (l) => out.push(l), err: (l) => err.push(l) }, clock)
+    // Keys from the run's pool (made once, test/helpers/material.ts): RSA generation is the slow part of a rotate.
+    const code = await runKeysCli(argv, env, { out: (l) => out.push(l), err: (l) => err.push(l) }, clock, pooledKey)
     return { code, out: out.join('\n'), err: err.join('\n') }
   }
   return { dir, clock, run, env }
@@ -66,8 +69,15 @@ t.test('prune removes only expired keys, manifest first, then files', async (t) 
   clock.advance(1000)
   t.match((await run('prune')).out, /nothing to prune/, 'retired but still published')
   clock.advance((600 + 600 + 300) * 1000)
+  // Expired now, by this clock: without --against it is kept one more day (room for a clock that is ahead).
+  const held = await run('prune')
+  t.match(held.out, /^judged by this machine's clock/m)
+  t.match(held.out, /^nothing to prune$/m)
+  t.match(held.out, /^kept [A-Za-z0-9_-]{43}: expired less than 1d ago by this machine's clock/m)
+  t.equal((await readManifest(dir)).keys.length, 2)
+  clock.advance(24 * 3_600_000)
   const pruned = await run('prune')
-  t.match(pruned.out, /^pruned [A-Za-z0-9_-]{43}$/)
+  t.match(pruned.out, /^pruned [A-Za-z0-9_-]{43}$/m)
   const manifest = await readManifest(dir)
   t.equal(manifest.keys.length, 1)
   t.same((await readdir(dir)).filter((f) => f.endsWith('.pem')), [(manifest.keys[0] as FileKey | undefined)?.file])
@@ -195,10 +205,10 @@ t.test('a lock left by a killed keys command is taken over; `keys list` shows a 
   const { dir, run } = cli(t)
   await run('init')
   // A real process takes the lock and is killed with SIGKILL while holding it.
-  const loader = new URL('../../node_modules/@tapjs/typescript/dist/esm/import.mjs', import.meta.url).href
   const lockModule = new URL('../../src/keys/lock.ts', import.meta.url).pathname
   const script = `import { withLock } from '${lockModule}'\nsetInterval(() => undefined, 1000)\nawait withLock(process.argv[1], () => { process.stdout.write('locked\\n'); return new Promise(() => undefined) }, 10000, 'rotate')\n`
-  const child = spawn(process.execPath, [`--import=${loader}`, '--input-type=module', '-e', script, dir], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1' } })
+  // It holds the lock forever: tracked, and guarded, so a test that fails or times out does not leave it.
+  const child = track(spawn(process.execPath, [...tsNodeArgs(), '--input-type=module', '-e', script, dir], { stdio: ['ignore', 'pipe', 'inherit'], env: process.env }))
   await new Promise<void>((resolve) => child.stdout.on('data', (c: Buffer) => c.toString().includes('locked') && resolve()))
   const held = await run('list')
   t.match(held.out, /^lock: .*\.lock is held by keys rotate, pid \d+ on .*, since \d{4}-/m, 'list shows the held lock')
@@ -209,7 +219,7 @@ t.test('a lock left by a killed keys command is taken over; `keys list` shows a 
   const started = Date.now()
   const rotated = await run('rotate')
   t.equal(rotated.code, 0, 'the next command runs: the owner is provably gone')
-  t.ok(Date.now() - started < 5000, 'at once, not after the lock timeout')
+  t.ok(Date.now() - started < 9000, 'at once, not after the 10 s lock timeout (which would have failed it)')
   t.equal((await run('list', '--json')).out.includes('"lock": null'), true, 'and released the lock')
 })
 

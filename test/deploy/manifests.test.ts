@@ -129,6 +129,13 @@ t.test('Dockerfile: the final image is Node LTS, non-root, production dependenci
   t.match(install, /--omit=dev/, 'node_modules holds production dependencies only')
   t.match(install, /--ignore-scripts/, 'no install scripts')
   t.ok(finalInstructions.some((i) => i.keyword === 'COPY' && /\bdist\b/.test(i.args)), 'copies dist/')
+  // Start errors and hints name `authz-keys …` where there are no sources (src/keys/commands.ts): the bin must be there.
+  const bins = (JSON.parse(read('package.json')) as { bin: Record<string, string> }).bin
+  const runs = finalInstructions.filter((i) => i.keyword === 'RUN').map((i) => i.args).join('\n')
+  for (const [name, file] of Object.entries(bins)) {
+    t.match(runs, new RegExp(`ln -s /app/${file.replace(/^\.\//, '').replace(/\./g, '\\.')} /usr/local/bin/${name}\\b`), `the ${name} bin is on PATH`)
+  }
+  t.match(read('Dockerfile'), /chmod 0755 dist\/bin\/\*\.js/, 'and the bins are executable')
 
   t.ok(
     dockerfile.stages.some((s) => s.instructions.some((i) => i.keyword === 'RUN' && /npm run build/.test(i.args))),

@@ -14,16 +14,17 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { systemClock } from '../../src/clock.js'
 import { initKeys } from '../../src/keys/admin.js'
 import { ensureDevPki } from '../../src/pki/dev-files.js'
 import { freePort, httpCall, httpsCall, type Response } from '../helpers/http.js'
+import { ORPHAN_GUARD, track } from '../helpers/processes.js'
 
 const run = promisify(execFile)
 const repo = fileURLToPath(new URL('../../', import.meta.url))
 
-t.setTimeout(240_000)
+t.setTimeout(600_000)
 
 /**
  * The environment for npm and the server: only what locates tools, certificates and the npm cache. Not
@@ -46,8 +47,8 @@ function exited(child: ChildProcess): Promise<{ code: number | null; signal: Nod
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
 }
 
-t.test('the packed package installs with production dependencies only and serves tokens', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'authz-pack-'))
+/** The processes a test starts (push them) are killed, and `dir` removed, when it ends. */
+function cleanUp(t: Test, dir: string): ChildProcess[] {
   const started: ChildProcess[] = []
   t.teardown(async () => {
     for (const child of started) {
@@ -58,6 +59,12 @@ t.test('the packed package installs with production dependencies only and serves
     }
     await rm(dir, { recursive: true, force: true })
   })
+  return started
+}
+
+t.test('the packed package installs with production dependencies only and serves tokens', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'authz-pack-'))
+  const started = cleanUp(t, dir)
 
   // 1. build and pack, as the image's build stage does
   await run('npm', ['run', 'build', '--silent'], { cwd: repo, env: cleanEnv(), timeout: 120_000 })
@@ -212,4 +219,108 @@ console.log(JSON.stringify({ service: caller.service, scopes: caller.scopes, ref
     plugin: 'function',
     grpc: 'ERR_MODULE_NOT_FOUND',
   }, 'verifies on its own; @authz/sdk/grpc needs its optional peer')
+})
+
+/** The shell block of the README between `<!-- runbook:production-install … -->` and `<!-- /runbook -->`. */
+async function readmeRunbook(): Promise<string> {
+  const readme = await readFile(join(repo, 'README.md'), 'utf8')
+  const block = /<!-- runbook:production-install[^>]*-->\s*```sh\n([\s\S]*?)```\s*<!-- \/runbook -->/.exec(readme)?.[1]
+  if (block === undefined) throw new Error('README.md has no runbook:production-install block')
+  return block
+}
+
+t.test('the README runbook runs word for word through the bins of a production install (the two tarballs, --omit=dev, no TypeScript)', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'authz-prod-'))
+  const started = cleanUp(t, dir)
+
+  // 1. the two tarballs, as the README says (each pack builds first: prepare, prepack)
+  const pack = async (...args: string[]) => {
+    const { stdout } = await run('npm', ['pack', ...args, '--json', '--pack-destination', dir], { cwd: repo, env: cleanEnv(), timeout: 120_000 })
+    return (JSON.parse(stdout) as { filename: string }[])[0]?.filename as string
+  }
+  const issuer = await pack()
+  const sdk = await pack('-w', '@authz/sdk')
+
+  // 2. a fresh directory, production dependencies only. --ignore-scripts: the optional PKCS#11 addon's
+  // native build is not what this test is about (the image builds it in its own stage).
+  const app = join(dir, 'app')
+  await mkdir(app)
+  await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'authz-prod', version: '1.0.0', private: true }))
+  await run('npm', ['install', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', join(dir, issuer), join(dir, sdk)], { cwd: app, env: cleanEnv(), timeout: 180_000 })
+  const bin = join(app, 'node_modules', '.bin')
+  const { readdir } = await import('node:fs/promises')
+  t.same((await readdir(bin)).filter((b) => b.startsWith('authz')).sort(), ['authz', 'authz-keys', 'authz-pki', 'authz-server'], 'the four bins are installed')
+  const modules = await readdir(join(app, 'node_modules'))
+  t.notOk(modules.includes('typescript') || modules.includes('tap'), 'no TypeScript, no dev dependency')
+  const shipped = (await readdir(join(app, 'node_modules', 'authz'), { recursive: true })) as string[]
+  t.same(shipped.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')), [], 'no TypeScript source in the package')
+
+  // 3. material made with the installed bins, in mounted-style directories
+  const env = cleanEnv({
+    PATH: `${bin}:${process.env.PATH ?? ''}`,
+    // Only the orphan guard: a server left by a killed test process exits by itself.
+    NODE_OPTIONS: ORPHAN_GUARD,
+    AUTHZ_DEV: 'false',
+    AUTHZ_HOST: '127.0.0.1',
+    AUTHZ_OPS_HOST: '127.0.0.1',
+    AUTHZ_PORT: String(await freePort()),
+    AUTHZ_OPS_PORT: String(await freePort()),
+    AUTHZ_TLS_CERT: join(dir, 'pki', 'server.pem'),
+    AUTHZ_TLS_KEY: join(dir, 'pki', 'server-key.pem'),
+    AUTHZ_CLIENT_CA: join(dir, 'pki', 'ca.pem'),
+    AUTHZ_KEYS_DIR: join(dir, 'keys'),
+    AUTHZ_POLICY: join(app, 'node_modules', 'authz', 'config', 'service-policy.json'),
+  })
+  const sh = (script: string) => run('sh', ['-c', script], { cwd: app, env, timeout: 60_000 })
+  await sh(`authz-pki init --dir "${join(dir, 'pki')}" && authz-pki client order-service --dir "${join(dir, 'pki')}" && authz-keys init`)
+
+  // 4. the server, from its bin
+  let output = ''
+  const child = track(spawn('authz-server', [], { cwd: app, env, stdio: ['ignore', 'pipe', 'pipe'] }))
+  started.push(child)
+  child.stdout?.on('data', (c: Buffer) => (output += c.toString()))
+  child.stderr?.on('data', (c: Buffer) => (output += c.toString()))
+  const exit = exited(child)
+  const opsPort = Number(env.AUTHZ_OPS_PORT)
+  let ready: Response | undefined
+  for (let i = 0; i < 300 && child.exitCode === null && ready?.status !== 200; i++) {
+    ready = await httpCall(opsPort, { path: '/readyz' }).catch(() => undefined)
+    if (ready?.status !== 200) await new Promise((r) => setTimeout(r, 100))
+  }
+  t.equal(ready?.status, 200, ready?.status === 200 ? 'authz-server is ready' : `not ready: ${output.slice(0, 2000)}`)
+  if (ready?.status !== 200) return
+  const ca = await readFile(env.AUTHZ_CLIENT_CA as string, 'utf8')
+  const client = { certPem: await readFile(join(dir, 'pki', 'clients', 'order-service.pem'), 'utf8'), keyPem: await readFile(join(dir, 'pki', 'clients', 'order-service-key.pem'), 'utf8') }
+  const res = await httpsCall(Number(env.AUTHZ_PORT), { method: 'POST', path: '/token', ca, client, headers: { 'content-type': 'application/json' }, body: '{"audience":"inventory-service"}' })
+  t.equal(res.status, 200, 'a token')
+  const token = res.json<{ access_token: string }>().access_token
+  const { decodeProtectedHeader } = await import('jose')
+  const leaked = decodeProtectedHeader(token).kid as string
+
+  // 5. the README's block, word for word (sh -e: every command must succeed), its transcript kept
+  const runbook = await readmeRunbook()
+  const started5 = Date.now()
+  const result = await run('sh', ['-e', '-x', '-c', runbook], { cwd: app, env: { ...env, TOKEN: token, LEAKED_KID: leaked }, timeout: 120_000 }).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: e.code ?? 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }),
+  )
+  const transcript = `${result.stderr}\n${result.stdout}`.replaceAll(token, '$TOKEN')
+  t.equal(result.code, 0, `the runbook ran (${Date.now() - started5} ms); transcript:\n${transcript}`)
+  t.comment(`runbook transcript (production install, ${Date.now() - started5} ms):\n${transcript}`)
+  t.match(result.stdout, /^safe: publishing this directory unpublishes no key that may sign now$/m, 'check --against: safe')
+  t.match(result.stdout, /^judged by the servers' clock/m, 'prune/revoke judged by the servers')
+  t.match(result.stdout, /^result: ok$/m, 'token inspect: ok against the live JWKS')
+  t.match(result.stdout, new RegExp(`^revoked ${leaked}`, 'm'))
+
+  // 6. the running server unpublishes the revoked key by itself (directory watch, or its 5 s poll)
+  let kids: string[] = [leaked]
+  for (let i = 0; i < 150 && kids.includes(leaked); i++) {
+    kids = (await httpCall(opsPort, { path: '/.well-known/jwks.json' })).json<JSONWebKeySet>().keys.map((k) => k.kid as string)
+    if (kids.includes(leaked)) await new Promise((r) => setTimeout(r, 100))
+  }
+  t.notOk(kids.includes(leaked), 'the live JWKS no longer publishes the revoked key')
+  const after = await httpsCall(Number(env.AUTHZ_PORT), { method: 'POST', path: '/token', ca, client, headers: { 'content-type': 'application/json' }, body: '{"audience":"inventory-service"}' })
+  t.equal(after.status, 200, 'and tokens keep coming, from its heir')
+  child.kill('SIGTERM')
+  t.same(await exit, { code: 0, signal: null }, 'exit 0 after SIGTERM')
 })

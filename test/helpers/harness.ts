@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
-import { buildApp, buildOpsApp, type ConnectionLimits } from '../../src/app.js'
+import { buildApp, buildOpsApp, MAIN_LISTEN_BACKLOG, type ConnectionLimits } from '../../src/app.js'
 import { ManualClock } from '../../src/clock.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import { initKeys } from '../../src/keys/admin.js'
@@ -140,7 +140,7 @@ export async function startHarness(t: Test, options: HarnessOptions = {}): Promi
     keys.watch(() => undefined, options.watchMs)
     policy.watch(() => undefined, options.watchMs)
   }
-  await main.listen({ host: '127.0.0.1', port: 0 })
+  await main.listen({ host: '127.0.0.1', port: 0, backlog: MAIN_LISTEN_BACKLOG })
   await ops.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(async () => {
     keys.close()

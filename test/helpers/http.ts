@@ -1,7 +1,7 @@
 /** Real HTTPS/HTTP requests for tests: a fresh TLS connection per request unless an agent is given. */
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest, type Agent } from 'node:https'
-import { createServer } from 'node:net'
+import { createServer, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import type { KeyPairPem } from '../../src/pki/dev-pki.js'
 
@@ -123,16 +123,32 @@ export interface RawResponse {
  */
 export async function openTlsConnection(
   port: number,
-  options: { ca: string | Buffer; client?: KeyPairPem; session?: Buffer },
-): Promise<{ socket: TLSSocket; send(raw: string): Promise<RawResponse>; closed: Promise<void>; end(): void }> {
+  options: {
+    ca: string | Buffer
+    client?: KeyPairPem
+    session?: Buffer
+    /** Handshake over this TCP connection (already open) instead of a new one to `port`. */
+    socket?: Socket
+    /** The one TLS version to offer. */
+    version?: 'TLSv1.2' | 'TLSv1.3'
+  },
+): Promise<{
+  socket: TLSSocket
+  send(raw: string): Promise<RawResponse>
+  closed: Promise<void>
+  end(): void
+  /** The first session the server gives (TLS 1.2: in the handshake; TLS 1.3: just after it), to resume with. */
+  ticket: Promise<Buffer>
+}> {
   const socket = tlsConnect({
-    host: '127.0.0.1',
-    port,
+    ...(options.socket === undefined ? { host: '127.0.0.1', port } : { socket: options.socket }),
     servername: 'localhost',
     ca: options.ca,
     ...(options.client === undefined ? {} : { cert: options.client.certPem, key: options.client.keyPem }),
     ...(options.session === undefined ? {} : { session: options.session }),
+    ...(options.version === undefined ? {} : { minVersion: options.version, maxVersion: options.version }),
   })
+  const ticket = new Promise<Buffer>((resolve) => socket.once('session', resolve))
   await new Promise<void>((resolve, reject) => {
     socket.once('secureConnect', () => resolve())
     socket.once('error', reject)
@@ -172,6 +188,7 @@ export async function openTlsConnection(
   return {
     socket,
     closed,
+    ticket,
     end: () => socket.end(),
     send: (raw) =>
       new Promise<RawResponse>((resolve, reject) => {

@@ -10,15 +10,18 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { generateKey, generateRsaKey, toPkcs8Pem, type Alg } from '../../src/keys/material.js'
-import { createCa, createCertificate, createClientCert, createServerCert, type KeyPairPem } from '../../src/pki/dev-pki.js'
+import { createCa, createCertificate, createClientCert, createServerCert, useKeysForCertificates, type KeyPairPem } from '../../src/pki/dev-pki.js'
 
 export const MATERIAL_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../.tap/test-material')
 const PKI_FILE = join(MATERIAL_DIR, 'pki.json')
 const KEYS_FILE = join(MATERIAL_DIR, 'signing-keys.json')
+const CERT_KEYS_FILE = join(MATERIAL_DIR, 'certificate-keys.json')
 
 /** Callers every test file may ask for; others are made on demand. */
 export const PRESET_CLIENTS = ['order-service', 'payment-service', 'inventory-service', 'billing-service'] as const
 const KEY_POOL_SIZE = 24
+/** RSA keys for the certificates test files make (dev-pki's useKeysForCertificates), each used once per process. */
+const CERT_KEY_POOL_SIZE = 32
 
 export interface PkiMaterial {
   readonly ca: KeyPairPem
@@ -81,10 +84,18 @@ function writeJson(path: string, value: unknown): void {
 /** Makes the run's material (tap's `before`). */
 export async function generateMaterial(): Promise<void> {
   rmSync(MATERIAL_DIR, { recursive: true, force: true })
-  const keys = await Promise.all(Array.from({ length: KEY_POOL_SIZE }, async () => toPkcs8Pem(await generateRsaKey())))
-  writeJson(KEYS_FILE, keys)
+  // The pool's keys are made on libuv's thread pool while the PKI is made and signed on this thread: on
+  // two cores, at once.
+  const rsa = (n: number) => Promise.all(Array.from({ length: n }, async () => toPkcs8Pem(await generateRsaKey())))
+  const [keys, certKeys] = [rsa(KEY_POOL_SIZE), rsa(CERT_KEY_POOL_SIZE)]
   writeJson(PKI_FILE, makePki())
+  writeJson(KEYS_FILE, await keys)
+  writeJson(CERT_KEYS_FILE, await certKeys)
 }
+
+// Every test process that loads this module certifies the run's pre-made keys first (a test file run on
+// its own, without the run's material, generates them as before).
+if (existsSync(CERT_KEYS_FILE)) useKeysForCertificates(JSON.parse(readFileSync(CERT_KEYS_FILE, 'utf8')) as string[])
 
 /** The run's test PKI (made here if the run has none). */
 export function loadPki(): PkiMaterial {

@@ -27,8 +27,15 @@ export function softHsm(t: Test, dir: string): SoftHsm {
   const conf = join(dir, 'softhsm2.conf')
   writeFileSync(conf, `directories.tokendir = ${tokenDir}\nobjectstore.backend = file\nlog.level = ERROR\n`)
   process.env.SOFTHSM2_CONF = conf
+  // The server signs on worker threads, which inherit this process's node arguments: tap's TypeScript
+  // import among them, which loads ts-node (a third of a second of CPU per worker) although the test loader
+  // (test/loader/) serves them compiled code. tap reads this variable in each new thread to skip it.
+  const stripOnly = process.env.TAP_TYPE_STRIP_ONLY
+  process.env.TAP_TYPE_STRIP_ONLY = '1'
   t.teardown(() => {
     delete process.env.SOFTHSM2_CONF
+    if (stripOnly === undefined) delete process.env.TAP_TYPE_STRIP_ONLY
+    else process.env.TAP_TYPE_STRIP_ONLY = stripOnly
   })
   execFileSync('softhsm2-util', ['--init-token', '--free', '--label', TOKEN_LABEL, '--pin', USER_PIN, '--so-pin', '13579111'], { stdio: 'ignore' })
   const pinFile = join(dir, 'pin')

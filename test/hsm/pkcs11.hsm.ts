@@ -36,6 +36,22 @@ async function setup(t: Test) {
 
 const start = (t: Test, env: Record<string, string>, clock: ManualClock) => startInstalled(t, env, { clock, pollMs: 3_600_000 })
 
+/**
+ * The keys CLI runs in its own process, on the real clock: every instant it wrote (a key's creation, an
+ * activation "now") is at most the real time after it exited. The test's manual clock catches up with that,
+ * however long the CLI took (regression: a fixed `clock.advance(5000)` fell short on a slow machine).
+ */
+function catchUp(clock: ManualClock): void {
+  clock.set(Math.max(clock.now(), Date.now()))
+}
+
+/** Moves the test's clock to the instant the manifest says `kid` activates (the CLI computed it on its clock). */
+async function moveToActivation(clock: ManualClock, dir: string, kid: string | undefined): Promise<void> {
+  const key = (await readManifest(join(dir, 'keys'))).keys.find((k) => k.kid === kid)
+  if (key === undefined) throw new Error(`no key ${kid} in the manifest`)
+  clock.set(Math.max(clock.now(), key.activatesAt))
+}
+
 /** What the token holds under `label` (inspected from another process, as an auditor would). */
 async function inToken(env: Record<string, string>, label: string): Promise<{ count: number; extractable?: boolean; sensitive?: boolean }> {
   const res = await runTs(new URL('../helpers/p11-inspect.ts', import.meta.url), [SOFTHSM_MODULE, TOKEN_LABEL, USER_PIN, label], { SOFTHSM2_CONF: env.SOFTHSM2_CONF })
@@ -69,7 +85,7 @@ t.test('keys made in the token never leave it; the server signs RS256 and ES256 
   t.match(JSON.parse(status.out), { keys: { ok: true, active: first?.kid } }, 'authz status reads a directory whose keys are in the token (regression: CANNOT READ)')
   t.match(await inToken(env, `authz-${first?.kid}`), { count: 2, extractable: false, sensitive: true }, 'a non-extractable, sensitive key pair in the token')
 
-  clock.advance(5000) // the CLI ran in its own process, on the real clock, after this one was made
+  catchUp(clock)
   const { server, port, opsPort } = await start(t, env, clock)
   const client = pki.client('order-service')
   t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'RS256', kid: first?.kid }, 'an RS256 token signed in the token verifies')
@@ -85,7 +101,7 @@ t.test('keys made in the token never leave it; the server signs RS256 and ES256 
   // from its activation instant.
   await server.reload()
   t.ok(server.keys.jwks().kids.includes(second?.kid as string), 'published')
-  clock.advance(10_000)
+  await moveToActivation(clock, dir, second?.kid)
   t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'ES256', kid: second?.kid }, 'an ES256 token signed in the token verifies')
 
   const revoked = await keys('revoke', second?.kid as string)
@@ -114,7 +130,7 @@ t.test('a module or token that cannot be used at start is a start-up error namin
 t.test('a token that fails later: /token answers 503 and /readyz fails, then it recovers by itself', async (t) => {
   const { pki, clock, env, keys, hsm } = await setup(t)
   t.equal((await keys('init', '--store', 'pkcs11', '--alg', 'ES256')).code, 0)
-  clock.advance(5000)
+  catchUp(clock)
   const { port, opsPort, logs } = await start(t, env, clock)
   const client = pki.client('order-service')
   t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'ES256' })
@@ -146,10 +162,11 @@ t.test('a token that fails later: /token answers 503 and /readyz fails, then it 
 })
 
 t.test('many concurrent signatures on a pool of sessions, RS256 and ES256 (regression: the module crashed)', async (t) => {
-  const { pki, clock, env, keys } = await setup(t)
+  const { pki, dir, clock, env, keys } = await setup(t)
   t.equal((await keys('init', '--store', 'pkcs11')).code, 0)
   t.equal((await keys('rotate', '--store', 'pkcs11', '--alg', 'ES256', '--activate-in', '1h')).code, 0)
-  clock.advance(5000)
+  const es256 = (await readManifest(join(dir, 'keys'))).keys.find((k) => k.alg === 'ES256')?.kid
+  catchUp(clock)
   const { server, port, opsPort } = await start(t, { ...env, AUTHZ_PKCS11_SESSIONS: '4' }, clock)
   const client = pki.client('order-service')
   // 32 keep-alive clients in a loop: the sessions sign in parallel, on several threads at once.
@@ -170,7 +187,9 @@ t.test('many concurrent signatures on a pool of sessions, RS256 and ES256 (regre
   }
   t.same(await load(), { 200: 1280 }, '1,280 RS256 tokens from 32 clients at once, all signed')
   t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'RS256' })
-  clock.advance(3_600_000)
+  // The ES256 key activates an hour after the rotate ran, by the CLI's clock: the instant is read from the
+  // manifest (regression: `clock.advance(3_600_000)` from a clock made before the CLI ran fell short).
+  await moveToActivation(clock, dir, es256)
   t.same(await load(), { 200: 1280 }, '1,280 ES256 tokens from 32 clients at once, all signed')
   t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200, alg: 'ES256' })
   t.equal((await httpCall(opsPort, { path: '/readyz' })).status, 200, 'and the server is still ready')
@@ -181,7 +200,7 @@ t.test('a token replaced under the running server by one with other keys under t
   const { pki, clock, env, keys, hsm, dir } = await setup(t)
   t.equal((await keys('init', '--store', 'pkcs11', '--alg', 'ES256')).code, 0)
   const label = ((await readManifest(join(dir, 'keys'))).keys[0] as { label: string }).label
-  clock.advance(5000)
+  catchUp(clock)
   const { port, opsPort, logs } = await start(t, env, clock)
   const client = pki.client('order-service')
   t.match(await verified(port, opsPort, pki.ca.certPem, client, clock.now()), { status: 200 })

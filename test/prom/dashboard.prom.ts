@@ -26,6 +26,7 @@ import { install, startInstalled } from '../helpers/install.js'
 import { pooledKey } from '../helpers/material.js'
 import { alertRules, dashboardTargets, metricNamesIn } from '../helpers/operations.js'
 import { testPki } from '../helpers/pki.js'
+import { track } from '../helpers/processes.js'
 import { familiesOf } from '../helpers/prom-text.js'
 import { softHsm } from '../helpers/softhsm.js'
 
@@ -60,9 +61,12 @@ async function startPrometheus(t: Test, dir: string, targets: string[]): Promise
     ].join('\n'),
   )
   const port = await freePort()
-  const child = spawn('prometheus', [`--config.file=${config}`, `--storage.tsdb.path=${join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=info'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  })
+  // Tracked: killed with this test process, even at tap's timeout.
+  const child = track(
+    spawn('prometheus', [`--config.file=${config}`, `--storage.tsdb.path=${join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=info'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    }),
+  )
   let log = ''
   const exited = once(child, 'exit')
   t.teardown(async () => {

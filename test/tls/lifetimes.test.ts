@@ -144,7 +144,7 @@ t.test('CRL updates under keep-alive load: every request gets an answer, none is
 })
 
 t.test('SIGTERM drain: answers close their connections; idle, silent and handshaking connections close at once', async (t) => {
-  const { pki, port, server } = await serverWithCrl(t, { AUTHZ_SHUTDOWN_TIMEOUT: '30' })
+  const { pki, port, server, logs } = await serverWithCrl(t, { AUTHZ_SHUTDOWN_TIMEOUT: '30' })
   const client = pki.client('order-service')
   // A keep-alive client that holds its connection after its answer.
   const idle = await openTlsConnection(port, { ca: pki.ca.certPem, client })
@@ -170,16 +170,19 @@ t.test('SIGTERM drain: answers close their connections; idle, silent and handsha
   t.match(await inFlight.done, { status: 200, headers: { connection: 'close' } }, 'the request in flight is served, and its answer closes the connection')
   await closing
   const elapsed = Date.now() - started
-  t.ok(elapsed < 5000, `closed in ${elapsed} ms, far under the 30 s deadline (regression: waited for the 65 s keep-alive timeout)`)
+  t.ok(elapsed < 15_000, `closed in ${elapsed} ms, far under the 30 s deadline (regression: waited for the 65 s keep-alive timeout)`)
+  t.notOk(logs.records().some((r) => r.event === 'shutdown_deadline'), 'nothing was left for the deadline to cut')
 })
 
 t.test('SIGTERM drain: a stalled request is destroyed at the deadline', async (t) => {
-  const { pki, port, server } = await serverWithCrl(t, { AUTHZ_SHUTDOWN_TIMEOUT: '1' })
+  const { pki, port, server, logs } = await serverWithCrl(t, { AUTHZ_SHUTDOWN_TIMEOUT: '1' })
   const stalled = halfSentRequest(port, { body: '{"audience":"inventory-service"}', ca: pki.ca.certPem, client: pki.client('order-service') })
   await new Promise<void>((resolve) => server.main.server.once('request', () => resolve()))
   const started = Date.now()
   await server.close()
   const elapsed = Date.now() - started
-  t.ok(elapsed >= 900 && elapsed < 4000, `closed at the 1 s deadline (${elapsed} ms; regression: never)`)
+  // The deadline is what closed it (its one log line), never earlier; a loaded machine only makes it later.
+  t.ok(elapsed >= 900, `closed at the 1 s deadline (${elapsed} ms; regression: never)`)
+  t.match(logs.records().filter((r) => r.event === 'shutdown_deadline'), [{ listener: 'main', destroyed: 1, deadline_s: 1 }], 'the deadline destroyed the stalled connection, and said so')
   await t.rejects(stalled.done, 'the stalled request was cut off')
 })

@@ -4,7 +4,6 @@
  * its own failure; reading one never stops the others.
  */
 import { X509Certificate } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
 import { Agent as HttpAgent } from 'node:http'
 import { join } from 'node:path'
 import type { Clock } from '../../clock.js'
@@ -17,6 +16,7 @@ import { PolicyStore } from '../../policy/store.js'
 import { httpRequestText } from '@authz/sdk'
 import { crlDates } from '../../tls/crl.js'
 import { pemBlocks } from '../../tls/trust.js'
+import { MiB, readFailure, readRegularFile } from '../../util/read-file.js'
 import { failure } from '../runner.js'
 import { iso, isoOrNull } from '../time.js'
 import { keysOptions } from '../tool-config.js'
@@ -153,9 +153,10 @@ function certificateInfo(der: Uint8Array, now: number): CertificateInfo {
 async function fileStatus(name: string, path: string, kind: 'certificates' | 'crl', now: number): Promise<FileStatus> {
   let text: string
   try {
-    text = await readFile(path, 'utf8')
+    // What the server reads, as the server reads it: a FIFO here must not hang `authz status` either.
+    text = (await readRegularFile(path, { maxBytes: 64 * MiB })).toString('utf8')
   } catch (err) {
-    return { name, path, present: false, error: (err as NodeJS.ErrnoException).code ?? 'error' }
+    return { name, path, present: false, error: readFailure(err) }
   }
   try {
     if (kind === 'crl') {

@@ -1,4 +1,5 @@
 /** `authz status`: keys, policy, TLS files, and whether the ops listener's /readyz answers. */
+import { keysCommand } from '../../keys/commands.js'
 import { EXIT_FAILURE, EXIT_OK, json, parse, type CliContext, type Io } from '../runner.js'
 import { formatDuration } from '../time.js'
 import { toolConfig } from '../tool-config.js'
@@ -12,7 +13,7 @@ function keyLine(k: KeyRow, now: number): string {
         ? `signing since ${k.activatesAt}`
         : k.state === 'retired'
           ? `retired ${k.retiredAt}, published until ${k.prunableAt}`
-          : `unpublished since ${k.prunableAt} (run: npm run keys -- prune)`
+          : `unpublished since ${k.prunableAt} (run: ${keysCommand('prune')})`
   return `  ${k.kid}  ${k.state.padEnd(7)}  ${when}`
 }
 
@@ -25,7 +26,7 @@ function printKeys(keys: KeysStatus, now: number, io: Io): void {
   const revoked = keys.revoked.length
   io.out(`keys: ${keys.dir} (${count} key${count === 1 ? '' : 's'}${revoked > 0 ? `, ${revoked} revoked` : ''}${keys.active === null ? ', NONE ACTIVE: /token answers 503' : ''})`)
   for (const k of keys.keys) io.out(keyLine(k, now))
-  if (count === 0) io.out('  no keys (run: npm run keys -- init)')
+  if (count === 0) io.out(`  no keys (run: ${keysCommand('init')})`)
   for (const r of keys.revoked) io.out(`  ${r.kid}  revoked  at ${r.revokedAt}`)
 }
 

@@ -6,7 +6,7 @@ import { decodeJwt, decodeProtectedHeader, type JWTPayload, type ProtectedHeader
 import type { Config } from '../../config.js'
 import { callerNameProblem } from '../../identity/mode.js'
 import { readRemoteTls, REMOTE_TLS_OPTIONS } from '../remote-jwks.js'
-import { EXIT_FAILURE, EXIT_OK, json, parse, usageError, type CliContext, type Io } from '../runner.js'
+import { EXIT_FAILURE, EXIT_OK, json, oneLine, parse, usageError, type CliContext, type Io } from '../runner.js'
 import { iso } from '../time.js'
 import { keysOptions, toolConfig } from '../tool-config.js'
 import { ALGORITHMS } from '../../keys/material.js'
@@ -143,7 +143,8 @@ export async function tokenInspect(args: string[], { env, io, clock }: CliContex
   io.out('(signature not shown)')
   io.out(`checks (keys: ${source.label}, now ${iso(clock.now())}):`)
   const entries: [string, Check][] = Object.entries(checks)
-  for (const [name, check] of entries) io.out(`  ${(check.ok === null ? '-' : check.ok ? 'ok' : 'FAIL').padEnd(4)}  ${name.padEnd(9)}  ${check.detail}`)
+  // A detail may quote the token (iss, aud, typ, kid): one line each, whatever the token holds.
+  for (const [name, check] of entries) io.out(`  ${(check.ok === null ? '-' : check.ok ? 'ok' : 'FAIL').padEnd(4)}  ${name.padEnd(9)}  ${oneLine(check.detail)}`)
   const failed = entries.filter(([, c]) => c.ok === false).map(([n]) => n)
   io.out(ok ? 'result: ok' : `result: FAILED (${failed.join(', ')})`)
   return ok ? EXIT_OK : EXIT_FAILURE

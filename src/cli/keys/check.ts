@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises'
 import { statusesOf } from '../../keys/admin.js'
 import { parseManifest, readManifest } from '../../keys/manifest.js'
 import { publicationChange, type PublicationChange } from '../../keys/publication.js'
-import { fetchJwks, readRemoteTls, REMOTE_TLS_OPTIONS } from '../remote-jwks.js'
+import { fetchJwks, jwksUrl, readRemoteTls, REMOTE_TLS_OPTIONS } from '../remote-jwks.js'
 import { EXIT_FAILURE, EXIT_OK, json, parse, usageError, type CliContext, type Io } from '../runner.js'
 import { keysOptions, toolConfig } from '../tool-config.js'
 
@@ -53,13 +53,7 @@ export async function check(args: string[], { env, io, clock }: CliContext): Pro
     strict: true,
   })
   if (values.against === undefined) throw usageError('check needs --against <jwks-url>')
-  let url: URL
-  try {
-    url = new URL(values.against)
-  } catch {
-    throw usageError('--against must be an http(s) URL')
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw usageError('--against must be an http(s) URL')
+  const url = jwksUrl(values.against, '--against')
   const tls = await readRemoteTls(values, (path) => readFile(path, 'utf8'))
   const live = (await fetchJwks(url, tls)).map((k) => k.kid).filter((k): k is string => typeof k === 'string')
   const manifest = await readManifest(options.dir)

@@ -6,8 +6,8 @@ import { keysOptions, toolConfig } from '../tool-config.js'
 import { reportLeftovers } from './leftovers.js'
 import { keyDetail, NEW_KEY_OPTIONS, newKeyRequest } from './new-key.js'
 
-export async function init(args: string[], { env, io, clock }: CliContext): Promise<number> {
-  const options = keysOptions(toolConfig(env), clock)
+export async function init(args: string[], { env, io, clock, newKey }: CliContext): Promise<number> {
+  const options = keysOptions(toolConfig(env), clock, newKey)
   const { values } = parse({ args, options: NEW_KEY_OPTIONS, strict: true })
   const key = await initKeys(options, newKeyRequest(values))
   reportLeftovers(key.leftovers, io)

@@ -1,5 +1,6 @@
 /** `keys list`: every key with its state and instants, the revoked kids, and a held lock. */
 import { statusesOf } from '../../keys/admin.js'
+import { keysCommand } from '../../keys/commands.js'
 import type { KeyState } from '../../keys/lifecycle.js'
 import { describeLock, lockStatus, type LockOwner, type LockStatus } from '../../keys/lock.js'
 import { readManifest, type KeyStoreKind } from '../../keys/manifest.js'
@@ -63,7 +64,7 @@ export async function list(args: string[], { env, io, clock }: CliContext): Prom
   }
   if (lock !== null) io.out(`lock: ${describeLock(lock)}${lock.stale === null ? '' : ' (stale: the next keys command takes it over)'}`)
   if (statuses.length === 0) {
-    io.out(`no keys in ${options.dir} (run: npm run keys -- init)`)
+    io.out(`no keys in ${options.dir} (run: ${keysCommand('init')})`)
     return EXIT_OK
   }
   const rows = [['KID', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRES', 'PRUNABLE AT', 'ALG', 'STORE']]

@@ -7,8 +7,8 @@ import { keysOptions, toolConfig } from '../tool-config.js'
 import { reportLeftovers } from './leftovers.js'
 import { keyDetail, NEW_KEY_OPTIONS, newKeyRequest } from './new-key.js'
 
-export async function rotate(args: string[], { env, io, clock }: CliContext): Promise<number> {
-  const options = keysOptions(toolConfig(env), clock)
+export async function rotate(args: string[], { env, io, clock, newKey }: CliContext): Promise<number> {
+  const options = keysOptions(toolConfig(env), clock, newKey)
   const { values } = parse({ args, options: { 'activate-in': { type: 'string' }, force: { type: 'boolean' }, ...NEW_KEY_OPTIONS }, strict: true })
   const activateInMs = values['activate-in'] === undefined ? undefined : parseDuration(values['activate-in'])
   const { key, unsafe, leftovers } = await rotateKeys(options, {

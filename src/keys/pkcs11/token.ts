@@ -5,7 +5,6 @@
  * start is a ConfigError naming the variable; one that fails later makes signing fail fast (the issuer
  * answers 503 and /readyz fails) while the module is reloaded with backoff until it works again.
  */
-import { readFile } from 'node:fs/promises'
 import { Worker } from 'node:worker_threads'
 import { calculateJwkThumbprint, type JWK } from 'jose'
 import type { Pkcs11Settings } from '../../config.js'
@@ -15,6 +14,7 @@ import type { TokenKeys } from '../keyset.js'
 import type { Pkcs11Key } from '../manifest.js'
 import { publicJwkFrom, type Alg, type PublicJwk } from '../material.js'
 import type { KeySigner } from '../signing.js'
+import { KiB, readFailure, readRegularFile } from '../../util/read-file.js'
 import { backoffMs } from '../../util/reloader.js'
 import type { Pkcs11Operation, Pkcs11Reply, Pkcs11WorkerData } from './protocol.js'
 
@@ -251,9 +251,9 @@ export async function openPkcs11(settings: Pkcs11Settings, options: Pkcs11Option
   let pin: string
   if ('file' in settings.pin) {
     try {
-      pin = (await readFile(settings.pin.file, 'utf8')).replace(/\r?\n$/, '')
+      pin = (await readRegularFile(settings.pin.file, { maxBytes: 4 * KiB })).toString('utf8').replace(/\r?\n$/, '')
     } catch (err) {
-      throw new ConfigError('AUTHZ_PKCS11_PIN_FILE', `cannot read ${settings.pin.file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+      throw new ConfigError('AUTHZ_PKCS11_PIN_FILE', `cannot read ${settings.pin.file} (${readFailure(err)})`)
     }
     // An empty PIN is a mistake, and a failed login counts toward the token's lockout.
     if (pin === '') throw new ConfigError('AUTHZ_PKCS11_PIN_FILE', `${settings.pin.file} is empty`)
