@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { createServer } from 'node:https'
-import { connect } from 'node:tls'
+import { connect, type TLSSocket } from 'node:tls'
 import { join } from 'node:path'
 import t from 'tap'
 import { thumbprintOf } from '../../packages/sdk/src/certificate.js'
@@ -152,7 +152,7 @@ t.test('watchServer: a session of the old CA bundle is not resumed after a bundl
   const dir = renamedFiles(t.testdir(), createServerCert(pki.ca), pki.ca.certPem)
   const files = new TlsFiles(dir.paths, { pollMs: 0 })
   t.teardown(() => files.close())
-  const server = createServer(files.serverOptions({ minVersion: 'TLSv1.3' }), (req, res) => res.end(String((req.socket as import('node:tls').TLSSocket).authorized)))
+  const server = createServer(files.serverOptions({ minVersion: 'TLSv1.3' }), (req, res) => res.end(String((req.socket as TLSSocket).authorized)))
   files.watchServer(server)
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
