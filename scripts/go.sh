@@ -59,9 +59,10 @@ cmd_install() {
 # from /usr/share/gocode.
 setup_gopath() {
   GOPATH_TMP="$(mktemp -d /tmp/authz-gopath.XXXXXX)"
-  mkdir -p "$GOPATH_TMP/src/authz.internal/clients" "$GOPATH_TMP/src/authz.internal/examples"
+  mkdir -p "$GOPATH_TMP/src/authz.internal/clients" "$GOPATH_TMP/src/authz.internal/examples" "$GOPATH_TMP/src/authz.internal/bench"
   ln -s "$ROOT/clients/go" "$GOPATH_TMP/src/authz.internal/clients/go"
   ln -s "$ROOT/examples/go" "$GOPATH_TMP/src/authz.internal/examples/go"
+  ln -s "$ROOT/bench/revoke" "$GOPATH_TMP/src/authz.internal/bench/revoke"
   export GO111MODULE=off GOPATH="$GOPATH_TMP:/usr/share/gocode" GOPROXY=off GOFLAGS= GOTOOLCHAIN=local CGO_ENABLED=0
   export GOCACHE="${GOCACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/go-build}"
   export AUTHZ_ROOT="$ROOT"
@@ -121,13 +122,13 @@ run_tests() { # label, go test flags...
 check_and_vet() {
   check_gomod || FAILED=$((FAILED + 1))
   local unformatted
-  unformatted="$("$(dirname "$GO")/gofmt" -l "$ROOT/clients/go" "$ROOT/examples/go")"
+  unformatted="$("$(dirname "$GO")/gofmt" -l "$ROOT/clients/go" "$ROOT/examples/go" "$ROOT/bench/revoke")"
   if [ -n "$unformatted" ]; then
     echo "go: not gofmt-formatted (run gofmt -w): $unformatted"
     FAILED=$((FAILED + 1))
   fi
   local tags
-  for tags in "" live; do
+  for tags in "" live before; do # before: bench/revoke's callers as older kits had them
     # shellcheck disable=SC2086
     (cd "$GOPATH_TMP/src/authz.internal/clients/go" && "$GO" vet -tags "$tags" $PKGS) || { echo "go: go vet -tags '$tags' failed"; FAILED=$((FAILED + 1)); }
   done
@@ -137,7 +138,7 @@ start_go() {
   check_toolchain || { echo "go: 0 passed, 1 failed"; return 1; }
   echo "go: $("$GO" version)"
   setup_gopath
-  PKGS="$(packages_of "$ROOT/clients/go" authz.internal/clients/go) $(packages_of "$ROOT/examples/go" authz.internal/examples/go)"
+  PKGS="$(packages_of "$ROOT/clients/go" authz.internal/clients/go) $(packages_of "$ROOT/examples/go" authz.internal/examples/go) authz.internal/bench/revoke"
 }
 
 cmd_unit() {

@@ -13,3 +13,13 @@ t.test('the README configuration table matches the config schema exactly', async
   ])
   t.same(rows, expected)
 })
+
+t.test('a README code block marked <!-- snippet: path --> is that file, verbatim (it compiles with npm test)', async (t) => {
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  const blocks = [...readme.matchAll(/<!-- snippet: (\S+) -->\n```\w*\n([\s\S]*?)```/g)]
+  t.ok(blocks.length >= 1, 'the calling snippet at least')
+  for (const [, path, code] of blocks) {
+    const source = await readFile(new URL(`../${path}`, import.meta.url), 'utf8')
+    t.ok(source.includes(code as string), `${path} holds the README's block`)
+  }
+})

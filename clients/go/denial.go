@@ -58,7 +58,8 @@ type Denial struct {
 }
 
 // LogDenial writes one warning line for a denial: status, reason, method, path, and sub and aud when
-// known — never the token.
+// known — never the token. The guards do not call it per denial: they bound their lines (a line at
+// once per reason and caller, then a count per interval); an adapter that logs itself should too.
 func LogDenial(l *slog.Logger, d Denial) {
 	attrs := []any{"event", "service_call_denied", "status", d.Status, "reason", d.Reason}
 	if d.Method != "" {

@@ -1,6 +1,9 @@
 // Package authz is the Go kit of the authz authorization center: the calling side ([TokenSource],
-// [NewTransport], any [TokenProvider]) and the receiving side ([Verifier], [CalleePolicy], [Guard],
-// [Middleware]) of a service-to-service call. Packages ginauth and grpcauth plug the same [Guard]
+// [NewTransport], any [TokenProvider]), the receiving side ([Verifier], [CalleePolicy], [Guard],
+// [Middleware]) of a service-to-service call, and the TLS material both take from files and follow as
+// it is renewed ([TLSFiles]). A token is bound to the certificate it was fetched with: the helpers send
+// it only over a connection of that certificate, and retry a 401 once with a fresh token (a revoked
+// signing key). Packages ginauth and grpcauth plug the same [Guard]
 // into Gin and gRPC; another framework's adapter is a few lines: build a [Request], [Guard.Check] it,
 // write the answer ([WriteDenial]).
 //

@@ -1,7 +1,10 @@
 module authz.internal/clients/go
 
-go 1.21
+go 1.22
 
+// Go 1.22 or later: the only release the kit is built and tested with (Debian bookworm-backports'
+// golang-1.22-go); bookworm's own Go 1.19 cannot build it (log/slog, crypto/ecdh, min/max).
+//
 // These are the versions CI builds and tests against: the Debian bookworm (and bookworm-backports)
 // packages of the same libraries. scripts/go.sh checks that every line below matches the installed
 // Debian package, so a bump here is a bump in CI too. With a network, `go mod tidy` adds go.sum and the

@@ -67,8 +67,9 @@ type Request struct {
 
 // Guard is the receiving edge, written once for every framework: a verified TLS peer certificate,
 // exactly one token, the token verified and bound to that certificate, then the policy's decision.
-// Every denial is logged in one line (the Verifier's Logger) and reported to OnDecision with a reason
-// from one vocabulary (DenialReasons, the TypeScript SDK's too). An adapter is a few lines: build the
+// Every denial is logged (the Verifier's Logger, bounded: a line at once per reason and caller, then
+// a count per interval) and reported to OnDecision with a reason from one vocabulary (DenialReasons,
+// the TypeScript SDK's too). An adapter is a few lines: build the
 // Request, Check it, write the answer (WriteDenial for HTTP).
 type Guard struct {
 	v    *Verifier
@@ -87,11 +88,11 @@ func NewGuard(v *Verifier, opts ...GuardOption) *Guard {
 // Exempted reports whether calls with this route key pass without a token (Exempt).
 func (g *Guard) Exempted(key string) bool { return g.opts.exempt[key] }
 
-// Check decides one call: the verified caller, or the denial (already logged and reported).
+// Check decides one call: the verified caller, or the denial (already logged, bounded, and reported).
 func (g *Guard) Check(ctx context.Context, r Request) (*Caller, *Denial) {
 	deny := func(status int, reason string, caller *Caller, sub, aud string) (*Caller, *Denial) {
 		d := &Denial{Status: status, Reason: reason, Caller: caller, Method: r.Method, Path: r.Path, Subject: sub, Audience: aud}
-		LogDenial(g.v.Logger(), *d)
+		g.v.denials.note(*d)
 		g.report(CallOutcome{Status: status, Reason: reason, Method: r.Method, Path: r.Path, Subject: sub, Audience: aud})
 		return nil, d
 	}

@@ -7,17 +7,18 @@ import (
 
 func (ts *TokenSource) refreshInBackground(e *tokenEntry) {
 	ts.mu.Lock()
-	closed := ts.closed
+	ts.currentLocked() // a renewal seen now retires e's generation
+	stale := ts.closed || e.gen.retired
 	ts.mu.Unlock()
-	if closed {
+	if stale {
 		return
 	}
-	ts.group.DoChan(e.key, func() (any, error) { return ts.fetch(e, true) }) // outcome handled in fetch
+	e.gen.group.DoChan(e.key, func() (any, error) { return ts.fetch(e, true) }) // outcome handled in fetch
 }
 
 // schedule arms e's timer; ts.mu is held.
 func (ts *TokenSource) schedule(e *tokenEntry, at time.Time) {
-	if ts.closed {
+	if ts.closed || e.gen.retired {
 		return
 	}
 	if e.timer != nil {
@@ -45,7 +46,7 @@ func (ts *TokenSource) fetch(e *tokenEntry, background bool) (any, error) {
 		}
 	}
 	requestedAt := ts.clock.Now()
-	token, lifetime, err := ts.request(e)
+	token, lifetime, err := ts.request(e.gen.client, e.audience, e.scopes)
 	ts.mu.Lock()
 	ev := RefreshEvent{Audience: e.audience, Scopes: e.scopes, Background: background, Err: err}
 	if err == nil {

@@ -19,12 +19,12 @@ type tokenResponse struct {
 	Error       string   `json:"error"`
 }
 
-// request does one POST /token. An OAuth error answer is a *TokenError carrying authz's Retry-After;
-// a failure to reach authz wraps ErrIssuerUnreachable and the cause.
-func (ts *TokenSource) request(e *tokenEntry) (token string, lifetime time.Duration, err error) {
-	body := map[string]string{"grant_type": "client_credentials", "audience": e.audience}
-	if len(e.scopes) > 0 {
-		body["scope"] = strings.Join(e.scopes, " ")
+// request does one POST /token with client. An OAuth error answer is a *TokenError carrying authz's
+// Retry-After; a failure to reach authz wraps ErrIssuerUnreachable and the cause.
+func (ts *TokenSource) request(client *http.Client, audience string, scopes []string) (token string, lifetime time.Duration, err error) {
+	body := map[string]string{"grant_type": "client_credentials", "audience": audience}
+	if len(scopes) > 0 {
+		body["scope"] = strings.Join(scopes, " ")
 	}
 	payload, _ := json.Marshal(body)
 	ctx, cancel := context.WithTimeout(ts.ctx, ts.cfg.RequestTimeout)
@@ -35,7 +35,7 @@ func (ts *TokenSource) request(e *tokenEntry) (token string, lifetime time.Durat
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	res, err := ts.client.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		if ts.ctx.Err() != nil {
 			return "", 0, ErrClosed
@@ -55,7 +55,7 @@ func (ts *TokenSource) request(e *tokenEntry) (token string, lifetime time.Durat
 		if tr.Error == "" {
 			return "", 0, fmt.Errorf("%w: %d without an OAuth error", ErrBadTokenResponse, res.StatusCode)
 		}
-		te := &TokenError{Code: tr.Error, Status: res.StatusCode, Audience: e.audience}
+		te := &TokenError{Code: tr.Error, Status: res.StatusCode, Audience: audience}
 		if secs, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && secs > 0 && secs <= 3600 {
 			te.RetryAfter = time.Duration(secs) * time.Second
 		}

@@ -25,14 +25,23 @@ var testHookBeforeFlight func()
 // expires (the TypeScript SDK's REFRESH_BEFORE_MS).
 const DefaultRefreshBefore = 60 * time.Second
 
+// DefaultInvalidateCooldown is the shortest interval between two invalidations of one key that drop a
+// token (the TypeScript SDK's INVALIDATE_COOLDOWN_MS).
+const DefaultInvalidateCooldown = 30 * time.Second
+
 // TokenSourceConfig says how a TokenSource reaches authz and paces its refreshes.
 type TokenSourceConfig struct {
 	// TokenURL is authz's token endpoint, e.g. https://authz.internal:8443/token.
 	TokenURL string
-	// TLS holds this service's client certificate (its CN is the identity authz puts in sub) and the CA
-	// authz's server certificate chains to. Use the same certificate when calling the service: the
-	// token is bound to it.
+	// TLS holds this service's client certificate (its CN or SPIFFE ID is the identity authz puts in
+	// sub) and the CA authz's server certificate chains to, fixed. Use the same certificate when calling
+	// the service: the token is bound to it. Give this or Files.
 	TLS *tls.Config
+	// Files is this service's certificate, key and CA bundle from files, followed as they are renewed:
+	// after a renewal, new tokens are fetched with the new certificate and the old certificate's tokens
+	// are dropped; NewTransport and grpcauth.Dial open new connections with it. The TokenSource does not
+	// close it.
+	Files *TLSFiles
 
 	// RequestTimeout bounds one token request (default 5 s).
 	RequestTimeout time.Duration
@@ -48,6 +57,10 @@ type TokenSourceConfig struct {
 	// backoff gets the last error at once, without a request: an outage or a refusal is not retried
 	// at the rate callers arrive.
 	RetryMin, RetryMax time.Duration
+
+	// InvalidateCooldown: Invalidate drops a key's token at most once per this interval (default 30 s),
+	// so a callee that answers 401 to every token costs authz at most one request per key and interval.
+	InvalidateCooldown time.Duration
 
 	// OnRefresh is told about every token request and its outcome (metrics, logs, tests). It must not
 	// block.
@@ -73,6 +86,7 @@ type RefreshEvent struct {
 }
 
 type tokenEntry struct {
+	gen       *tokenGen
 	key       string
 	audience  string
 	scopes    []string
@@ -83,23 +97,35 @@ type tokenEntry struct {
 	retryAt   time.Time
 	lastErr   error // why the last request failed, until one succeeds
 	timer     Timer
+	// invalidatedAt: when Invalidate last dropped this key's token.
+	invalidatedAt time.Time
+}
+
+// tokenGen is one set of TLS material, its client to authz and the tokens fetched with it.
+type tokenGen struct {
+	material *TLSMaterial
+	client   *http.Client
+	group    singleflight.Group
+	entries  map[string]*tokenEntry
+	// retired: a renewal replaced its material; its tokens are dropped and it schedules no refresh.
+	retired bool
 }
 
 // TokenSource gets tokens from authz over one mTLS HTTP client and caches one per (audience, scopes),
 // refreshing it in the background before it expires. Concurrent callers share one request; while
-// refreshes fail, the cached token is served until it expires. Safe for concurrent use.
+// refreshes fail, the cached token is served until it expires. With Files, each certificate is a
+// generation of its own (client and cache); a renewal drops the old certificate's tokens. Safe for
+// concurrent use.
 type TokenSource struct {
-	url     string
-	client  *http.Client
-	clock   Clock
-	rand    func() float64
-	cfg     TokenSourceConfig
-	ctx     context.Context
-	cancel  context.CancelFunc
-	group   singleflight.Group
-	mu      sync.Mutex
-	entries map[string]*tokenEntry
-	closed  bool
+	url    string
+	clock  Clock
+	rand   func() float64
+	cfg    TokenSourceConfig
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	gen    *tokenGen
+	closed bool
 }
 
 // NewTokenSource checks the configuration and builds the HTTP client; it makes no request.
@@ -108,8 +134,16 @@ func NewTokenSource(cfg TokenSourceConfig) (*TokenSource, error) {
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("authz: TokenURL must be an https URL, got %q", cfg.TokenURL)
 	}
-	if cfg.TLS == nil || (len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetClientCertificate == nil) {
-		return nil, errors.New("authz: TokenSourceConfig.TLS needs this service's client certificate")
+	var material *TLSMaterial
+	switch {
+	case cfg.Files != nil && cfg.TLS != nil:
+		return nil, errors.New("authz: TokenSourceConfig: give TLS or Files, not both")
+	case cfg.Files != nil:
+		material = cfg.Files.Material()
+	case cfg.TLS == nil || (len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetClientCertificate == nil):
+		return nil, errors.New("authz: TokenSourceConfig.TLS needs this service's client certificate (or give Files)")
+	default:
+		material = materialOf(cfg.TLS)
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 5 * time.Second
@@ -135,29 +169,70 @@ func NewTokenSource(cfg TokenSourceConfig) (*TokenSource, error) {
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = 30 * time.Second
 	}
+	if cfg.InvalidateCooldown <= 0 {
+		cfg.InvalidateCooldown = DefaultInvalidateCooldown
+	}
 	ts := &TokenSource{
-		url:     u.String(),
-		clock:   clockOrSystem(cfg.Clock),
-		rand:    cfg.Rand,
-		cfg:     cfg,
-		entries: map[string]*tokenEntry{},
+		url:   u.String(),
+		clock: clockOrSystem(cfg.Clock),
+		rand:  cfg.Rand,
+		cfg:   cfg,
 	}
 	if ts.rand == nil {
 		ts.rand = rand.Float64
 	}
 	ts.ctx, ts.cancel = context.WithCancel(context.Background())
-	ts.client = &http.Client{
+	ts.gen = ts.newGen(material)
+	return ts, nil
+}
+
+// httpClientFor is the mTLS client to authz of one set of material.
+func (ts *TokenSource) httpClientFor(m *TLSMaterial, keepAlive bool) *http.Client {
+	return &http.Client{
 		// Direct connections only (no HTTP_PROXY), like the TypeScript SDK.
 		Transport: &http.Transport{
-			TLSClientConfig:     cfg.TLS.Clone(),
-			TLSHandshakeTimeout: cfg.RequestTimeout,
+			TLSClientConfig:     m.ClientConfig(),
+			TLSHandshakeTimeout: ts.cfg.RequestTimeout,
 			MaxIdleConnsPerHost: 4,
 			IdleConnTimeout:     90 * time.Second,
+			DisableKeepAlives:   !keepAlive,
 		},
 		// Never follow a redirect: the request carries this service's identity to one endpoint only.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return ts, nil
+}
+
+func (ts *TokenSource) newGen(m *TLSMaterial) *tokenGen {
+	return &tokenGen{material: m, client: ts.httpClientFor(m, true), entries: map[string]*tokenEntry{}}
+}
+
+// currentLocked is the generation of the material in force: after a renewal of Files, a new one, and
+// the old one's tokens dropped (its refreshes stopped, its idle connections closed). ts.mu is held.
+func (ts *TokenSource) currentLocked() *tokenGen {
+	if ts.cfg.Files == nil || ts.closed {
+		return ts.gen
+	}
+	if m := ts.cfg.Files.Material(); m != ts.gen.material {
+		old := ts.gen
+		ts.gen = ts.newGen(m)
+		old.retired = true
+		for _, e := range old.entries {
+			if e.timer != nil {
+				e.timer.Stop()
+			}
+		}
+		old.entries = map[string]*tokenEntry{}
+		old.client.CloseIdleConnections()
+	}
+	return ts.gen
+}
+
+// Material is the TLS material in force: what a connection carrying this source's tokens must present
+// (the tokens are bound to its certificate). With Files it changes when the files are renewed.
+func (ts *TokenSource) Material() *TLSMaterial {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.currentLocked().material
 }
 
 func normaliseScopes(scopes []string) []string {
@@ -175,27 +250,107 @@ func normaliseScopes(scopes []string) []string {
 	return out
 }
 
+// keyOf is a cache key: unambiguous, whatever the strings hold.
+func keyOf(audience string, scopes []string) string {
+	keyJSON, _ := json.Marshal(append([]string{audience}, scopes...))
+	return string(keyJSON)
+}
+
 // Token returns a valid token for audience with these scopes (none: all the caller is granted): the
 // cached one while it is valid (a due refresh then runs in the background), else a fresh one, shared
 // by every caller waiting for it. ctx bounds this caller's wait, not the request others may share.
 // With nothing valid cached and the last request failed, a call within the backoff gets that error
-// without a new request (Retryable says whether it may pass by itself).
+// without a new request (Retryable says whether it may pass by itself). The token is bound to the
+// certificate in force (Material) when it returns.
 func (ts *TokenSource) Token(ctx context.Context, audience string, scopes ...string) (string, error) {
+	// A renewal while the request was in flight: that token is bound to the old certificate; ask again
+	// (at most twice more: renewals are minutes apart).
+	for attempt := 0; ; attempt++ {
+		ts.mu.Lock()
+		gen := ts.currentLocked()
+		ts.mu.Unlock()
+		token, err := ts.tokenOf(ctx, gen, audience, scopes)
+		ts.mu.Lock()
+		same := gen == ts.currentLocked()
+		ts.mu.Unlock()
+		if err != nil || same || attempt == 2 {
+			return token, err
+		}
+	}
+}
+
+// TokenFor returns a token bound to m's certificate, for a connection opened with m: the cached token
+// when m is the material in force; for material a renewal replaced (a connection opened just before
+// it), one request with m, not cached.
+func (ts *TokenSource) TokenFor(ctx context.Context, m *TLSMaterial, audience string, scopes ...string) (string, error) {
+	if m == nil {
+		return "", errors.New("authz: TokenFor needs TLS material")
+	}
+	ts.mu.Lock()
+	gen, closed := ts.currentLocked(), ts.closed
+	ts.mu.Unlock()
+	if gen.material == m {
+		return ts.tokenOf(ctx, gen, audience, scopes)
+	}
+	if closed {
+		return "", ErrClosed
+	}
+	if audience == "" {
+		return "", errors.New("authz: Token needs an audience")
+	}
+	client := ts.httpClientFor(m, false)
+	defer client.CloseIdleConnections()
+	token, _, err := ts.request(client, audience, normaliseScopes(scopes))
+	return token, err
+}
+
+// Invalidate drops the cached token of (audience, scopes): the next Token for that key fetches a new
+// one — after a `keys revoke`, say, when a callee answers 401 to a token that is still fresh. At most
+// once per key per InvalidateCooldown (30 s). It reports whether the next Token returns another token:
+// true when it dropped it (or none was cached), false when the cooldown kept it.
+func (ts *TokenSource) Invalidate(audience string, scopes ...string) bool {
+	return ts.InvalidateToken("", audience, scopes...)
+}
+
+// InvalidateToken is Invalidate for the token a callee refused: it drops the cached token only if that
+// is still token ("" for any), so that many requests refused with one token drop it once. It reports
+// whether the next Token returns a token other than the refused one: true when it dropped it or it was
+// replaced already, false when the cooldown kept it. NewTransport and grpcauth.Dial call it on a 401.
+func (ts *TokenSource) InvalidateToken(token, audience string, scopes ...string) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	e := ts.currentLocked().entries[keyOf(audience, normaliseScopes(scopes))]
+	if e == nil || e.token == "" || (token != "" && e.token != token) {
+		return true
+	}
+	now := ts.clock.Now()
+	if !e.invalidatedAt.IsZero() && now.Sub(e.invalidatedAt) < ts.cfg.InvalidateCooldown {
+		return false
+	}
+	e.invalidatedAt = now
+	e.token, e.expiresAt, e.refreshAt = "", time.Time{}, time.Time{}
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	return true
+}
+
+// tokenOf is Token for one generation.
+func (ts *TokenSource) tokenOf(ctx context.Context, gen *tokenGen, audience string, scopes []string) (string, error) {
 	if audience == "" {
 		return "", errors.New("authz: Token needs an audience")
 	}
 	list := normaliseScopes(scopes)
-	keyJSON, _ := json.Marshal(append([]string{audience}, list...)) // unambiguous, whatever the strings hold
-	key := string(keyJSON)
+	key := keyOf(audience, list)
 	ts.mu.Lock()
 	if ts.closed {
 		ts.mu.Unlock()
 		return "", ErrClosed
 	}
-	e := ts.entries[key]
+	e := gen.entries[key]
 	if e == nil {
-		e = &tokenEntry{key: key, audience: audience, scopes: list}
-		ts.entries[key] = e
+		e = &tokenEntry{gen: gen, key: key, audience: audience, scopes: list}
+		gen.entries[key] = e
 	}
 	now := ts.clock.Now()
 	if e.token != "" && now.Before(e.expiresAt) {
@@ -216,7 +371,7 @@ func (ts *TokenSource) Token(ctx context.Context, audience string, scopes ...str
 	if testHookBeforeFlight != nil {
 		testHookBeforeFlight()
 	}
-	ch := ts.group.DoChan(key, func() (any, error) { return ts.fetch(e, false) })
+	ch := gen.group.DoChan(key, func() (any, error) { return ts.fetch(e, false) })
 	select {
 	case res := <-ch:
 		if res.Err != nil {
@@ -233,13 +388,14 @@ func (ts *TokenSource) Token(ctx context.Context, audience string, scopes ...str
 func (ts *TokenSource) Close() error {
 	ts.mu.Lock()
 	ts.closed = true
-	for _, e := range ts.entries {
+	for _, e := range ts.gen.entries {
 		if e.timer != nil {
 			e.timer.Stop()
 		}
 	}
+	gen := ts.gen
 	ts.mu.Unlock()
 	ts.cancel()
-	ts.client.CloseIdleConnections()
+	gen.client.CloseIdleConnections()
 	return nil
 }

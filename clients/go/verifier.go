@@ -83,9 +83,12 @@ type VerifierConfig struct {
 	// OnJWKSFetch is told the outcome of every JWKS fetch (the kids in use afterwards, and the error of
 	// a failed fetch) for metrics and tests. It must not block.
 	OnJWKSFetch func(kids []string, err error)
-	// Logger receives JWKS refresh failures and, from the guards, every denial (reason, method, path,
-	// and sub and aud once a token's signature verified; never a token). Default slog.Default().
+	// Logger receives JWKS refresh failures and, from the guards, their denials (reason, method, path,
+	// and sub and aud once a token's signature verified; never a token), bounded: a line at once per
+	// reason and caller, then one count per DenialLogInterval while they go on. Default slog.Default().
 	Logger *slog.Logger
+	// DenialLogInterval is the length of one summary interval of the denial lines (default 10 s).
+	DenialLogInterval time.Duration
 	// Clock is for tests (default the system clock).
 	Clock Clock
 }
@@ -118,6 +121,7 @@ type Verifier struct {
 	clock       Clock
 	parser      *jwt.Parser
 	keys        keySource
+	denials     *denialLog // shared by every guard of this verifier
 }
 
 // NewVerifier checks the configuration and loads the keys. With a JWKSURL, ctx bounds the first load
@@ -131,6 +135,7 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 	if v.logger == nil {
 		v.logger = slog.Default()
 	}
+	v.denials = newDenialLog(v.logger, cfg.DenialLogInterval)
 	leeway := cfg.Leeway
 	switch {
 	case leeway == 0:

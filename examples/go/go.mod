@@ -1,6 +1,6 @@
 module authz.internal/examples/go
 
-go 1.21
+go 1.22
 
 require (
 	authz.internal/clients/go v0.0.0

@@ -11,6 +11,7 @@ import { serviceAuth, type ServiceAuthOptions } from '../../packages/sdk/src/fas
 import { createVerifier } from '../../packages/sdk/src/verifier.js'
 import { createServerCert } from '../../src/pki/dev-pki.js'
 import { LogCapture, startHarness, type Harness } from '../helpers/harness.js'
+import { startCallee } from '../helpers/callee.js'
 import { httpsCall } from '../helpers/http.js'
 import { createLogger } from '../../src/logger.js'
 
@@ -76,7 +77,8 @@ t.test('serviceAuth: scopes from route config, request.caller, bare 401/403 with
   }
   t.equal((await call('GET', '/open')).text, 'open', 'serviceAuth: false exempts a route')
 
-  // One line per denial, with the reason from the shared vocabulary (conformance/codes.json).
+  // A line per denial reason and caller (then a count per interval), with the reason from the shared
+  // vocabulary (conformance/codes.json).
   const denials = logs.records().filter((r) => r.event === 'service_call_denied')
   t.same(
     denials.map(({ status, reason, sub, aud, method, path }) => ({ status, reason, sub, aud, method, path })),
@@ -88,8 +90,8 @@ t.test('serviceAuth: scopes from route config, request.caller, bare 401/403 with
       // before: "scope or caller not allowed", "route not in policy"
       { status: 403, reason: 'ERR_ROUTE_FORBIDDEN', sub: 'order-service', aud: 'inventory-service', method: 'POST', path: '/deduct' },
       { status: 403, reason: 'ERR_ROUTE_UNLISTED', sub: 'order-service', aud: 'inventory-service', method: 'GET', path: '/unlisted' },
-      // before: ERR_TOKEN_MALFORMED (Node joins repeated headers with ", ")
-      { status: 401, reason: 'ERR_TOKEN_MISSING', sub: undefined, aud: undefined, method: 'GET', path: '/stock/sku-1' },
+      // two X-Service-Token lines: ERR_TOKEN_MISSING again (before: ERR_TOKEN_MALFORMED, Node joins repeated
+      // headers with ", "), counted for the next summary line rather than written again
     ],
   )
   t.notOk(logs.text.includes(read.split('.')[2] as string), 'never the token')
@@ -240,4 +242,29 @@ t.test('serviceAuth over HTTP/2: the token is read from the stream headers (regr
   t.equal(await get({ 'x-service-token': read }), 200, 'a token')
   t.equal(await get({ 'x-service-token': [read, read] }), 401, 'two token fields')
   t.equal(await get({}), 401, 'none')
+})
+
+t.test('serviceAuth: a flood of forged tokens is a bounded number of log lines; the counters count every one', async (t) => {
+  const h = await startHarness(t)
+  const callee = await startCallee(t, h, { denialLogMs: 1000 })
+  const kid = h.keys.signingKey()?.kid as string
+  const header = Buffer.from(JSON.stringify({ alg: 'RS256', typ: 'at+jwt', kid })).toString('base64url')
+  const forged = (i: number): string => `${header}.${Buffer.from(JSON.stringify({ sub: 'order-service', i })).toString('base64url')}.c2ln`
+  for (let i = 0; i < 200; i++) {
+    const res = await httpsCall(callee.port, { path: '/stock/sku-1', client: h.pki.client('order-service'), ca: h.pki.ca.certPem, headers: { 'x-service-token': forged(i) } })
+    t.equal(res.status, 401)
+  }
+  const lines = () => callee.logs.records().filter((r) => r.event === 'service_call_denied')
+  const total = () => lines().reduce((n, r) => n + (r.count as number), 0)
+  while (total() < 200) await callee.logs.next((r) => r.event === 'service_call_denied')
+  t.equal(total(), 200, 'the lines account for every denial')
+  // A line at once, then summaries; a machine so loaded that a whole second passes between two denials
+  // starts again with a line at once (the key was forgotten).
+  const atOnce = lines().filter((r) => r.interval_s === undefined)
+  const summaries = lines().filter((r) => r.interval_s !== undefined)
+  t.match(atOnce[0], { status: 401, reason: 'ERR_TOKEN_SIGNATURE', method: 'GET', path: '/stock/sku-1', count: 1 }, 'the first denial: one line at once')
+  t.match(atOnce, atOnce.map(() => ({ reason: 'ERR_TOKEN_SIGNATURE', path: '/stock/sku-1', count: 1 })))
+  t.ok(summaries.length >= 1 && lines().length <= 40, `${atOnce.length} line(s) at once and ${summaries.length} summary line(s) for 200 denials`)
+  t.match(summaries, summaries.map(() => ({ reason: 'ERR_TOKEN_SIGNATURE', count: Number, interval_s: 1, msg: /^service call denied \(\d+ more in the last 1s\)$/ })))
+  t.equal(callee.counters.snapshot().denied.ERR_TOKEN_SIGNATURE, 200, 'the counter: exact')
 })

@@ -4,8 +4,14 @@ import t, { type Test } from 'tap'
 import { REFRESH_BEFORE_MS, TokenClient, type RefreshEvent } from '../../packages/sdk/src/token-client.js'
 import { TokenClientError } from '../../packages/sdk/src/errors.js'
 import { ManualClock } from '../../packages/sdk/src/clock.js'
+import { thumbprintOf } from '../../packages/sdk/src/certificate.js'
+import { TlsFiles } from '../../packages/sdk/src/tls-files.js'
+import { createClientCert } from '../../src/pki/dev-pki.js'
+import { boundTo } from '../helpers/callee.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
+import { VALID_FROM } from '../helpers/material.js'
 import { testPki } from '../helpers/pki.js'
+import { kubeletVolume } from '../helpers/tls-files.js'
 
 function clientFor(t: Test, h: Harness, name = 'order-service', extra: Partial<ConstructorParameters<typeof TokenClient>[0]> = {}) {
   const pair = h.pki.client(name)
@@ -238,4 +244,57 @@ t.test('an onRefresh listener that throws changes nothing: the token is cached a
   t.equal(await client.getToken('inventory-service'), token)
   t.equal(issued(h), 1, 'one request to authz')
   t.equal(calls, 1)
+})
+
+t.test('invalidate: the next getToken fetches; at most once per key per cooldown; a token already replaced stays', async (t) => {
+  const h = await startHarness(t)
+  const client = clientFor(t, h, 'order-service', { invalidateCooldownMs: 10_000 })
+  const first = await client.getToken('inventory-service', 'stock:read')
+  t.equal(client.invalidate('inventory-service', ['stock:read']), true, 'dropped')
+  const second = await client.getToken('inventory-service', 'stock:read')
+  t.not(second, first, 'a new token')
+  t.equal(issued(h), 2)
+  t.equal(client.invalidate('inventory-service', 'stock:read', first), true, 'a 401 for the token already replaced: nothing to drop...')
+  t.equal(await client.getToken('inventory-service', 'stock:read'), second, '...the new one stays')
+  t.equal(client.invalidate('inventory-service', 'stock:read', second), false, 'within the cooldown: kept')
+  t.equal(await client.getToken('inventory-service', 'stock:read'), second)
+  t.equal(client.invalidate('inventory-service', 'stock:read'), false)
+  h.clock.advance(10_000)
+  t.equal(client.invalidate('inventory-service', 'stock:read', second), true, 'after it: dropped')
+  t.not(await client.getToken('inventory-service', 'stock:read'), second)
+  t.equal(issued(h), 3, 'one request per drop, never more')
+  t.equal(client.invalidate('inventory-service', 'stock:deduct'), true, 'nothing cached for that key: the next getToken fetches anyway')
+  t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '', key: '', invalidateCooldownMs: -1 }), TypeError)
+  t.throws(() => new TokenClient({ tokenUrl: 'https://x/token', ca: '', cert: '' }), TypeError, 'a key is needed')
+})
+
+t.test('with TLS files: a renewal drops the old certificate’s tokens; new tokens are bound to the new one', async (t) => {
+  const h = await startHarness(t)
+  const first = h.pki.client('order-service')
+  const dir = kubeletVolume(t.testdir(), first, h.pki.ca.certPem)
+  const files = new TlsFiles(dir.paths, { pollMs: 0 })
+  t.teardown(() => files.close())
+  const seen = refreshes()
+  const client = new TokenClient({ tokenUrl: `https://localhost:${h.port}/token`, tls: files, clock: h.clock, backgroundRefresh: false, onRefresh: seen.onRefresh })
+  t.teardown(() => client.close())
+  const old = await client.getToken('inventory-service')
+  t.equal(boundTo(old), thumbprintOf(first.certPem))
+  const oldMaterial = client.tls
+  const renewed = createClientCert(h.pki.ca, 'order-service', VALID_FROM)
+  dir.write(renewed, h.pki.ca.certPem)
+  t.equal(await files.reload(), true)
+  t.not(client.tls, oldMaterial, 'the client follows the files')
+  const fresh = await client.getToken('inventory-service')
+  t.not(fresh, old, 'the old certificate’s token is not served any more')
+  t.equal(boundTo(fresh), thumbprintOf(renewed.certPem), 'bound to the renewed certificate')
+  t.equal(await client.tokenFor(client.tls, 'inventory-service'), fresh, 'tokenFor the material in force: the cached token')
+  const late = await client.tokenFor(oldMaterial, 'inventory-service')
+  t.equal(boundTo(late), thumbprintOf(first.certPem), 'tokenFor a replaced material: a token bound to it, for a connection opened with it')
+  t.equal(await client.getToken('inventory-service'), fresh, '...which is not cached')
+  await t.rejects(client.tokenFor({ ca: '', cert: '', key: '' }, 'inventory-service'), TypeError, 'only material of this client')
+  t.same(
+    seen.events.map((e) => e.ok),
+    [true, true],
+    'two requests reported: the one-off request for the replaced material is not a refresh',
+  )
 })

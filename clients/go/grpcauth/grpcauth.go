@@ -40,14 +40,27 @@ type perRPC struct {
 func (c *perRPC) RequireTransportSecurity() bool { return true }
 
 func (c *perRPC) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
-	ri, ok := credentials.RequestInfoFromContext(ctx)
-	if !ok {
-		return nil, status.Error(codes.Unauthenticated, authz.ErrInsecureTransport.Error())
-	}
-	if _, isTLS := ri.AuthInfo.(credentials.TLSInfo); !isTLS {
-		return nil, status.Error(codes.Unauthenticated, authz.ErrInsecureTransport.Error())
+	if err := requireTLS(ctx); err != nil {
+		return nil, err
 	}
 	token, err := c.ts.Token(ctx, c.audience, c.scopes...)
+	return metadataOf(ctx, token, err)
+}
+
+// requireTLS refuses to attach a token to a connection that is not TLS.
+func requireTLS(ctx context.Context) error {
+	ri, ok := credentials.RequestInfoFromContext(ctx)
+	if !ok {
+		return status.Error(codes.Unauthenticated, authz.ErrInsecureTransport.Error())
+	}
+	if _, isTLS := ri.AuthInfo.(credentials.TLSInfo); !isTLS {
+		return status.Error(codes.Unauthenticated, authz.ErrInsecureTransport.Error())
+	}
+	return nil
+}
+
+// metadataOf is the metadata of a token, or the status a call fails with when no token could be had.
+func metadataOf(ctx context.Context, token string, err error) (map[string]string, error) {
 	switch {
 	case err == nil:
 		return map[string]string{MetadataKey: token}, nil

@@ -3,15 +3,18 @@
  * `serviceAuth: false`) requires an authorized TLS peer certificate and a valid `X-Service-Token` bound to
  * it, then the route's scopes (`config: { scope: 'stock:deduct' }`) or the callee policy's rule for it.
  * Replies a bare 401 (no or invalid token) or 403 (valid token, not allowed) with an empty body, logs
- * one line per denial with its reason (the shared vocabulary), method, path and — once a token's signature
- * verified — `sub` and `aud`, never the token; sets `request.caller`. The pipeline is `createGuard`'s, the
- * one the gRPC wrappers use.
+ * denials with their reason (the shared vocabulary), method, path and — once a token's signature verified —
+ * `sub` and `aud`, never the token, bounded (`DenialLog`: a line at once per reason and caller, then a count
+ * per interval); sets `request.caller`. The pipeline is `createGuard`'s, the one the gRPC wrappers use.
+ * With `tls` (a TlsFiles), the server puts renewed certificates in force for new connections.
  */
-import type { TLSSocket } from 'node:tls'
+import type { Server as TlsServer, TLSSocket } from 'node:tls'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import type { RouteRule } from './callee-policy.js'
 import { peerThumbprintOf } from './certificate.js'
-import { createGuard, type Denial, type GuardOptions, type Verdict } from './guard.js'
+import { DenialLog, type DenialLogOptions } from './denial-log.js'
+import { createGuard, type GuardOptions, type Verdict } from './guard.js'
+import type { TlsFiles } from './tls-files.js'
 import type { VerifiedCaller } from './verifier.js'
 
 /** The request header that carries the token. */
@@ -29,10 +32,18 @@ export interface ServiceAuthRouteConfig {
 
 /**
  * Options of the serviceAuth plugin: the verifier, the policy (used when the route's config has no
- * `scope`), `allowUnlisted` (routes neither config nor policy describe answer 403 unless true) and the
- * `onDecision` hook.
+ * `scope`), `allowUnlisted` (routes neither config nor policy describe answer 403 unless true), the
+ * `onDecision` hook, and these.
  */
-export type ServiceAuthOptions = GuardOptions
+export interface ServiceAuthOptions extends GuardOptions {
+  /**
+   * The server's TLS material from files (the one given to Fastify as `https: tls.serverOptions()`): renewed
+   * certificates, keys and CA bundles are put in force for the connections accepted from then on.
+   */
+  readonly tls?: TlsFiles
+  /** The bounded denial log's interval (default 10 s). */
+  readonly denialLog?: DenialLogOptions
+}
 
 /** The verified caller of a request. */
 export interface RequestCaller {
@@ -65,11 +76,6 @@ function peerThumbprint(socket: TLSSocket): string | null {
   return thumbprint
 }
 
-function deny(request: FastifyRequest, reply: FastifyReply, denial: Denial): void {
-  const { status, reason, method, path, sub, aud } = denial
-  request.log.warn({ event: 'service_call_denied', status, reason, sub, aud, method, path }, 'service call denied')
-  void reply.code(status).header('cache-control', 'no-store').send()
-}
 
 /**
  * Every X-Service-Token field as sent, HTTP/1.1 or HTTP/2: two of them are no token (Node's `headers` would
@@ -113,6 +119,14 @@ function requestCallerOf(caller: VerifiedCaller): RequestCaller {
 
 async function plugin(app: FastifyInstance, options: ServiceAuthOptions): Promise<void> {
   const guard = createGuard(options)
+  const denials = new DenialLog(app.log, options.denialLog)
+  const server = app.server as unknown as Partial<TlsServer>
+  if (options.tls !== undefined && typeof server.setSecureContext !== 'function') throw new TypeError('serviceAuth: tls needs an https server (Fastify({ https: tls.serverOptions() }))')
+  const unwatch = options.tls?.watchServer(server as TlsServer)
+  app.addHook('onClose', async () => {
+    unwatch?.()
+    denials.close()
+  })
   app.decorateRequest('caller', undefined)
   // A callback hook, not an async one: a cached token is decided without a promise (the hot path of a
   // receiving service that sees the same token thousands of times).
@@ -123,7 +137,11 @@ async function plugin(app: FastifyInstance, options: ServiceAuthOptions): Promis
     const socket = request.raw.socket as TLSSocket
     const verified = typeof socket.getPeerCertificate === 'function' && socket.authorized === true
     const answer = (verdict: Verdict): void => {
-      if (!verdict.allowed) return deny(request, reply, verdict)
+      if (!verdict.allowed) {
+        denials.note(verdict)
+        void reply.code(verdict.status).header('cache-control', 'no-store').send()
+        return
+      }
       request.caller = requestCallerOf(verdict.caller)
       done()
     }

@@ -7,7 +7,20 @@
  */
 
 /** Calling side: fetch, cache and refresh tokens from authz over mTLS. */
-export { TokenClient, REFRESH_BEFORE_MS, type TokenClientOptions, type RefreshEvent } from './token-client.js'
+export { TokenClient, REFRESH_BEFORE_MS, INVALIDATE_COOLDOWN_MS, type TokenClientOptions, type RefreshEvent } from './token-client.js'
+/** Calling side: a `fetch` for one callee — its token on every request, the matching certificate, one retry on 401. */
+export { serviceFetch, type ServiceFetch, type ServiceFetchInit, type ServiceFetchBody, type ServiceFetchOptions } from './service-fetch.js'
+/** Both sides: certificate, key and CA bundle from files, followed as they are renewed. */
+export {
+  TlsFiles,
+  TlsFilesError,
+  TLS_FILES_POLL_MS,
+  type TlsMaterial,
+  type TlsFilePaths,
+  type TlsFilesOptions,
+  type TlsReloadEvent,
+  type TlsFilesErrorCode,
+} from './tls-files.js'
 /** Receiving side: verify tokens offline against authz's JWKS, or a static key set. */
 export {
   createVerifier,
@@ -44,6 +57,8 @@ export {
 export { POLICY_POLL_MS, POLICY_PULL_MS, POLICY_FETCH_TIMEOUT_MS, type PolicyTls } from './policy-source.js'
 /** Receiving side: the one pipeline of the edge (peer, token, verify, policy) and what it reports. */
 export { createGuard, type CallOutcome, type Denial, type GuardOptions, type IncomingCall, type Verdict } from './guard.js'
+/** Receiving side: denial log lines, bounded (one at once per reason and caller, then a count per interval). */
+export { DenialLog, DENIAL_EVENT, type DenialLogger, type DenialLogOptions } from './denial-log.js'
 /** Callee-side counters: calls let through, calls denied by reason. */
 export {
   CalleeCounters,

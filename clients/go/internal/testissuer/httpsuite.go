@@ -52,7 +52,7 @@ func RunHTTPGuardSuite(t *testing.T, is Authority, build HTTPGuard) {
 	logs := &SyncBuffer{}
 	v, err := authz.NewVerifier(ctx, authz.VerifierConfig{
 		Issuer: IssuerName, Audience: "inventory-service", JWKSURL: proxy.URL(),
-		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		Logger: slog.New(slog.NewJSONHandler(logs, nil)), DenialLogInterval: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +155,8 @@ func RunHTTPGuardSuite(t *testing.T, is Authority, build HTTPGuard) {
 		{"a path no route serves", asOrder, "GET", "/nowhere", []string{read}, 403, "ERR_ROUTE_UNLISTED"},
 	}
 	denied := map[string]uint64{}
+	// Denial lines are bounded: a line at once for the first denial of a (reason, caller), then counts.
+	logged := map[string]bool{}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := len(denialLines(logs.String()))
@@ -176,6 +178,18 @@ func RunHTTPGuardSuite(t *testing.T, is Authority, build HTTPGuard) {
 				return
 			}
 			denied[c.reason]++
+			// sub once the token's signature verified: the policy's refusals, the claims' and the
+			// binding's; never for a token that is missing, malformed or forged.
+			authenticated := map[string]bool{"ERR_BINDING_MISMATCH": true, "ERR_TOKEN_EXPIRED": true, "ERR_TOKEN_ISSUER": true, "ERR_TOKEN_AUDIENCE": true}
+			wantSub := c.want == 403 || authenticated[c.reason]
+			key := c.reason + "\n" + map[bool]string{true: "order-service"}[wantSub] // every refused token here is order-service's
+			if logged[key] {
+				if len(lines) != 0 {
+					t.Fatalf("a second %s denial of one caller wrote a line at once: %v", c.reason, lines)
+				}
+				return
+			}
+			logged[key] = true
 			if len(lines) != 1 {
 				t.Fatalf("%d denial lines, want one: %v", len(lines), lines)
 			}
@@ -183,10 +197,6 @@ func RunHTTPGuardSuite(t *testing.T, is Authority, build HTTPGuard) {
 			if got["reason"] != c.reason || got["status"] != float64(c.want) || got["method"] != c.method || got["path"] != c.path {
 				t.Errorf("denial logged as %v, want reason %s, status %d, method %s, path %s", got, c.reason, c.want, c.method, c.path)
 			}
-			// sub once the token's signature verified: the policy's refusals, the claims' and the
-			// binding's; never for a token that is missing, malformed or forged.
-			authenticated := map[string]bool{"ERR_BINDING_MISMATCH": true, "ERR_TOKEN_EXPIRED": true, "ERR_TOKEN_ISSUER": true, "ERR_TOKEN_AUDIENCE": true}
-			wantSub := c.want == 403 || authenticated[c.reason]
 			if _, has := got["sub"]; has != wantSub {
 				t.Errorf("denial logged as %v: sub present %v, want %v", got, has, wantSub)
 			}
@@ -194,6 +204,41 @@ func RunHTTPGuardSuite(t *testing.T, is Authority, build HTTPGuard) {
 	}
 	if got := counters.Denied(); !mapsEqual(got, denied) {
 		t.Errorf("OnDecision counters: denied %v, want %v", got, denied)
+	}
+
+	// A flood of forged tokens: a bounded number of lines, which account for every denial; the
+	// counters count every one (before: a line per request).
+	mark := len(logs.String())
+	forged := Sign(jwt.SigningMethodRS256, RSAKey(), realKid, claims(), nil)
+	for i := 0; i < 200; i++ {
+		if res := do(t, asOrder, srv.URL, "GET", "/stock/sku-1", []string{forged}); res.status != 401 {
+			t.Fatalf("a forged token: %d", res.status)
+		}
+	}
+	counted := func() (n float64, lines int) {
+		for _, l := range deniedLogLines(logs.String()[mark:], false) {
+			if l["reason"] == "ERR_TOKEN_SIGNATURE" {
+				n, lines = n+l["count"].(float64), lines+1
+			}
+		}
+		for _, l := range summaryLines(logs.String()[mark:]) {
+			if l["reason"] == "ERR_TOKEN_SIGNATURE" {
+				n, lines = n+l["count"].(float64), lines+1
+			}
+		}
+		return n, lines
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if n, _ := counted(); n >= 200 || time.Now().After(deadline) {
+			break
+		}
+		logs.Wait(time.Second)
+	}
+	if n, lines := counted(); n != 200 || lines == 0 || lines > 50 {
+		t.Errorf("200 forged tokens: %d lines counting %v denials, want a few lines counting 200", lines, n)
+	}
+	if got := counters.Denied()["ERR_TOKEN_SIGNATURE"]; got != denied["ERR_TOKEN_SIGNATURE"]+200 {
+		t.Errorf("the counter: %d, want every one", got)
 	}
 
 	// A certificate from another CA never gets past the handshake; on a server that does not verify
@@ -234,13 +279,20 @@ func RunHTTPGuardSuite(t *testing.T, is Authority, build HTTPGuard) {
 	}
 }
 
-// denialLines are the JSON log lines of denials, in order.
-func denialLines(text string) []map[string]any {
+// denialLines are the JSON log lines of denials written at once (not the summaries), in order.
+func denialLines(text string) []map[string]any { return deniedLogLines(text, false) }
+
+// summaryLines are the summary lines of denials (a count per interval), in order.
+func summaryLines(text string) []map[string]any { return deniedLogLines(text, true) }
+
+func deniedLogLines(text string, summaries bool) []map[string]any {
 	var out []map[string]any
 	for _, line := range strings.Split(text, "\n") {
 		var m map[string]any
 		if json.Unmarshal([]byte(line), &m) == nil && m["event"] == "service_call_denied" {
-			out = append(out, m)
+			if _, summary := m["interval_s"]; summary == summaries {
+				out = append(out, m)
+			}
 		}
 	}
 	return out

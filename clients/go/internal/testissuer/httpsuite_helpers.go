@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	authz "authz.internal/clients/go"
 )
@@ -28,14 +29,33 @@ func CallerBody(w http.ResponseWriter, r *http.Request) {
 
 // SyncBuffer is a log destination a test reads while handlers write.
 type SyncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	written chan struct{} // closed (and replaced) at each write
 }
 
 func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.written != nil {
+		close(b.written)
+		b.written = nil
+	}
 	return b.buf.Write(p)
+}
+
+// Wait returns at the next write, or after timeout.
+func (b *SyncBuffer) Wait(timeout time.Duration) {
+	b.mu.Lock()
+	if b.written == nil {
+		b.written = make(chan struct{})
+	}
+	ch := b.written
+	b.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(timeout):
+	}
 }
 
 func (b *SyncBuffer) String() string {
