@@ -223,9 +223,13 @@ export async function rotateKeys(options: KeysAdminOptions, request: RotateReque
     // move to ES256 or to a hardware module stays there.
     const newest = [...manifest.keys].sort(byActivation).at(-1)
     const like = { alg: request.alg ?? newest?.alg, store: request.store ?? newest?.store }
+    // A key activating at the very instant another one does would be ordered after it only by kid (a coin
+    // toss): the newer key takes the next millisecond, so a rotation always supersedes what it rotates.
+    const at = options.clock.now() + delay
+    const activatesAt = manifest.keys.some((k) => k.activatesAt === at) ? Math.max(...manifest.keys.map((k) => k.activatesAt)) + 1 : at
     const key = await createKey(
       options,
-      options.clock.now() + delay,
+      activatesAt,
       {
         ...(like.alg === undefined ? {} : { alg: like.alg }),
         ...(like.store === undefined ? {} : { store: like.store }),

@@ -72,6 +72,7 @@ t.test('a kid listed under keys and under revoked is revoked: never published, n
   const clock = new ManualClock(Date.UTC(2026, 0, 1))
   const admin = { dir, timing, clock, newKey: pooledKey }
   const first = await initKeys(admin)
+  clock.advance(1000)
   const { key: second } = await rotateKeys(admin, { activateInMs: 0, force: true })
   // A hand edit: the active key added to "revoked" but left in "keys".
   const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as { revoked: { kid: string; revokedAt: string }[] }

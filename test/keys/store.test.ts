@@ -160,3 +160,20 @@ t.test('a manifest that names a key file not there yet is retried until it loads
   t.equal(store.failingSince, undefined)
   t.same(events, ['failed', 'recovered'])
 })
+
+t.test('a rotation at the instant of the last activation still supersedes it, whatever the kids (regression: ordered by kid, a coin toss)', async (t) => {
+  const timing = { tokenTtl: 600, jwksMaxAge: 600 }
+  let superseded = 0
+  for (let i = 0; i < 16; i++) {
+    const dir = t.testdir({})
+    const clock = new ManualClock(Date.UTC(2026, 0, 1))
+    const admin = { dir, timing, clock, newKey: pooledKey }
+    await initKeys(admin)
+    const { key } = await rotateKeys(admin, { activateInMs: 0, force: true })
+    clock.advance(1)
+    const store = await KeyStore.open({ dir, timing, clock })
+    if (store.signingKey()?.kid === key.kid) superseded++
+    store.close()
+  }
+  t.equal(superseded, 16, 'the rotated key signs every time')
+})
