@@ -194,8 +194,12 @@ func (s *configServer) serve(w http.ResponseWriter, r *http.Request) {
 		body = []byte(*a.Text)
 	case a.Body != "":
 		body = s.document(a.Body, a.Size)
-		if string(a.ETag) != "null" {
+		var etag *string
+		switch err := json.Unmarshal(a.ETag, &etag); {
+		case len(a.ETag) == 0 || err != nil:
 			w.Header().Set("ETag", `"`+a.Body+`"`)
+		case etag != nil: // null: no ETag
+			w.Header()["Etag"] = []string{*etag}
 		}
 	}
 	if a.Enc == "gzip" {

@@ -27,11 +27,11 @@ interface Answer {
   readonly body?: 'a' | 'b'
   readonly text?: string
   readonly size?: number
-  readonly etag?: null
+  readonly etag?: null | string
   readonly chunked?: boolean
   readonly encoding?: 'gzip'
   readonly unconditional?: boolean
-  readonly start?: { readonly etag: null }
+  readonly start?: { readonly etag: null | string }
   readonly headers?: Record<string, string>
   readonly mode?: 'reset' | 'hang' | 'trickle' | 'down'
   readonly expect?: 'applied' | 'unchanged' | { code: string }
@@ -81,7 +81,7 @@ async function configServer(t: Test) {
     if (a.text !== undefined) body = a.text
     else if (a.body !== undefined) {
       body = document(a.body, a.size)
-      if (a.etag !== null) headers.etag = `"${a.body}"`
+      if (a.etag !== null) headers.etag = a.etag ?? `"${a.body}"`
     }
     if (a.encoding === 'gzip') {
       headers['content-encoding'] = 'gzip'

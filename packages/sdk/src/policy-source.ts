@@ -157,7 +157,8 @@ export function urlSource(source: string | URL, options: UrlSourceOptions): Poli
         const encoding = res.headers['content-encoding']
         if (typeof encoding === 'string' && encoding.trim().toLowerCase() !== 'identity') throw refuse(`answered with Content-Encoding ${JSON.stringify(encoding.slice(0, 40))}, which was not asked for`)
         if (Buffer.byteLength(res.body) > MAX_POLICY_BYTES) throw refuse('larger than 1 MiB')
-        last = { etag: typeof res.headers.etag === 'string' ? res.headers.etag : undefined, text: res.body }
+        // An empty ETag is none (as in Go): nothing to ask with.
+        last = { etag: typeof res.headers.etag === 'string' && res.headers.etag !== '' ? res.headers.etag : undefined, text: res.body }
         return res.body
       } catch (err) {
         if (err instanceof CalleePolicyError) throw err
