@@ -130,7 +130,10 @@ t.test('reload (SIGHUP): a good policy takes effect, a bad one is logged and the
   await server.reload()
   t.same([...server.policy.current.audiences], ['x'], 'previous policy in force')
   t.ok(logs.records().some((r) => r.level === 50 && r.code === 'ERR_POLICY_INVALID'), 'logged as an error')
-  t.match((await httpCall(Number(new URL(server.opsUrl).port), { path: '/metrics' })).text, /authz_policy_reloads_total\{result="error"\} 1/)
+  // At least this one: the policy file's watcher may have loaded the bad file too, on its own, before the
+  // explicit reload (a slow machine between the write and the reload; seen once under load).
+  const errors = /authz_policy_reloads_total\{result="error"\} (\d+)/.exec((await httpCall(Number(new URL(server.opsUrl).port), { path: '/metrics' })).text)
+  t.ok(Number(errors?.[1]) >= 1, `the failed reload counted (${errors?.[1]})`)
 })
 
 t.test('shutdown drains: a request in flight when close() starts completes with 200', async (t) => {
