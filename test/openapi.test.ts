@@ -282,6 +282,24 @@ t.test('every path on every listener: served where the spec says, 404 elsewhere 
   conforms(t, 'ops', 'get', undefined, await opsCall(h, 'get', '/nothing-here'))
 })
 
+t.test('request headers over 8 KiB: the documented 431 on every path of both listeners, served or not', async (t) => {
+  const h = await startHarness(t)
+  const definition = spec.components.responses.HeadersTooLarge as ResponseObject | undefined
+  t.ok(definition, 'components.responses.HeadersTooLarge is in the spec')
+  if (definition === undefined) return
+  const big = { 'x-padding': 'a'.repeat(9000) }
+  for (const path of ['/token', '/.well-known/jwks.json', '/healthz', '/nothing-here']) {
+    for (const [listener, res] of [
+      ['main', await mainCall(h, 'post', path, big, '{"audience":"inventory-service"}')],
+      ['ops', await opsCall(h, 'get', path, big)],
+    ] as const) {
+      t.equal(res.status, 431, `${listener} ${path}`)
+      t.same(res.json(), { error: 'invalid_request' }, `${listener} ${path}`)
+      checkResponse(t, definition, res, `${listener} ${path} (oversize headers)`)
+    }
+  }
+})
+
 t.test('every documented status (but 500) was seen', async (t) => {
   for (const [path, item] of Object.entries(spec.paths)) {
     const documented = new Set(Object.values(item).flatMap((op) => (typeof op === 'object' && op !== null && 'responses' in op ? Object.keys(op.responses) : [])))

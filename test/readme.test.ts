@@ -14,6 +14,16 @@ t.test('the README configuration table matches the config schema exactly', async
   t.same(rows, expected)
 })
 
+t.test('the README configuration table states every bound the config schema enforces', async (t) => {
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  const table = readme.slice(readme.indexOf('<!-- config-table:start'), readme.indexOf('<!-- config-table:end'))
+  const rowOf = (name: string) => table.split('\n').find((line) => line.startsWith(`| \`${name}\` |`)) ?? ''
+  for (const [name, p] of Object.entries(configSchema.properties) as [string, { minimum?: number; maximum?: number; maxLength?: number }][]) {
+    if (p.minimum !== undefined || p.maximum !== undefined) t.match(rowOf(name), `${p.minimum}–${p.maximum}`, `${name}: its range`)
+    if (p.maxLength !== undefined) t.match(rowOf(name), `at most ${p.maxLength} characters`, `${name}: its length`)
+  }
+})
+
 t.test('a README code block marked <!-- snippet: path --> is that file, verbatim (it compiles with npm test)', async (t) => {
   const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
   const blocks = [...readme.matchAll(/<!-- snippet: (\S+) -->\n```\w*\n([\s\S]*?)```/g)]

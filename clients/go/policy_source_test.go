@@ -6,6 +6,7 @@ package authz_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -46,13 +47,18 @@ type sourceVectors struct {
 // configAnswer is what the configuration server answers: a status with a document of Documents (body),
 // padded to size bytes, or text; or a mode: reset, hang, trickle, down.
 type configAnswer struct {
-	Name    string            `json:"name"`
-	Status  int               `json:"status"`
-	Body    string            `json:"body"`
-	Text    *string           `json:"text"`
-	Size    int               `json:"size"`
-	ETag    json.RawMessage   `json:"etag"`
-	Chunked bool              `json:"chunked"`
+	Name    string          `json:"name"`
+	Status  int             `json:"status"`
+	Body    string          `json:"body"`
+	Text    *string         `json:"text"`
+	Size    int             `json:"size"`
+	ETag    json.RawMessage `json:"etag"`
+	Chunked bool            `json:"chunked"`
+	Enc     string          `json:"encoding"`
+	Uncond  bool            `json:"unconditional"`
+	Start   *struct {
+		ETag json.RawMessage `json:"etag"`
+	} `json:"start"`
 	Headers map[string]string `json:"headers"`
 	Mode    string            `json:"mode"`
 	Expect  json.RawMessage   `json:"expect"`
@@ -188,11 +194,23 @@ func (s *configServer) serve(w http.ResponseWriter, r *http.Request) {
 		body = []byte(*a.Text)
 	case a.Body != "":
 		body = s.document(a.Body, a.Size)
-		if string(a.ETag) != "null" {
+		var etag *string
+		switch err := json.Unmarshal(a.ETag, &etag); {
+		case len(a.ETag) == 0 || err != nil:
 			w.Header().Set("ETag", `"`+a.Body+`"`)
+		case etag != nil: // null: no ETag
+			w.Header()["Etag"] = []string{*etag}
 		}
 	}
-	if a.Status == http.StatusNotModified && r.Header.Get("If-None-Match") != `"a"` {
+	if a.Enc == "gzip" {
+		var z bytes.Buffer
+		zw := gzip.NewWriter(&z)
+		_, _ = zw.Write(body)
+		_ = zw.Close()
+		body = z.Bytes()
+		w.Header().Set("Content-Encoding", "gzip")
+	}
+	if a.Status == http.StatusNotModified && !a.Uncond && r.Header.Get("If-None-Match") != `"a"` {
 		a.Status = http.StatusPreconditionFailed // the client must have asked with the ETag of what it holds
 	}
 	if !a.Chunked && a.Status != http.StatusNotModified && a.Status != http.StatusNoContent {
@@ -347,6 +365,11 @@ func TestConformancePolicyAnswers(t *testing.T) {
 	for _, a := range v.Answers {
 		t.Run(a.Name, func(t *testing.T) {
 			s := startConfigServer(t, v, clients)
+			held := `"a"`
+			if a.Start != nil {
+				s.set(configAnswer{Status: 200, Body: "a", ETag: a.Start.ETag})
+				held = ""
+			}
 			p, err := loadRemote(t, s.url("/v1/kv/inventory/policy?raw"), authz.WithPolicyTLS(clientTLS(s, client)))
 			if err != nil {
 				t.Fatal(err)
@@ -363,7 +386,7 @@ func TestConformancePolicyAnswers(t *testing.T) {
 			got := p.pull(t, s, hangs)
 			if a.Mode == "" {
 				<-s.received
-				if inm := s.last().Header.Get("If-None-Match"); inm != `"a"` {
+				if inm := s.last().Header.Get("If-None-Match"); inm != held {
 					t.Errorf("If-None-Match %q, want the ETag of what it holds", inm)
 				}
 			}

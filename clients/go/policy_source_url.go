@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -63,7 +64,9 @@ func newURLSource(source string, o *policyOptions) (*urlSource, error) {
 		timeout = DefaultPolicyFetchTimeout
 	}
 	// Direct connections only (no HTTP_PROXY from the environment), as for the JWKS.
-	transport := &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: timeout, MaxResponseHeaderBytes: 64 << 10}
+	// No Accept-Encoding (DisableCompression): the answer is the document as stored, of at most 1 MiB as
+	// sent, and read as the TypeScript SDK reads it; an encoded answer is refused.
+	transport := &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: timeout, MaxResponseHeaderBytes: 64 << 10, DisableCompression: true}
 	if o.tls != nil {
 		transport.TLSClientConfig = o.tls.Clone()
 	}
@@ -134,7 +137,8 @@ func (s *urlSource) read(ctx context.Context) ([]byte, error) {
 	s.mu.Lock()
 	etag, last := s.etag, s.body
 	s.mu.Unlock()
-	if etag != "" && last != nil {
+	conditional := etag != "" && last != nil
+	if conditional {
 		req.Header.Set("If-None-Match", etag)
 	}
 	res, err := s.client.Do(req)
@@ -143,14 +147,21 @@ func (s *urlSource) read(ctx context.Context) ([]byte, error) {
 	}
 	defer res.Body.Close()
 	switch code := res.StatusCode; {
-	case code == http.StatusNotModified && last != nil:
+	// A 304 means the answer whose ETag was sent; to a request that sent none it names no document.
+	case code == http.StatusNotModified && conditional:
 		return last, nil
+	case code == http.StatusNotModified:
+		return nil, s.refuse("answered 304 to a request without If-None-Match")
 	case code >= 300 && code < 400:
 		return nil, s.refuse(fmt.Sprintf("answered %d: redirects are not followed (configure the final URL)", code))
 	case code < 200 || code > 299:
 		return nil, s.refuse(fmt.Sprintf("answered %d", code))
 	case res.ContentLength > maxPolicyBytes:
 		return nil, s.refuse("larger than 1 MiB")
+	}
+	if enc := res.Header.Values("Content-Encoding"); len(enc) > 0 && !(len(enc) == 1 && strings.EqualFold(strings.TrimSpace(enc[0]), "identity")) {
+		shown, _ := json.Marshal(truncate(strings.Join(enc, ", "), 40))
+		return nil, s.refuse(fmt.Sprintf("answered with Content-Encoding %s, which was not asked for", shown))
 	}
 	data, err := io.ReadAll(io.LimitReader(res.Body, maxPolicyBytes+1))
 	if err != nil {
@@ -163,6 +174,14 @@ func (s *urlSource) read(ctx context.Context) ([]byte, error) {
 	s.etag, s.body = res.Header.Get("ETag"), data
 	s.mu.Unlock()
 	return data, nil
+}
+
+// truncate is s cut to at most n bytes (for a header value quoted in an error).
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // describeFetchError says why a request failed without the URL (a *url.Error spells it out, user

@@ -155,8 +155,21 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		again.Body = body
 	}
 	again.Header.Set(ServiceTokenHeader, fresh)
-	// The 401's body, drained (bounded) so that its connection is reused.
-	_, _ = io.CopyN(io.Discard, res.Body, 4<<10)
-	res.Body.Close()
+	drop(res)
 	return rt2.RoundTrip(again)
+}
+
+// drop lets go of a refused answer without waiting on it (as the TypeScript kit does): a bare 401 (a
+// stated length of at most 4 KiB) is drained in the background so that its connection is reused;
+// anything else is closed unread — a callee that trickles a body, or states one and never sends it,
+// would otherwise hold the caller.
+func drop(res *http.Response) {
+	if res.ContentLength < 0 || res.ContentLength > 4<<10 {
+		res.Body.Close()
+		return
+	}
+	go func() {
+		_, _ = io.CopyN(io.Discard, res.Body, 4<<10)
+		res.Body.Close()
+	}()
 }

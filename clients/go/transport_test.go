@@ -348,3 +348,47 @@ func TestTransportFollowsACertificateRenewalUnderTrafficWithoutAFailure(t *testi
 func calleeCAPEM(c *revocableCallee) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate().Raw})
 }
+
+// Attack finding: the Transport drained a refused request's 401 body (up to 4 KiB) before sending it
+// again: a callee that states a body and trickles it, or never sends it, held the caller for as long as
+// it liked (until the request's context ended, and then the retry failed too). A 401 with a body is now
+// closed, or drained in the background when its stated length is at most 4 KiB.
+func TestTransportA401WhoseBodyNeverComesDoesNotHoldTheRetry(t *testing.T) {
+	f := testissuer.StartFake()
+	defer f.Close()
+	for _, stated := range []bool{true, false} {
+		release := make(chan struct{})
+		var calls atomic.Int64
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if calls.Add(1) > 1 {
+				_, _ = io.WriteString(w, "second")
+				return
+			}
+			if stated {
+				w.Header().Set("Content-Length", "100")
+			}
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, "x")
+			w.(http.Flusher).Flush()
+			<-release // the rest of the body never comes
+		}))
+		srv.TLS = testissuer.NewPKI("callee CA").ServerTLS(f.CAPool())
+		srv.StartTLS()
+		client := clientWithIdentity(srv, f, tokenSource(t, f, "order-service", nil))
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/stock/sku-1", nil)
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("stated length %v: %v (want the retry's answer, not a wait on the 401's body)", stated, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || string(body) != "second" {
+			t.Fatalf("stated length %v: %d %q", stated, res.StatusCode, body)
+		}
+		cancel()
+		close(release)
+		srv.CloseClientConnections()
+		srv.Close()
+	}
+}

@@ -224,9 +224,11 @@ export async function rotateKeys(options: KeysAdminOptions, request: RotateReque
     const newest = [...manifest.keys].sort(byActivation).at(-1)
     const like = { alg: request.alg ?? newest?.alg, store: request.store ?? newest?.store }
     // A key activating at the very instant another one does would be ordered after it only by kid (a coin
-    // toss): the newer key takes the next millisecond, so a rotation always supersedes what it rotates.
-    const at = options.clock.now() + delay
-    const activatesAt = manifest.keys.some((k) => k.activatesAt === at) ? Math.max(...manifest.keys.map((k) => k.activatesAt)) + 1 : at
+    // toss): the newer key takes the next free millisecond, so a rotation always supersedes what it rotates
+    // — and only that: a key scheduled later (a pending rotation) still comes after it.
+    const taken = new Set(manifest.keys.map((k) => k.activatesAt))
+    let activatesAt = options.clock.now() + delay
+    while (taken.has(activatesAt)) activatesAt++
     const key = await createKey(
       options,
       activatesAt,

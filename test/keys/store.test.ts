@@ -177,3 +177,19 @@ t.test('a rotation at the instant of the last activation still supersedes it, wh
   }
   t.equal(superseded, 16, 'the rotated key signs every time')
 })
+
+t.test('a rotation at the instant of the active key takes the next millisecond, not a pending key\'s (regression: it went after the last activation)', async (t) => {
+  const timing = { tokenTtl: 600, jwksMaxAge: 600 }
+  const dir = t.testdir({})
+  const clock = new ManualClock(Date.UTC(2026, 0, 1))
+  const admin = { dir, timing, clock, newKey: pooledKey }
+  const first = await initKeys(admin)
+  const { key: pending } = await rotateKeys(admin, { activateInMs: 3_600_000, force: true })
+  const { key: now } = await rotateKeys(admin, { activateInMs: 0, force: true })
+  t.equal(now.activatesAt, first.activatesAt + 1, 'the next millisecond after the key it ties with')
+  t.ok(now.activatesAt < pending.activatesAt, 'before the pending rotation, as asked')
+  clock.advance(1)
+  const store = await KeyStore.open({ dir, timing, clock })
+  t.equal(store.signingKey()?.kid, now.kid, 'it signs now')
+  store.close()
+})

@@ -11,6 +11,7 @@ import { createServer, type Server } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { CalleeCounters } from '../../packages/sdk/src/callee-counters.js'
 import { CalleePolicy, type CalleePolicyLoadOptions, type PolicyLogger } from '../../packages/sdk/src/callee-policy.js'
@@ -26,8 +27,11 @@ interface Answer {
   readonly body?: 'a' | 'b'
   readonly text?: string
   readonly size?: number
-  readonly etag?: null
+  readonly etag?: null | string
   readonly chunked?: boolean
+  readonly encoding?: 'gzip'
+  readonly unconditional?: boolean
+  readonly start?: { readonly etag: null | string }
   readonly headers?: Record<string, string>
   readonly mode?: 'reset' | 'hang' | 'trickle' | 'down'
   readonly expect?: 'applied' | 'unchanged' | { code: string }
@@ -77,20 +81,25 @@ async function configServer(t: Test) {
     if (a.text !== undefined) body = a.text
     else if (a.body !== undefined) {
       body = document(a.body, a.size)
-      if (a.etag !== null) headers.etag = `"${a.body}"`
+      if (a.etag !== null) headers.etag = a.etag ?? `"${a.body}"`
+    }
+    if (a.encoding === 'gzip') {
+      headers['content-encoding'] = 'gzip'
+      body = gzipSync(body).toString('latin1')
     }
     let status = a.status ?? 200
     // The client must ask with the ETag of what it holds.
-    if (status === 304 && req.headers['if-none-match'] !== '"a"') status = 412
+    if (status === 304 && a.unconditional !== true && req.headers['if-none-match'] !== '"a"') status = 412
     if (a.chunked === true) {
       res.writeHead(status, headers)
       res.write(body.slice(0, 1))
       res.end(body.slice(1))
       return
     }
-    if (status !== 304 && status !== 204) headers['content-length'] = String(Buffer.byteLength(body))
+    const bytes = Buffer.from(body, a.encoding === undefined ? 'utf8' : 'latin1')
+    if (status !== 304 && status !== 204) headers['content-length'] = String(bytes.length)
     res.writeHead(status, headers)
-    res.end(status === 304 || status === 204 ? undefined : body)
+    res.end(status === 304 || status === 204 ? undefined : bytes)
   }
   let server: Server | undefined
   let port = 0
@@ -233,13 +242,14 @@ t.test('policy-sources.json: every answer of a configuration server, one pull ea
   for (const a of vectors.answers) {
     await t.test(a.name ?? '', async (t) => {
       const server = await configServer(t)
+      if (a.start !== undefined) server.set({ status: 200, body: 'a', ...a.start })
       const r = await loadRemote(t, server.url('/v1/kv/inventory/policy?raw'), { tls })
       t.equal(rules(r.policy), 'a', 'the first fetch is in force')
       server.set(a)
       if (a.mode === 'down') await server.down()
       const hangs = a.mode === 'hang' || a.mode === 'trickle'
       const got = await r.pull(server, hangs)
-      if (a.mode === undefined) t.equal(server.requests.at(-1)?.headers['if-none-match'], '"a"', 'asked with the ETag of what it holds')
+      if (a.mode === undefined) t.equal(server.requests.at(-1)?.headers['if-none-match'], a.start === undefined ? '"a"' : undefined, 'asked with the ETag of what it holds')
       if (a.expect === 'applied' || a.expect === 'unchanged') {
         t.equal(got.error, undefined)
         t.equal(rules(r.policy), a.expect === 'applied' ? a.body : 'a')

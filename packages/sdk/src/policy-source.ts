@@ -148,11 +148,17 @@ export function urlSource(source: string | URL, options: UrlSourceOptions): Poli
           timeoutMs: timeoutMs + 1000,
           signal: abort.signal,
         })
-        if (res.status === 304 && held !== undefined) return held.text
+        // A 304 means the answer whose ETag was sent; to a request that sent none it names no document.
+        if (res.status === 304 && held?.etag !== undefined) return held.text
+        if (res.status === 304) throw refuse('answered 304 to a request without If-None-Match')
         if (res.status >= 300 && res.status < 400) throw refuse(`answered ${res.status}: redirects are not followed (configure the final URL)`)
         if (res.status < 200 || res.status > 299) throw refuse(`answered ${res.status}`)
+        // No encoding is asked for (no Accept-Encoding): an encoded answer is not the document.
+        const encoding = res.headers['content-encoding']
+        if (typeof encoding === 'string' && encoding.trim().toLowerCase() !== 'identity') throw refuse(`answered with Content-Encoding ${JSON.stringify(encoding.slice(0, 40))}, which was not asked for`)
         if (Buffer.byteLength(res.body) > MAX_POLICY_BYTES) throw refuse('larger than 1 MiB')
-        last = { etag: typeof res.headers.etag === 'string' ? res.headers.etag : undefined, text: res.body }
+        // An empty ETag is none (as in Go): nothing to ask with.
+        last = { etag: typeof res.headers.etag === 'string' && res.headers.etag !== '' ? res.headers.etag : undefined, text: res.body }
         return res.body
       } catch (err) {
         if (err instanceof CalleePolicyError) throw err
