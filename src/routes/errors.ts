@@ -10,7 +10,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { NotFound, SlowDown, TemporarilyUnavailable, WireError, type WireErrorCode } from '../errors.js'
 import type { PeerIdentity } from '../identity/peer.js'
 import type { Metrics } from '../metrics.js'
-import { LogSummary, type LogSummaryOptions } from '../util/log-summary.js'
+import { LogSummary, type LogSummaryOptions } from '@authz/sdk'
 
 /** The caller, once its certificate was judged usable (set by /token's identity hook). */
 declare module 'fastify' {

@@ -34,7 +34,7 @@ import type { RateLimiter } from '../rate-limit.js'
 import type { ConnectionLifetimes } from '../tls/connections.js'
 import { buildClaims } from '../tokens/claims.js'
 import { signAccessToken } from '../tokens/signer.js'
-import { LogSummary } from '../util/log-summary.js'
+import { LogSummary } from '@authz/sdk'
 import './errors.js' // FastifyRequest.peer
 import { repeatedTopLevelKey } from './json-keys.js'
 

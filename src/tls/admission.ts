@@ -25,7 +25,7 @@ import type { Logger } from 'pino'
 import { systemClock } from '../clock.js'
 import type { Metrics } from '../metrics.js'
 import { RateLimiter } from '../rate-limit.js'
-import { LogSummary } from '../util/log-summary.js'
+import { LogSummary } from '@authz/sdk'
 
 export interface AdmissionLimits {
   /** Authenticated connections open at once (AUTHZ_MAX_CONNECTIONS). */

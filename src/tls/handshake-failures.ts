@@ -10,7 +10,7 @@ import type { Server as NetServer, Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import type { Metrics } from '../metrics.js'
-import { LogSummary } from '../util/log-summary.js'
+import { LogSummary } from '@authz/sdk'
 import { rawSocketOf, sourceOf } from './admission.js'
 
 /** The reasons of `authz_tls_handshake_failures_total` (a fixed set: the label stays bounded). */

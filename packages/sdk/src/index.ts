@@ -59,6 +59,7 @@ export { POLICY_POLL_MS, POLICY_PULL_MS, POLICY_FETCH_TIMEOUT_MS, type PolicyTls
 export { createGuard, type CallOutcome, type Denial, type GuardOptions, type IncomingCall, type Verdict } from './guard.js'
 /** Receiving side: denial log lines, bounded (one at once per reason and caller, then a count per interval). */
 export { DenialLog, DENIAL_EVENT, type DenialLogger, type DenialLogOptions } from './denial-log.js'
+export { LogSummary, type LogLine, type LogSummaryLogger, type LogSummaryOptions } from './log-summary.js'
 /** Callee-side counters: calls let through, calls denied by reason. */
 export {
   CalleeCounters,

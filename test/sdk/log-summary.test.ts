@@ -1,6 +1,6 @@
 import t from 'tap'
 import { createLogger } from '../../src/logger.js'
-import { LogSummary } from '../../src/util/log-summary.js'
+import { LogSummary } from '../../packages/sdk/src/log-summary.js'
 import { LogCapture } from '../helpers/harness.js'
 
 function summary(maxKeys?: number) {
@@ -44,4 +44,29 @@ t.test('close writes what is pending', async (t) => {
   s.close()
   t.match(records().at(-1), { reason: 'unknown_ca', count: 1 })
   t.equal(s.size, 0)
+})
+
+t.test('a logger without the level asked for writes at warn; a logger that throws stops no count', async (t) => {
+  const lines: [Record<string, unknown>, string][] = []
+  const warnOnly = new LogSummary({ logger: { warn: (f, m) => lines.push([f, m]) }, event: 'e', message: 'm', level: 'error' })
+  t.teardown(() => warnOnly.close())
+  warnOnly.note('k', { sub: 'a' })
+  t.same(lines, [[{ event: 'e', sub: 'a', count: 1 }, 'm']])
+  let calls = 0
+  const throwing = new LogSummary({
+    logger: {
+      warn: () => {
+        calls++
+        throw new Error('disk full')
+      },
+    },
+    event: 'e',
+    message: 'm',
+  })
+  t.teardown(() => throwing.close())
+  t.doesNotThrow(() => throwing.note('k', { sub: 'a' }))
+  throwing.note('k', { sub: 'a' })
+  t.doesNotThrow(() => throwing.flush())
+  t.equal(calls, 2, 'the first event and the summary of the second were both attempted')
+  t.throws(() => new LogSummary({ logger: { warn: () => undefined }, event: 'e', message: 'm', intervalMs: 0 }), TypeError, 'an interval must be positive')
 })

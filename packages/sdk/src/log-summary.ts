@@ -2,12 +2,22 @@
  * Bounded logging for events that an attacker or a misbehaving caller can repeat at will (a caller over
  * its rate limit, refused handshakes): the first event of a key is one line at once, the rest are counted
  * and summarised in one line per key per interval, never a line per event. A key that stays quiet for a
- * whole interval is forgotten, so its next event is again a line at once.
+ * whole interval is forgotten, so its next event is again a line at once. The issuer's bounded lines and
+ * both kits' denial lines (DenialLog) are written by it. A logger that throws changes nothing.
  */
-import type { Logger } from 'pino'
+
+/** A line writer: pino's methods (Fastify's `app.log`), or anything with `warn(object, message)`. */
+export type LogLine = (fields: Record<string, unknown>, message: string) => void
+
+/** What the lines are written to: `warn` always; `info`/`error` when the summary's `level` asks for them. */
+export interface LogSummaryLogger {
+  warn: LogLine
+  info?: LogLine
+  error?: LogLine
+}
 
 export interface LogSummaryOptions {
-  readonly logger: Pick<Logger, 'warn' | 'info' | 'error'>
+  readonly logger: LogSummaryLogger
   /** The `event` field of every line (`rate_limited`, `tls_handshake_refused`, …). */
   readonly event: string
   /** The message of every line; a summary line says how many events it stands for. */
@@ -37,19 +47,23 @@ export class LogSummary {
 
   constructor(options: LogSummaryOptions) {
     this.#options = { level: 'warn', intervalMs: 10_000, maxKeys: 256, ...options }
+    if (!(this.#options.intervalMs > 0)) throw new TypeError('intervalMs must be positive')
   }
 
-  /** One event of `key`; `fields` describe it (the first event's fields are the ones written). */
-  note(key: string, fields: Record<string, unknown> = {}): void {
+  /**
+   * One event of `key`. `fields` describe it: the first event's line has them; its summaries have
+   * `shared` (what every event of the key has in common; by default the first event's fields).
+   */
+  note(key: string, fields: Record<string, unknown> = {}, shared: Record<string, unknown> = fields): void {
     let tally = this.#tallies.get(key)
     if (tally === undefined && this.#tallies.size >= this.#options.maxKeys) {
       // (not a field named `key`: the logger redacts that name, as it may carry key material)
       key = OVERFLOW
       tally = this.#tallies.get(key)
-      fields = { overflow: true }
+      fields = shared = { overflow: true }
     }
     if (tally === undefined) {
-      this.#tallies.set(key, { fields, pending: 0 })
+      this.#tallies.set(key, { fields: shared, pending: 0 })
       this.#write(fields, 1, false)
       this.#schedule()
       return
@@ -88,7 +102,11 @@ export class LogSummary {
   #write(fields: Record<string, unknown>, count: number, summary: boolean): void {
     const { logger, level, event, message, intervalMs } = this.#options
     const line = { event, ...fields, count, ...(summary ? { interval_s: intervalMs / 1000 } : {}) }
-    logger[level](line, summary ? `${message} (${count} more in the last ${intervalMs / 1000}s)` : message)
+    try {
+      ;(logger[level] ?? logger.warn).call(logger, line, summary ? `${message} (${count} more in the last ${intervalMs / 1000}s)` : message)
+    } catch {
+      // a logger that throws changes no answer and stops no count
+    }
   }
 
   #schedule(): void {
